@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine (see README):
+#   make run   - create .venv from the lock file (once), run the comparison suite on CPU
+#   make test  - create .venv from the lock file (once), run the tests
+# The venv is rebuilt only when requirements.lock or pyproject.toml change.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cestab-installed
+
+.PHONY: setup run test clean
+
+setup: $(STAMP)
+
+# torch first: with torch==2.13.0 already installed nothing pulls the multi-GB CUDA build.
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/cestab run
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV)

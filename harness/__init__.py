@@ -1,0 +1,29 @@
+"""cestab: how wrong and how fast is each softmax cross-entropy implementation?
+
+The Python API returns pandas DataFrames; the `cestab` command is a thin layer over it.
+
+    >>> import harness
+    >>> df = harness.run(adapters=["numpy.stable"], dtypes=["float32"])
+
+Importing this package imports no framework (torch, jax, tensorflow, scipy): adapters
+load their framework only when they run.
+"""
+
+from .adapters import Adapter, Output, all_adapters, register
+from .cases import Case
+from .errors import UsageError
+from .reference import loss_and_grad as reference_loss_and_grad
+from .runner import run
+from .summary import summarize
+
+__all__ = [
+    "Adapter",
+    "Case",
+    "Output",
+    "UsageError",
+    "all_adapters",
+    "reference_loss_and_grad",
+    "register",
+    "run",
+    "summarize",
+]

@@ -1,0 +1,93 @@
+"""`Case`: one batch of logits and labels, exact in the tested dtype, plus where it came from.
+
+A case is the unit every adapter sees and every result row points back to; it is
+immutable so that the reference computed once per case can be shared by all adapters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import dtypes
+from .errors import UsageError
+
+#: Label kinds. "index": integer class per row; "onehot": the same as a dense 0/1 matrix;
+#: "soft": a dense distribution (rows sum to exactly 1, values exact in every tested dtype);
+#: "smoothing": integer class plus label smoothing eps, y = (1 - eps) * onehot + eps / V
+#: (PyTorch's, optax's and Keras's convention).
+LABEL_KINDS = ("index", "onehot", "soft", "smoothing")
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One batch: `logits` (N, V) in the tested dtype and its labels.
+
+    `target` always holds one class index per row (for "soft" labels, the class with the
+    largest weight); `soft_labels` is set only for kind "soft".
+    """
+
+    case_id: str
+    regime: str
+    dtype: str
+    logits: np.ndarray
+    target: np.ndarray
+    label_kind: str = "index"
+    soft_labels: np.ndarray | None = None
+    smoothing: float = 0.0
+    seed: int = 0
+    source: str = "regime"
+    note: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        fmt = dtypes.get(self.dtype)
+        if self.logits.ndim != 2:
+            raise UsageError(f"case {self.case_id}: logits must be 2-D (N, V), got shape {self.logits.shape}")
+        if self.logits.dtype != fmt.numpy_dtype:
+            raise UsageError(f"case {self.case_id}: logits are {self.logits.dtype}, expected {self.dtype}")
+        if self.label_kind not in LABEL_KINDS:
+            raise UsageError(f"unknown label kind {self.label_kind!r}; choose from {', '.join(LABEL_KINDS)}")
+        n, v = self.logits.shape
+        if self.target.shape != (n,) or not np.issubdtype(self.target.dtype, np.integer):
+            raise UsageError(f"case {self.case_id}: target must be {n} integers, got {self.target.dtype} {self.target.shape}")
+        if n and (self.target.min() < 0 or self.target.max() >= v):
+            raise UsageError(f"case {self.case_id}: target class out of range [0, {v})")
+        if (self.label_kind == "soft") != (self.soft_labels is not None):
+            raise UsageError(f"case {self.case_id}: soft_labels go with label kind 'soft' only")
+        if not 0.0 <= self.smoothing < 1.0 or (self.smoothing and self.label_kind != "smoothing"):
+            raise UsageError(f"case {self.case_id}: smoothing must be in [0, 1) and only with kind 'smoothing'")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.logits.shape)
+
+    def target_distribution(self) -> np.ndarray:
+        """Dense label matrix y (N, V) in float64; rows sum to 1 (up to the rounding of eps/V)."""
+        n, v = self.shape
+        if self.label_kind == "soft":
+            return np.asarray(self.soft_labels, dtype=np.float64)
+        y = np.zeros((n, v))
+        y[np.arange(n), self.target] = 1.0
+        if self.label_kind == "smoothing":
+            y = y * (1.0 - self.smoothing) + self.smoothing / v
+        return y
+
+
+def dyadic_soft_labels(rng: np.random.Generator, n: int, v: int, target: np.ndarray, support: int = 4) -> np.ndarray:
+    """Soft labels on `support` classes (the row's target among them), multiples of 1/256
+    summing to exactly 1, the target with the largest weight.
+
+    Every such value is exact in float16, bfloat16, float32 and float64, so no framework
+    re-rounds them and the reference needs no correction for a sum that is not 1.
+    """
+    y = np.zeros((n, v))
+    k = min(support, v)
+    for row in range(n):
+        others = rng.choice(v - 1, size=k - 1, replace=False)
+        others = others + (others >= target[row])  # skip the target
+        classes = np.concatenate([[target[row]], others])
+        cuts = np.sort(rng.choice(np.arange(1, 256), size=k - 1, replace=False)) if k > 1 else np.array([], int)
+        counts = np.sort(np.diff(np.concatenate([[0], cuts, [256]])))[::-1]
+        y[row, classes] = counts / 256.0
+    return y

@@ -1,0 +1,123 @@
+"""`cestab`: the command line, a thin layer over the Python API.
+
+A user mistake (unknown adapter, dtype or regime, bad option value, unwritable output)
+prints one line, `cestab: error: ...`, and exits with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from . import adapters as registry
+from . import regimes as regime_table
+from .cases import LABEL_KINDS
+from .dtypes import DTYPE_NAMES
+from .errors import UsageError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        raise UsageError(message)
+
+
+def _csv(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("empty list")
+    return items
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in _csv(text):
+        try:
+            n, v = (int(x) for x in item.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad shape {item!r}: write ROWSxCLASSES, e.g. 64x32000") from None
+        out.append((n, v))
+    return out
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}")
+    return seed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cestab", description="Accuracy and speed of softmax cross-entropy implementations.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the comparison suite and write a run folder")
+    run.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: all available)")
+    run.add_argument("--dtypes", type=_csv, help=f"comma-separated, from {', '.join(DTYPE_NAMES)} (default: all)")
+    run.add_argument("--regimes", type=_csv, help=f"comma-separated, from {', '.join(regime_table.REGIMES)} (default: all)")
+    run.add_argument("--label-kinds", type=_csv, help=f"comma-separated, from {', '.join(LABEL_KINDS)} (default: all)")
+    run.add_argument("--shapes", type=_shapes, help="comma-separated ROWSxCLASSES (default: %s)" % ",".join(f"{n}x{v}" for n, v in regime_table.DEFAULT_SHAPES))
+    run.add_argument("--seed", type=_seed, default=0, help="seed of every case (default 0)")
+    run.add_argument("--device", default="cpu", help="cpu (default)")
+    run.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+    sub.add_parser("list", help="list adapters, and the frameworks that are unavailable")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from .runner import run
+    from .summary import format_summary, summarize
+
+    df = run(
+        adapters=args.adapters,
+        dtypes=args.dtypes,
+        regimes_=args.regimes,
+        shapes=args.shapes,
+        label_kinds=args.label_kinds,
+        seed=args.seed,
+        device=args.device,
+        out_dir=args.out,
+        progress=not args.quiet,
+        command=shlex.join(["cestab", *sys.argv[1:]]),
+    )
+    if not args.quiet:
+        print(format_summary(summarize(df)))
+    print(f"results: {df.attrs['run_dir']}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    for adapter in sorted(registry.all_adapters().values(), key=lambda a: a.id):
+        print(
+            f"{adapter.id:28} {adapter.framework} {adapter.version():10} dtypes={','.join(adapter.dtypes)} "
+            f"labels={','.join(adapter.label_kinds)} devices={','.join(adapter.devices)}"
+        )
+    for framework, reason in registry.unavailable().items():
+        print(f"{framework + '.*':28} unavailable: {reason}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list}
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"cestab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("cestab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The truth: per-row loss and gradient p - y for the case's exact inputs.
+
+Every error the harness reports is measured against this module, so it uses only
+cancellation-free forms (Blanchard, Higham & Higham, IMA J. Numer. Anal. 41, 2021):
+
+    m = max z,  a = first argmax,  d_j = z_j - m <= 0 (kept as an exact pair hi + lo),
+    T = sum_{j != a} exp(d_j),  S = 1 + T,  log S = log1p(T),
+    l_j = -log p_j = log S - d_j          (a sum of two non-negative terms)
+    loss = sum_j y_j l_j                  (a sum of non-negative terms: no cancellation)
+    p_j = exp(d_j) / S,  and where y_t = 1:  p_t - 1 = -S_{-t} / S,
+    S_{-t} = T if t == a else 1 + (T - exp(d_t))   (no 1 - p_t with p_t close to 1).
+
+Precision. For float16/bfloat16/float32 cases with integer or one-hot labels exp runs in
+float64 (max 0.7 ulp here), everything after it (sums, log1p, the division) in x87 extended precision (64-bit
+significand), and the result is rounded once to float64: within 2 float64 ulps of the
+exact value (tested against mpmath at 50 digits). For float64 cases the whole path runs
+in extended precision and the result is *kept* in extended precision, 11 bits more than
+the tested dtype; soft-label and smoothing cases run exp in extended precision too. Where `np.longdouble` is no wider than float64 (e.g. on aarch64 macOS)
+the float64 reference is still used and `PRECISION` says so.
+
+Where p_j is close to a fractional y_j (soft labels, smoothing) the subtraction p_j - y_j
+is ill-conditioned for *every* algorithm: there the reference's error is bounded by about
+2**-63 * max(p_j, y_j), 2**-40 below a float32 ulp of the same quantity, and may exceed
+2 float64 ulps of the (tiny) difference itself.
+
+Non-finite inputs (DESIGN.md): -inf on a non-target class is a mask (zero probability,
+zero gradient); -inf where y > 0 gives loss +inf and gradient -y there; a row with +inf
+or NaN, or with every logit -inf, is undefined: loss and gradient are NaN, `defined` False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cases import Case
+
+EXTENDED = np.longdouble if np.finfo(np.longdouble).nmant >= 63 else np.float64
+PRECISION = "x87-extended" if EXTENDED is not np.float64 else "float64"
+
+#: Rows are processed in chunks of about this many elements to bound memory
+#: (extended-precision temporaries are 16 bytes each).
+CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """The truth for one case, plus the condition scales the tolerance needs.
+
+    Arrays are float64 for float16/bfloat16/float32 cases and extended precision for
+    float64 cases. `loss_scale` and `grad_scale` are what a backward-stable implementation's
+    error is proportional to (see `tolerances`).
+    """
+
+    loss: np.ndarray  # (N,)
+    grad: np.ndarray  # (N, V)
+    defined: np.ndarray  # (N,) bool: False where the input has no finite truth
+    loss_scale: np.ndarray  # (N,)
+    grad_scale: np.ndarray  # (N, V)
+    precision: str
+
+
+def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knuth's TwoSum: s + err == a + b exactly (float64, round to nearest)."""
+    with np.errstate(invalid="ignore"):  # inf - inf in the error term of masked entries
+        s = a + b
+        bb = s - a
+        err = (a - (s - bb)) + (b - bb)
+    return s, err
+
+
+def undefined_rows(z: np.ndarray) -> np.ndarray:
+    """Rows with +inf or NaN anywhere, or with every logit -inf: no finite truth exists."""
+    bad = np.isnan(z) | (z == np.inf)
+    return bad.any(axis=1) | (z == -np.inf).all(axis=1)
+
+
+def loss_and_grad(case: Case) -> Reference:
+    """Loss per row and gradient of the summed loss, for `case`'s exact inputs."""
+    z = np.asarray(case.logits).astype(np.float64)
+    n, v = z.shape
+    # Soft labels and smoothing subtract p_j - y_j with fractional y_j: exp in extended
+    # precision there buys 11 bits against that cancellation (3.5x slower exp).
+    extended_exp = case.dtype == "float64" or case.label_kind in ("soft", "smoothing")
+    out_dtype = EXTENDED if case.dtype == "float64" else np.float64
+    loss = np.empty(n, dtype=out_dtype)
+    grad = np.empty((n, v), dtype=out_dtype)
+    loss_scale = np.empty(n)
+    grad_scale = np.empty((n, v))
+    defined = ~undefined_rows(z) if n else np.zeros(0, bool)
+    step = max(1, CHUNK_ELEMENTS // max(v, 1))
+    for lo in range(0, n, step):
+        rows = slice(lo, min(n, lo + step))
+        parts = _rows(
+            z[rows],
+            case.target[rows],
+            case.label_kind,
+            None if case.soft_labels is None else np.asarray(case.soft_labels[rows], np.float64),
+            case.smoothing,
+            defined[rows],
+            extended_exp,
+        )
+        loss[rows], grad[rows], loss_scale[rows], grad_scale[rows] = parts
+    return Reference(loss, grad, defined, loss_scale, grad_scale, PRECISION if case.dtype == "float64" else "float64")
+
+
+def _rows(z, target, kind, soft, eps, defined, extended_exp):
+    X = EXTENDED
+    n, v = z.shape
+    rows = np.arange(n)
+    z = np.where(defined[:, None], z, 0.0)  # undefined rows: compute on zeros, overwrite with NaN
+    m = z.max(axis=1)
+    a = z.argmax(axis=1)
+    d_hi, d_lo = two_sum(z, -m[:, None])
+    d_lo = np.where(np.isfinite(d_hi), d_lo, 0.0)
+    if extended_exp:
+        e = np.exp(d_hi.astype(X)) * (1 + d_lo.astype(X))
+    else:
+        e_hi = np.exp(d_hi)
+        e = (e_hi + e_hi * d_lo).astype(X)
+    e[rows, a] = 0
+    T = e.sum(axis=1)
+    e[rows, a] = 1
+    S = 1 + T
+    log_s = np.log1p(T)
+    d = d_hi.astype(X) + d_lo.astype(X)  # only used where rounding it costs < 2**-64 relative
+
+    e_t = e[rows, target]
+    s_minus_t = np.where(target == a, T, 1 + (T - e_t))
+    p = e / S[:, None]
+    p64 = p.astype(np.float64)
+    p_t_minus_1 = -s_minus_t / S
+
+    if kind in ("index", "onehot"):
+        loss = log_s - d[rows, target]
+        grad = p
+        grad[rows, target] = p_t_minus_1
+    elif kind == "smoothing":
+        # loss = (1 - eps) l_t + eps/V sum_j l_j, every term non-negative.
+        sum_l = v * log_s - d.sum(axis=1)
+        loss = (1 - X(eps)) * (log_s - d[rows, target]) + X(eps) * sum_l / v
+        grad = p - X(eps) / v
+        grad[rows, target] = p_t_minus_1 + X(eps) * (v - 1) / v
+    else:  # soft
+        y = soft.astype(X)
+        neg_d = np.where(y > 0, -d, 0)  # -inf masks with y == 0 contribute 0, not 0 * inf
+        loss = log_s + (y * neg_d).sum(axis=1)
+        grad = p - y
+        ones = soft[rows, target] == 1.0
+        grad[rows[ones], target[ones]] = p_t_minus_1[ones]
+
+    # Condition scales (float64 is plenty): what a backward-stable implementation's error
+    # is proportional to. Loss: its own size plus the summation depth. Gradient: p_j times
+    # the exp condition |d_j| and the summation depth, plus |g_j| for the final subtraction.
+    depth = 2 + np.log2(max(v, 2))
+    loss_scale = np.asarray(loss, np.float64) + depth
+    abs_d = np.where(np.isfinite(d_hi), -d_hi, 0.0)
+    grad_scale = p64 * (depth + abs_d) + np.abs(np.asarray(grad, np.float64))
+
+    loss = np.where(defined, loss, np.nan)
+    grad = np.where(defined[:, None], grad, np.nan)
+    return loss, grad, loss_scale, grad_scale

@@ -1,0 +1,195 @@
+"""Named, seeded regimes: families of logits where softmax-CE implementations break.
+
+A regime draws float64 logits and a target class per row; `build_cases` then rounds the
+logits to the tested dtype (the case's exact inputs) and attaches labels of each kind.
+Thresholds come from the dtype (`FloatFormat.exp_overflow` / `exp_underflow`), so
+"past exp's range" means the same thing in float16 (11.09 / -17.3) as in float64
+(709.8 / -745.1). The same seed gives the same cases on every machine (numpy's PCG64).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import dtypes
+from .cases import LABEL_KINDS, Case, dyadic_soft_labels
+from .dtypes import FloatFormat
+from .errors import UsageError
+
+Draw = Callable[[np.random.Generator, FloatFormat, int, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Regime:
+    name: str
+    description: str
+    draw: Draw  # (rng, format, n, v) -> (float64 logits (n, v), int64 targets (n,))
+    finite: bool = True  # False: rows deliberately have no finite truth
+
+
+def _targets(rng, n, v):
+    return rng.integers(0, v, size=n)
+
+
+def _typical(rng, fmt, n, v):
+    return rng.normal(0.0, 3.0, (n, v)), _targets(rng, n, v)
+
+
+def _large_offset(rng, fmt, n, v):
+    # A shared offset changes nothing mathematically; it overflows exp (positive) or
+    # underflows every exp to zero (negative) unless the implementation shifts by the max.
+    choices = np.array([2.0 * fmt.exp_overflow, np.sqrt(fmt.max), fmt.max / 4])
+    offset = rng.choice(choices, size=(n, 1)) * rng.choice([-1.0, 1.0], size=(n, 1))
+    return offset + rng.normal(0.0, 3.0, (n, v)), _targets(rng, n, v)
+
+
+def _exp_range_spread(rng, fmt, n, v):
+    # Logits spread 1.5x past both of exp's thresholds of the tested dtype.
+    z = rng.uniform(1.5 * fmt.exp_underflow, 1.5 * fmt.exp_overflow, (n, v))
+    return z, _targets(rng, n, v)
+
+
+def _dominant_target(rng, fmt, n, v):
+    # The target leads by a gap up to 1.2x past exp's underflow: true loss ~ V e^-gap,
+    # down to below the smallest subnormal. Naive lse - z_t cancels to 0 long before.
+    z = rng.normal(0.0, 1.0, (n, v))
+    t = _targets(rng, n, v)
+    gap = rng.uniform(5.0, 1.2 * -fmt.exp_underflow, n)
+    z[np.arange(n), t] = z.max(axis=1) + gap
+    return z, t
+
+
+def _dominant_other(rng, fmt, n, v):
+    # Another class leads by a gap up to half the dtype's max: true loss ~ gap, huge.
+    z = rng.normal(0.0, 1.0, (n, v))
+    t = _targets(rng, n, v)
+    other = (t + 1 + rng.integers(0, max(v - 1, 1), n)) % v
+    gap = np.exp(rng.uniform(np.log(10.0), np.log(fmt.max / 2), n))
+    z[np.arange(n), other] = z.max(axis=1) + gap
+    return z, t
+
+
+def _near_ties(rng, fmt, n, v):
+    # Every logit within 3 ulps (of the tested dtype) of a shared base value.
+    base = rng.normal(0.0, 1.0, (n, 1)) * 10.0 ** rng.uniform(-3, 3, (n, 1))
+    base = dtypes.widen(dtypes.exact(base, fmt.name))
+    exponent = np.frexp(base)[1] - 1
+    ulp = np.ldexp(1.0, np.maximum(exponent - fmt.mantissa_bits, fmt.min_exponent - fmt.mantissa_bits))
+    return base + ulp * rng.integers(-3, 4, (n, v)), _targets(rng, n, v)
+
+
+def _neg_inf_mask(rng, fmt, n, v):
+    # -inf masks on non-target classes (10% .. all but the target); in every 4th row the
+    # target itself is masked: a defined row with loss +inf and gradient -1 there.
+    z = rng.normal(0.0, 3.0, (n, v))
+    t = _targets(rng, n, v)
+    fraction = rng.choice([0.1, 0.5, 0.9, 1.0], size=(n, 1))
+    mask = rng.random((n, v)) < fraction
+    mask[np.arange(n), t] = False
+    z[mask] = -np.inf
+    target_masked = np.arange(n) % 4 == 3
+    if v > 1:
+        z[target_masked, t[target_masked]] = -np.inf
+        keep = (t[target_masked] + 1) % v  # keep the row defined: one live class
+        z[np.flatnonzero(target_masked), keep] = 0.0
+    return z, t
+
+
+def _nonfinite(rng, fmt, n, v):
+    # Rows with no finite truth, cycling through +inf, NaN, all -inf, +inf at the target.
+    z = rng.normal(0.0, 3.0, (n, v))
+    t = _targets(rng, n, v)
+    col = rng.integers(0, v, n)
+    for i in range(n):
+        kind = i % 4
+        if kind == 0:
+            z[i, col[i]] = np.inf
+        elif kind == 1:
+            z[i, col[i]] = np.nan
+        elif kind == 2:
+            z[i] = -np.inf
+        else:
+            z[i, t[i]] = np.inf
+    return z, t
+
+
+REGIMES: dict[str, Regime] = {
+    r.name: r
+    for r in (
+        Regime("typical", "N(0, 3) logits", _typical),
+        Regime("large_offset", "a shared offset of +-2x exp overflow, sqrt(max) or max/4", _large_offset),
+        Regime("exp_range_spread", "logits spread 1.5x past exp's overflow and underflow", _exp_range_spread),
+        Regime("dominant_target", "target leads by up to 1.2x exp's underflow: loss tiny", _dominant_target),
+        Regime("dominant_other", "another class leads by up to max/2: loss huge", _dominant_other),
+        Regime("near_ties", "all logits within 3 ulps of a shared base", _near_ties),
+        Regime("neg_inf_mask", "-inf masks on non-targets, sometimes on the target", _neg_inf_mask),
+        Regime("nonfinite", "+inf, NaN or all -inf rows: no finite truth", _nonfinite, finite=False),
+    )
+}
+
+#: (rows, classes): from 2 classes to a 32000-token vocabulary; rows shrink as V grows.
+DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((256, 2), (64, 10), (16, 1000), (4, 32000))
+SMOOTHING = 0.1
+
+
+def get(name: str) -> Regime:
+    try:
+        return REGIMES[name]
+    except KeyError:
+        raise UsageError(f"unknown regime {name!r}; choose from {', '.join(REGIMES)}") from None
+
+
+def case_seed(seed: int, *key) -> np.random.Generator:
+    """A generator for one case, independent of every other case and of the dtype."""
+    return np.random.default_rng([seed, zlib.crc32("/".join(map(str, key)).encode())])
+
+
+def make_case(regime: str, dtype: str, shape: tuple[int, int], label_kind: str, seed: int) -> Case:
+    """One case of `regime`, deterministic in its arguments."""
+    reg, fmt = get(regime), dtypes.get(dtype)
+    n, v = shape
+    rng = case_seed(seed, regime, n, v, label_kind)
+    z, t = reg.draw(rng, fmt, n, v)
+    soft = None
+    if label_kind == "soft":
+        soft = dyadic_soft_labels(rng, n, v, target=t)
+    return Case(
+        case_id=f"{regime}/{dtype}/{n}x{v}/{label_kind}/s{seed}",
+        regime=regime,
+        dtype=dtype,
+        logits=dtypes.exact(z, dtype),
+        target=t.astype(np.int64),
+        label_kind=label_kind,
+        soft_labels=soft,
+        smoothing=SMOOTHING if label_kind == "smoothing" else 0.0,
+        seed=seed,
+    )
+
+
+def build_cases(regimes=None, dtype_names=None, shapes=None, label_kinds=None, seed: int = 0) -> list[Case]:
+    """The cross product of regimes x dtypes x shapes x label kinds, validated."""
+    regimes = list(regimes or REGIMES)
+    dtype_names = list(dtype_names or dtypes.DTYPE_NAMES)
+    shapes = list(shapes or DEFAULT_SHAPES)
+    label_kinds = list(label_kinds or LABEL_KINDS)
+    for r in regimes:
+        get(r)
+    for d in dtype_names:
+        dtypes.get(d)
+    for k in label_kinds:
+        if k not in LABEL_KINDS:
+            raise UsageError(f"unknown label kind {k!r}; choose from {', '.join(LABEL_KINDS)}")
+    for n, v in shapes:
+        if n < 1 or v < 2:
+            raise UsageError(f"bad shape {n}x{v}: need at least 1 row and 2 classes")
+    return [
+        make_case(r, d, tuple(s), k, seed)
+        for r in regimes
+        for d in dtype_names
+        for s in shapes
+        for k in label_kinds
+    ]

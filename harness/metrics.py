@@ -22,6 +22,7 @@ def ulp(x, dtype: str) -> np.ndarray:
     x = np.abs(np.asarray(x))
     finite = np.isfinite(x)
     exponent = np.frexp(np.where(finite, x, 0))[1].astype(np.int64) - 1  # |x| in [2**e, 2**(e+1))
+    exponent = np.where(x == 0, fmt.min_exponent, exponent)  # zero: the subnormal floor
     floor = fmt.min_exponent - fmt.mantissa_bits
     out = np.ldexp(1.0, np.maximum(exponent - fmt.mantissa_bits, floor))
     return np.where(finite, out, np.nan)
@@ -87,7 +88,7 @@ def evaluate(ref: Reference, loss, grad, dtype: str) -> dict:
     ge = element_errors(grad[rows], gt, ref.grad_scale[rows], dtype)
     row_ids = np.flatnonzero(rows)
 
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         rel = np.where(le.abs == 0, 0.0, le.abs / np.abs(np.asarray(lt, np.float64)))
         g64 = np.asarray(gt, np.float64)
         norm_true = np.linalg.norm(g64)

@@ -63,7 +63,7 @@ class Reference:
 
 def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Knuth's TwoSum: s + err == a + b exactly (float64, round to nearest)."""
-    with np.errstate(invalid="ignore"):  # inf - inf in the error term of masked entries
+    with np.errstate(invalid="ignore", over="ignore"):  # -inf masks; -max - max for float64
         s = a + b
         bb = s - a
         err = (a - (s - bb)) + (b - bb)
@@ -92,15 +92,16 @@ def loss_and_grad(case: Case) -> Reference:
     step = max(1, CHUNK_ELEMENTS // max(v, 1))
     for lo in range(0, n, step):
         rows = slice(lo, min(n, lo + step))
-        parts = _rows(
-            z[rows],
-            case.target[rows],
-            case.label_kind,
-            None if case.soft_labels is None else np.asarray(case.soft_labels[rows], np.float64),
-            case.smoothing,
-            defined[rows],
-            extended_exp,
-        )
+        with np.errstate(over="ignore"):  # float64 views of extended values past float64's max
+            parts = _rows(
+                z[rows],
+                case.target[rows],
+                case.label_kind,
+                None if case.soft_labels is None else np.asarray(case.soft_labels[rows], np.float64),
+                case.smoothing,
+                defined[rows],
+                extended_exp,
+            )
         loss[rows], grad[rows], loss_scale[rows], grad_scale[rows] = parts
     return Reference(loss, grad, defined, loss_scale, grad_scale, PRECISION if case.dtype == "float64" else "float64")
 
@@ -124,7 +125,10 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp):
     e[rows, a] = 1
     S = 1 + T
     log_s = np.log1p(T)
-    d = d_hi.astype(X) + d_lo.astype(X)  # only used where rounding it costs < 2**-64 relative
+    if extended_exp:  # float64 inputs: z - m may overflow float64 (-max - max), not extended
+        d = z.astype(X) - m.astype(X)[:, None]
+    else:  # exact: hi + lo of a difference of two narrow-dtype values
+        d = d_hi.astype(X) + d_lo.astype(X)
 
     e_t = e[rows, target]
     s_minus_t = np.where(target == a, T, 1 + (T - e_t))

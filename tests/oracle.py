@@ -1,8 +1,8 @@
 """An independent oracle for the reference: mpmath at 50 significant digits, row by row.
 
-It shares no code with `harness.reference`: it sums exp(z_k - z_j) in arbitrary precision
-for each class j, so -log p_j = log1p(sum_{k != j} exp(z_k - z_j)) and p_j = 1 / (1 + R_j).
-Slow (microseconds per exp), so it is for small cases only.
+It shares no code with `harness.reference`: in arbitrary precision, for each class j,
+R_j = sum_{k != j} exp(z_k - z_j), -log p_j = log1p(R_j) and p_j = 1 / (1 + R_j).
+Slow (microseconds per exp), so it is for small cases and single large rows.
 """
 
 from __future__ import annotations
@@ -14,9 +14,17 @@ DIGITS = 50
 
 
 def _row(z: list, y: list):
-    """(loss, grad) of one defined row as mpf values; z may hold -inf (a mask)."""
+    """(loss, grad) of one defined row as mpf values; z may hold -inf (a mask).
+
+    R_j = sum_{k != j} exp(z_k - z_j) is formed as (total - e_j) * exp(m - z_j), except for
+    the one class that may hold at least half the total, whose rest is summed explicitly:
+    so no subtraction ever loses more than one bit, and a row costs O(V) exps.
+    """
     v = len(z)
     live = [k for k in range(v) if z[k] != -mpmath.inf]
+    m = max(z[k] for k in live)
+    e = [mpmath.exp(z[k] - m) if z[k] != -mpmath.inf else mpmath.mpf(0) for k in range(v)]
+    total = mpmath.fsum(e)
     neglogp, p, rest = [], [], []
     for j in range(v):
         if z[j] == -mpmath.inf:
@@ -24,7 +32,8 @@ def _row(z: list, y: list):
             p.append(mpmath.mpf(0))
             rest.append(mpmath.inf)
             continue
-        r = mpmath.fsum(mpmath.exp(z[k] - z[j]) for k in live if k != j)
+        others = total - e[j] if 2 * e[j] < total else mpmath.fsum(e[k] for k in live if k != j)
+        r = others * mpmath.exp(m - z[j])
         neglogp.append(mpmath.log1p(r))
         p.append(1 / (1 + r))
         rest.append(r)

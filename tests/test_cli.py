@@ -1,0 +1,57 @@
+"""The `cestab` command: a working run, and one-line errors with exit code 2 on bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def cestab(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_run_prints_summary_and_writes_the_folder(tmp_path):
+    p = cestab("run", "--adapters", "numpy.stable,numpy.naive", "--dtypes", "float32", "--shapes", "4x10", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert "numpy.naive" in p.stdout and "nonfinite" in p.stdout and "loss_ulps_max" in p.stdout
+    run_dir = Path(p.stdout.strip().splitlines()[-1].removeprefix("results: "))
+    assert (run_dir / "results.parquet").is_file() and run_dir.parent == tmp_path
+
+
+def test_list_shows_numpy_adapters():
+    p = cestab("list")
+    assert p.returncode == 0
+    assert "numpy.naive" in p.stdout and "scipy.log_softmax" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--adapters", "numpy.nope"], "unknown adapter 'numpy.nope'"),
+        (["run", "--dtypes", "float8"], "unknown dtype 'float8'"),
+        (["run", "--regimes", "calm"], "unknown regime 'calm'"),
+        (["run", "--label-kinds", "hard"], "unknown label kind 'hard'"),
+        (["run", "--shapes", "10by10"], "bad shape '10by10'"),
+        (["run", "--shapes", "0x10"], "bad shape 0x10"),
+        (["run", "--seed", "-1"], "seed must be a non-negative integer"),
+        (["run", "--device", "tpu"], "device 'tpu' is not supported"),
+        (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    p = cestab(*args, "--out", str(tmp_path / "runs")) if args[0] == "run" else cestab(*args)
+    assert p.returncode == 2
+    assert p.stderr.count("\n") == 1 and p.stderr.startswith("cestab: error: ")
+    assert message in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_unwritable_output_is_one_line_and_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    p = cestab("run", "--adapters", "numpy.stable", "--dtypes", "float32", "--shapes", "2x3", "--out", str(blocker / "runs"))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1
+    assert "cannot write the run folder" in p.stderr and "Traceback" not in p.stderr
+    assert blocker.read_text() == "not a folder"

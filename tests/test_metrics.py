@@ -1,0 +1,126 @@
+"""Metrics and the tolerance table on hand-computed values."""
+
+import numpy as np
+import pytest
+
+from harness import dtypes, metrics, reference
+from harness.cases import Case
+from harness.reference import Reference
+
+
+@pytest.mark.parametrize(
+    "dtype, x, expected",
+    [
+        ("bfloat16", 1.0, 2.0**-7),
+        ("float16", 1.0, 2.0**-10),
+        ("float32", 1.0, 2.0**-23),
+        ("float64", 1.0, 2.0**-52),
+        ("bfloat16", 1.5, 2.0**-7),  # same binade as 1.0
+        ("bfloat16", 0.999, 2.0**-8),  # ulp taken at the true value, below the binade of 1
+        ("float16", 65504.0, 32.0),
+        ("float16", 70000.0, 64.0),  # past float16's max: exponent continues unbounded
+        ("float16", 0.0, 2.0**-24),  # subnormal floor
+        ("float16", 1e-9, 2.0**-24),
+        ("float16", 2.0**-14, 2.0**-24),  # smallest normal
+        ("bfloat16", 1e-40, 2.0**-133),
+        ("float32", 1e-45, 2.0**-149),
+        ("float64", 5e-324, 2.0**-1074),
+    ],
+)
+def test_ulp_hand_values(dtype, x, expected):
+    assert metrics.ulp(np.array([x]), dtype)[0] == expected
+    assert metrics.ulp(np.array([-x]), dtype)[0] == expected
+
+
+def test_ulp_of_extended_precision_value():
+    x = np.array([np.longdouble(1) + np.longdouble(2) ** -60])
+    assert metrics.ulp(x, "float64")[0] == 2.0**-52
+
+
+def single(truth_loss, computed_loss, dtype, loss_scale=None):
+    """A one-row, two-class result whose gradient is exact, so only the loss is judged."""
+    work = np.float64 if dtype != "float64" else reference.EXTENDED
+    ref = Reference(
+        loss=np.array([truth_loss], dtype=work),
+        grad=np.array([[0.25, -0.25]], dtype=work),
+        defined=np.array([True]),
+        loss_scale=np.array([0.0 if loss_scale is None else loss_scale]),
+        grad_scale=np.zeros((1, 2)),
+        precision="float64",
+    )
+    grad = dtypes.exact(np.array([[0.25, -0.25]]), dtype)
+    return metrics.evaluate(ref, np.array([computed_loss]), grad, dtype)
+
+
+def test_float16_65504_against_true_70000_is_inaccurate():
+    out = single(70000.0, np.float16(65504.0), "float16", loss_scale=70000.0 + 3)
+    assert out["status"] == "inaccurate"
+    assert out["loss_abs_err"] == 4496.0
+    assert out["loss_ulps"] == 4496.0 / 64
+    assert out["loss_rel_err"] == pytest.approx(4496.0 / 70000.0)
+
+
+def test_float16_inf_for_true_70000_is_the_correctly_rounded_overflow():
+    # 70000 rounds to +inf in float16 (above 65504 + 16): returning inf is right.
+    out = single(70000.0, np.float16(np.inf), "float16", loss_scale=70000.0 + 3)
+    assert out["status"] == "ok" and out["loss_abs_err"] == 0.0
+
+
+def test_inf_where_truth_is_finite_and_representable_is_nonfinite():
+    out = single(60000.0, np.float16(np.inf), "float16")
+    assert out["status"] == "nonfinite"
+    assert out["n_loss_nonfinite"] == 1
+    assert out["loss_ulps"] == np.inf
+
+
+def test_nan_is_nonfinite_even_where_the_truth_is_inf():
+    out = single(np.inf, np.float32(np.nan), "float32")
+    assert out["status"] == "nonfinite"
+
+
+def test_finite_where_truth_is_inf_is_inaccurate():
+    out = single(np.inf, np.float32(1e30), "float32")
+    assert out["status"] == "inaccurate" and out["loss_abs_err"] == np.inf
+
+
+def test_one_ulp_off_is_ok_and_three_ulps_off_is_not_in_bfloat16():
+    # bfloat16 tolerance: 2 ulps (+ cond * u * scale, zero here).
+    u = 2.0**-7
+    assert single(1.0, np.float64(1.0 + u), "bfloat16")["status"] == "ok"
+    out = single(1.0, np.float64(1.0 + 3 * u), "bfloat16")
+    assert out["status"] == "inaccurate" and out["loss_ulps"] == 3.0
+    assert out["loss_tol_ratio"] == pytest.approx(1.5)
+
+
+def test_condition_scale_widens_the_tolerance():
+    # True loss 1e-30 computed as 0 (a stable lse - z_t): huge in ulps, yet within
+    # cond * u * scale when the scale (log-sum-exp depth) is 3.
+    out = single(1e-30, np.float32(0.0), "float32", loss_scale=3.0)
+    assert out["loss_ulps"] > 1e6
+    assert out["status"] == "ok"
+
+
+def test_gradient_mismatch_report_counts_and_locates():
+    case = Case("c", "manual", "float32", dtypes.exact(np.array([[0.0, 1.0, 2.0], [3.0, 1.0, 0.0]]), "float32"), np.array([0, 1]))
+    ref = reference.loss_and_grad(case)
+    grad = np.asarray(ref.grad, np.float64).astype(np.float32)
+    grad[1, 2] += 1e-3
+    out = metrics.evaluate(ref, np.asarray(ref.loss, np.float32), grad, "float32")
+    assert out["status"] == "inaccurate"
+    assert out["n_grad_bad"] == 1 and out["grad_worst"] == "1,2"
+    assert out["grad_abs_err"] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_all_rows_undefined_records_behaviour():
+    case = Case("c", "manual", "float32", dtypes.exact(np.array([[np.nan, 1.0]]), "float32"), np.array([0]))
+    ref = reference.loss_and_grad(case)
+    out = metrics.evaluate(ref, np.array([np.nan], np.float32), np.array([[np.nan, np.inf]], np.float32), "float32")
+    assert out["status"] == "undefined"
+    assert "loss: 1 nan, 0 inf, 0 finite" in out["message"] and "grad: 1 nan, 1 inf" in out["message"]
+
+
+def test_wrong_output_shape_is_an_error():
+    case = Case("c", "manual", "float32", dtypes.exact(np.array([[0.0, 1.0]]), "float32"), np.array([0]))
+    ref = reference.loss_and_grad(case)
+    out = metrics.evaluate(ref, np.zeros(2, np.float32), np.zeros((1, 2), np.float32), "float32")
+    assert out["status"] == "error" and "shape" in out["message"]

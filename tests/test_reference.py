@@ -1,0 +1,181 @@
+"""The reference against mpmath at 50 digits, and its non-finite conventions.
+
+Claim under test: for float16/bfloat16/float32 inputs the float64 reference is within
+2 float64 ulps of the exact loss and of every exact gradient component, over every finite
+regime and label kind; for float64 inputs the extended-precision reference is within
+2**-4 float64 ulps (it judges float64 implementations to a fraction of an ulp).
+
+One allowance, soft labels and smoothing only: p_j - y_j with fractional y_j cancels for
+every algorithm, so there the gradient may also be off by 2**-60 * max(p_j, y_j) (the
+extended-precision floor; 2**-37 of a float32 ulp of p_j). See `harness.reference`.
+"""
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import given, note
+from hypothesis import strategies as st
+
+import oracle
+from harness import dtypes, reference, regimes
+from harness.cases import LABEL_KINDS, Case
+
+FINITE_REGIMES = [name for name, r in regimes.REGIMES.items() if r.finite]
+
+
+def f64_ulp(x: float) -> float:
+    """float64 ulp at |x| with the subnormal floor (2**-1074)."""
+    if not np.isfinite(x):
+        return float("nan")
+    with np.errstate(over="ignore"):  # spacing(max) is inf in float64; use the binade's ulp
+        return max(float(np.spacing(abs(x))), 2.0**-1074) if abs(x) < 2.0**1023 else 2.0**971
+
+
+def worst_ulps(case: Case) -> tuple[float, float]:
+    """Max loss and max gradient error of the reference, in float64 ulps of the exact value."""
+    ref = reference.loss_and_grad(case)
+    truth = oracle.loss_and_grad(case)
+    loss_err = grad_err = 0.0
+    fractional = case.label_kind in ("soft", "smoothing")
+    with mpmath.workdps(oracle.DIGITS):
+        for i, row in enumerate(truth):
+            if row is None:
+                assert not ref.defined[i] and np.isnan(ref.loss[i]) and np.isnan(ref.grad[i]).all()
+                continue
+            loss, grad = row
+            y = oracle.labels(case, i)
+            loss_err = max(loss_err, oracle.ulps_off(ref.loss[i], loss, f64_ulp))
+            for j, g in enumerate(grad):
+                floor = 2**-60 * max(abs(g + y[j]), y[j]) if fractional else 0
+                off = abs(oracle.mpf(ref.grad[i, j]) - g) - floor
+                grad_err = max(grad_err, float(max(off, 0) / mpmath.mpf(f64_ulp(float(g)))))
+    return loss_err, grad_err
+
+
+def bound(case: Case) -> float:
+    return 2.0 if case.dtype != "float64" else 2.0**-4
+
+
+@given(
+    regime=st.sampled_from(FINITE_REGIMES),
+    dtype=st.sampled_from(dtypes.DTYPE_NAMES),
+    n=st.integers(1, 3),
+    v=st.sampled_from([2, 3, 7, 33]),
+    kind=st.sampled_from(LABEL_KINDS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_reference_matches_mpmath_over_regimes(regime, dtype, n, v, kind, seed):
+    case = regimes.make_case(regime, dtype, (n, v), kind, seed)
+    note(f"logits={np.asarray(case.logits, np.float64).tolist()} target={case.target.tolist()}")
+    loss_err, grad_err = worst_ulps(case)
+    assert loss_err <= bound(case), f"loss off by {loss_err} ulps"
+    assert grad_err <= bound(case), f"gradient off by {grad_err} ulps"
+
+
+@st.composite
+def raw_logits(draw, dtype: str, v: int):
+    """One row of arbitrary finite values of `dtype` (subnormals and extremes included),
+    some entries masked with -inf, never all."""
+    fmt = dtypes.get(dtype)
+    width = {"float16": 16, "float32": 32, "float64": 64, "bfloat16": 32}[dtype]
+    values = draw(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=width), min_size=v, max_size=v))
+    mask = draw(st.lists(st.booleans(), min_size=v, max_size=v))
+    row = np.array(values, dtype=np.float64)
+    row = np.where(mask, -np.inf, row)
+    if np.isneginf(row).all():
+        row[draw(st.integers(0, v - 1))] = values[0]
+    return np.asarray(row.astype(fmt.numpy_dtype))[None, :]
+
+
+@given(data=st.data(), dtype=st.sampled_from(dtypes.DTYPE_NAMES), v=st.sampled_from([2, 5, 17]))
+def test_reference_matches_mpmath_on_raw_values(data, dtype, v):
+    logits = data.draw(raw_logits(dtype, v))
+    finite = np.flatnonzero(np.isfinite(logits[0].astype(np.float64)))
+    target = np.array([data.draw(st.sampled_from(finite.tolist()))])
+    case = Case("raw", "raw", dtype, logits, target)
+    note(f"logits={logits.astype(np.float64).tolist()} target={target.tolist()}")
+    loss_err, grad_err = worst_ulps(case)
+    assert loss_err <= bound(case) and grad_err <= bound(case), (loss_err, grad_err)
+
+
+def one_row(values, dtype="float32", target=0, kind="index") -> Case:
+    logits = dtypes.exact(np.array([values], dtype=np.float64), dtype)
+    return Case("manual", "manual", dtype, logits, np.array([target]), label_kind=kind)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tiny_true_loss_is_not_cancelled_to_zero(dtype):
+    # z_t leads by 80: loss = log1p(e^-80) ~ 1.8e-35, gradient at the target -1.8e-35.
+    case = one_row([80.0, 0.0], dtype)
+    ref = reference.loss_and_grad(case)
+    exact = float(mpmath.log1p(mpmath.exp(-80)))
+    assert ref.loss[0] < 1e-30
+    assert abs(float(ref.loss[0]) - exact) <= 2 * f64_ulp(exact)
+    assert abs(float(ref.grad[0, 0]) + exact) <= 2 * f64_ulp(exact)  # p_t - 1 = -R/(1+R) ~ -e^-80
+    assert worst_ulps(case) <= (bound(case), bound(case))
+
+
+def test_logits_spanning_past_exp_range():
+    # exp(800) overflows and exp(-800) underflows in float64; the truth is still finite.
+    case = one_row([800.0, -800.0, 0.0], "float64", target=1)
+    ref = reference.loss_and_grad(case)
+    assert np.isfinite(ref.loss).all() and abs(float(ref.loss[0]) - 1600.0) < 1e-9
+    assert worst_ulps(case) <= (bound(case), bound(case))
+
+
+def test_large_vocabulary_row_matches_mpmath():
+    case = regimes.make_case("typical", "float32", (1, 32000), "index", seed=7)
+    assert worst_ulps(case) <= (2.0, 2.0)
+
+
+def test_masked_non_target_class_has_zero_gradient():
+    case = one_row([1.0, -np.inf, 2.0], target=0)
+    ref = reference.loss_and_grad(case)
+    assert ref.grad[0, 1] == 0.0
+    expected = float(mpmath.log(mpmath.e + mpmath.e**2) - 1)
+    assert abs(ref.loss[0] - expected) <= 2 * f64_ulp(expected)
+
+
+def test_masked_target_gives_infinite_loss_and_minus_one_gradient():
+    case = one_row([-np.inf, 0.0, 1.0], target=0)
+    ref = reference.loss_and_grad(case)
+    assert ref.defined[0] and ref.loss[0] == np.inf
+    assert ref.grad[0, 0] == -1.0
+    np.testing.assert_allclose(ref.grad[0, 1:], [1 / (1 + np.e), np.e / (1 + np.e)], rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0], [-np.inf, -np.inf, -np.inf], [0.0, np.inf, -np.inf]],
+    ids=["plus-inf", "nan", "all-minus-inf", "plus-inf-with-mask"],
+)
+def test_undefined_rows_are_nan_and_flagged(values):
+    logits = dtypes.exact(np.array([values, [0.0, 1.0, 2.0]]), "float32")
+    case = Case("manual", "manual", "float32", logits, np.array([1, 2]))
+    ref = reference.loss_and_grad(case)
+    assert ref.defined.tolist() == [False, True]
+    assert np.isnan(ref.loss[0]) and np.isnan(ref.grad[0]).all()
+    assert np.isfinite(ref.loss[1]) and np.isfinite(ref.grad[1]).all()
+
+
+def test_float64_reference_keeps_extended_precision():
+    case = one_row([0.1, 0.2, 0.3], "float64", target=2)
+    ref = reference.loss_and_grad(case)
+    assert ref.loss.dtype == reference.EXTENDED
+    assert ref.precision == reference.PRECISION
+
+
+def test_smoothing_loss_and_gradient_sum_to_the_right_totals():
+    # With smoothing, sum_j g_j = sum p - sum y = 0 exactly in exact arithmetic.
+    case = regimes.make_case("typical", "float32", (4, 100), "smoothing", seed=3)
+    ref = reference.loss_and_grad(case)
+    assert np.abs(np.asarray(ref.grad, np.float64).sum(axis=1)).max() < 1e-15
+
+
+def test_float64_loss_beyond_float64_max_stays_finite_in_extended_precision():
+    # z - m = -2 * 1.6e308 overflows float64; the true loss 3.2e308 does not overflow x87.
+    case = one_row([1.6e308, -1.6e308], "float64", target=1)
+    ref = reference.loss_and_grad(case)
+    if reference.PRECISION == "x87-extended":
+        assert np.isfinite(ref.loss[0]) and ref.loss[0] == np.longdouble(1.6e308) * 2
+    assert ref.grad[0, 1] == -1.0 and ref.grad[0, 0] == 1.0

@@ -1,0 +1,101 @@
+"""The runner: one tidy table, a complete run folder, deterministic for the numpy adapters."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import harness
+from harness import columns, reference, runner
+from harness.summary import summarize
+
+SMALL = dict(
+    adapters=["numpy.naive", "numpy.stable", "scipy.log_softmax"],
+    dtypes=["float16", "bfloat16", "float32", "float64"],
+    shapes=[(8, 2), (4, 300)],
+    label_kinds=["index", "soft"],
+)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return harness.run(**SMALL, seed=3, out_dir=out, command="test")
+
+
+def test_table_has_the_declared_columns_in_order(small_run):
+    assert tuple(small_run.columns) == columns.NAMES
+    assert small_run.dtypes["n_classes"] == "Int64" and small_run.dtypes["loss_ulps"] == "float64"
+
+
+def test_one_row_per_case_and_adapter(small_run):
+    n_cases = len(harness.regimes.REGIMES) * 4 * 2 * 2
+    assert len(small_run) == n_cases * 3
+    assert not small_run.duplicated(["case_id", "adapter"]).any()
+    assert set(small_run["status"]) <= set(harness.tolerances.STATUSES)
+
+
+def test_run_folder_holds_parquet_csv_and_run_json(small_run):
+    from pathlib import Path
+
+    run_dir = Path(small_run.attrs["run_dir"])
+    assert sorted(p.name for p in run_dir.iterdir()) == ["results.csv", "results.parquet", "run.json"]
+    parquet = pd.read_parquet(run_dir / "results.parquet")
+    pd.testing.assert_frame_equal(parquet, small_run, check_like=False)
+    csv = pd.read_csv(run_dir / "results.csv")
+    assert list(csv.columns) == list(columns.NAMES) and len(csv) == len(small_run)
+    np.testing.assert_allclose(csv["loss_ulps"].to_numpy(float), small_run["loss_ulps"].to_numpy(float))
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["seed"] == 3 and meta["command"] == "test" and meta["n_cases"] == n_cases_of(small_run)
+    assert {"numpy", "pandas", "scipy"} <= set(meta["versions"]) and meta["environment"]["cpu"]
+    assert meta["schema_version"] == columns.SCHEMA_VERSION
+
+
+def n_cases_of(df):
+    return df["case_id"].nunique()
+
+
+def test_same_seed_gives_identical_results():
+    a = harness.run(**SMALL, seed=11)
+    b = harness.run(**SMALL, seed=11)
+    stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
+    pd.testing.assert_frame_equal(a[stable], b[stable])
+    c = harness.run(**SMALL, seed=12)
+    assert not a["loss_abs_err"].equals(c["loss_abs_err"])
+
+
+def test_reference_is_computed_once_per_case(monkeypatch):
+    calls = []
+    real = reference.loss_and_grad
+
+    def counting(case):
+        calls.append(case.case_id)
+        return real(case)
+
+    monkeypatch.setattr(reference, "loss_and_grad", counting)
+    df = harness.run(adapters=SMALL["adapters"], dtypes=["float32"], shapes=[(4, 10)], label_kinds=["index"])
+    assert len(calls) == df["case_id"].nunique() == len(set(calls))
+
+
+def test_unsupported_and_error_rows_do_not_stop_the_run():
+    def broken(case, device):
+        raise RuntimeError("kernel exploded\nsecond line")
+
+    limited = harness.Adapter("test.limited", "numpy", broken, dtypes=("float64",))
+    harness.register(limited)
+    df = harness.run(adapters=["test.limited", "numpy.stable"], dtypes=["float16", "float64"], shapes=[(2, 4)], label_kinds=["index"])
+    mine = df[df["adapter"] == "test.limited"]
+    assert set(mine.loc[mine["dtype"] == "float16", "status"]) == {"unsupported"}
+    assert set(mine.loc[mine["dtype"] == "float64", "status"]) == {"error"}
+    assert (mine.loc[mine["dtype"] == "float64", "message"] == "RuntimeError: kernel exploded").all()
+    assert (df.loc[(df["adapter"] == "numpy.stable") & (df["regime"] == "typical"), "status"] == "ok").all()
+
+
+def test_summary_counts_statuses_per_adapter_and_dtype(small_run):
+    table = summarize(small_run)
+    cell = table.loc[("numpy.naive", "float32")]
+    sub = small_run[(small_run["adapter"] == "numpy.naive") & (small_run["dtype"] == "float32")]
+    assert cell["cases"] == len(sub)
+    assert cell["nonfinite"] == (sub["status"] == "nonfinite").sum() > 0
+    assert cell["loss_ulps_max"] == sub["loss_ulps"].max()

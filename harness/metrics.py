@@ -65,8 +65,49 @@ def element_errors(computed, truth, scale, dtype: str) -> ElementErrors:
     return ElementErrors(diff, ulps, ratio, nonfinite)
 
 
-def _where(flat_index: int, shape) -> str:
-    return ",".join(str(int(i)) for i in np.unravel_index(flat_index, shape))
+#: Gradient rows are judged in chunks of about this many elements (memory and speed: the
+#: temporaries stay small enough for the allocator to reuse).
+CHUNK_ELEMENTS = 1 << 18
+
+
+@dataclass
+class GradSummary:
+    """Reductions of the gradient's ElementErrors over all defined rows."""
+
+    abs_max: float = 0.0
+    ulps_max: float = 0.0
+    ratio_max: float = 0.0
+    worst: tuple[int, int] = (0, 0)
+    n_nonfinite: int = 0
+    n_bad: int = 0
+    n: int = 0
+    err_sq: float = 0.0  # sum of squared errors (inf if any error is)
+    true_sq: float = 0.0
+
+    def add(self, e: ElementErrors, truth, row_ids) -> None:
+        i = int(np.argmax(e.ratio))
+        if e.ratio.flat[i] > self.ratio_max or self.n == 0:
+            r, c = np.unravel_index(i, e.ratio.shape)
+            self.ratio_max, self.worst = float(e.ratio.flat[i]), (int(row_ids[r]), int(c))
+        self.abs_max = max(self.abs_max, float(e.abs.max()))
+        self.ulps_max = max(self.ulps_max, float(e.ulps.max()))
+        self.n_nonfinite += int(e.nonfinite.sum())
+        self.n_bad += int((e.ratio > 1).sum())
+        self.n += e.abs.size
+        with np.errstate(over="ignore"):
+            self.err_sq += float(np.square(e.abs).sum())
+            self.true_sq += float(np.square(np.asarray(truth, np.float64)).sum())
+
+
+def grad_summary(ref: Reference, grad: np.ndarray, dtype: str) -> GradSummary:
+    row_ids = np.flatnonzero(ref.defined)
+    step = max(1, CHUNK_ELEMENTS // max(grad.shape[1], 1))
+    out = GradSummary()
+    for lo in range(0, len(row_ids), step):
+        ids = row_ids[lo : lo + step]
+        e = element_errors(grad[ids], ref.grad[ids], ref.grad_scale[ids], dtype)
+        out.add(e, ref.grad[ids], ids)
+    return out
 
 
 def evaluate(ref: Reference, loss, grad, dtype: str) -> dict:
@@ -83,46 +124,43 @@ def evaluate(ref: Reference, loss, grad, dtype: str) -> dict:
         out["status"] = "error"
         out["message"] = f"output shapes loss {loss.shape}, grad {grad.shape}; expected {ref.loss.shape}, {ref.grad.shape}"
         return out
-    lt, gt = ref.loss[rows], ref.grad[rows]
+    lt = ref.loss[rows]
     le = element_errors(loss[rows], lt, ref.loss_scale[rows], dtype)
-    ge = element_errors(grad[rows], gt, ref.grad_scale[rows], dtype)
+    g = grad_summary(ref, grad, dtype)
     row_ids = np.flatnonzero(rows)
 
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         rel = np.where(le.abs == 0, 0.0, le.abs / np.abs(np.asarray(lt, np.float64)))
-        g64 = np.asarray(gt, np.float64)
-        norm_true = np.linalg.norm(g64)
-        norm_err = np.sqrt(np.sum(ge.abs.astype(np.float64) ** 2)) if np.isfinite(ge.abs).all() else np.inf
-        grad_rel = 0.0 if norm_err == 0 else norm_err / norm_true
-    li, gi = int(np.argmax(le.ratio)), int(np.argmax(ge.ratio))
+        grad_rel = 0.0 if g.err_sq == 0 else float(np.sqrt(g.err_sq) / np.sqrt(g.true_sq))
+    li = int(np.argmax(le.ratio))
     out.update(
         loss_abs_err=float(le.abs.max()),
         loss_rel_err=float(rel.max()),
         loss_ulps=float(le.ulps.max()),
         loss_tol_ratio=float(le.ratio.max()),
         loss_worst_row=int(row_ids[li]),
-        grad_abs_err=float(ge.abs.max()),
-        grad_rel_norm=float(grad_rel),
-        grad_ulps=float(ge.ulps.max()),
-        grad_tol_ratio=float(ge.ratio.max()),
-        grad_worst=f"{row_ids[np.unravel_index(gi, ge.abs.shape)[0]]},{np.unravel_index(gi, ge.abs.shape)[1]}",
+        grad_abs_err=g.abs_max,
+        grad_rel_norm=grad_rel,
+        grad_ulps=g.ulps_max,
+        grad_tol_ratio=g.ratio_max,
+        grad_worst=f"{g.worst[0]},{g.worst[1]}",
         n_loss_nonfinite=int(le.nonfinite.sum()),
-        n_grad_nonfinite=int(ge.nonfinite.sum()),
+        n_grad_nonfinite=g.n_nonfinite,
         n_loss_bad=int((le.ratio > 1).sum()),
-        n_grad_bad=int((ge.ratio > 1).sum()),
+        n_grad_bad=g.n_bad,
     )
-    if le.nonfinite.any() or ge.nonfinite.any():
+    if out["n_loss_nonfinite"] or g.n_nonfinite:
         out["status"] = "nonfinite"
         out["message"] = (
-            f"{out['n_loss_nonfinite']} of {le.abs.size} losses and {out['n_grad_nonfinite']} of "
-            f"{ge.abs.size} gradient elements non-finite where the truth is finite"
+            f"{out['n_loss_nonfinite']} of {le.abs.size} losses and {g.n_nonfinite} of "
+            f"{g.n} gradient elements non-finite where the truth is finite"
         )
-    elif (le.ratio > 1).any() or (ge.ratio > 1).any():
+    elif out["n_loss_bad"] or g.n_bad:
         out["status"] = "inaccurate"
         out["message"] = (
             f"{out['n_loss_bad']} of {le.abs.size} losses (worst row {out['loss_worst_row']}, "
-            f"{out['loss_tol_ratio']:.3g}x tolerance) and {out['n_grad_bad']} of {ge.abs.size} gradient "
-            f"elements (worst [{out['grad_worst']}], {out['grad_tol_ratio']:.3g}x) outside tolerance"
+            f"{out['loss_tol_ratio']:.3g}x tolerance) and {g.n_bad} of {g.n} gradient "
+            f"elements (worst [{out['grad_worst']}], {g.ratio_max:.3g}x) outside tolerance"
         )
     else:
         out["status"] = "ok"

@@ -61,6 +61,7 @@ class Adapter:
     dtypes: tuple[str, ...] = DTYPE_NAMES
     label_kinds: tuple[str, ...] = LABEL_KINDS
     devices: tuple[str, ...] = ("cpu",)
+    supports_ignore: bool = False  # honours Case.ignored (ignore_index or a row mask)
 
     def unsupported_reason(self, case: Case, device: str) -> str | None:
         """Why this adapter cannot run `case` on `device`, or None if it declares it can."""
@@ -68,6 +69,8 @@ class Adapter:
             return f"{self.id} does not support dtype {case.dtype}"
         if case.label_kind not in self.label_kinds:
             return f"{self.id} does not support {case.label_kind} labels"
+        if case.has_ignored and not self.supports_ignore:
+            return f"{self.id} has no way to ignore rows"
         if device not in self.devices:
             return f"{self.id} does not run on {device}"
         return None

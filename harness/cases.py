@@ -25,7 +25,9 @@ class Case:
     """One batch: `logits` (N, V) in the tested dtype and its labels.
 
     `target` always holds one class index per row (for "soft" labels, the class with the
-    largest weight); `soft_labels` is set only for kind "soft".
+    largest weight); `soft_labels` is set only for kind "soft". Rows flagged in `ignored`
+    count for nothing: loss 0 and gradient 0 whatever their logits (PyTorch's ignore_index,
+    padding tokens); their `target` still holds a valid class for APIs without ignoring.
     """
 
     case_id: str
@@ -36,6 +38,7 @@ class Case:
     label_kind: str = "index"
     soft_labels: np.ndarray | None = None
     smoothing: float = 0.0
+    ignored: np.ndarray | None = None  # (N,) bool: rows to leave out (ignore_index / padding)
     seed: int = 0
     source: str = "regime"
     note: str = field(default="", compare=False)
@@ -57,6 +60,13 @@ class Case:
             raise UsageError(f"case {self.case_id}: soft_labels go with label kind 'soft' only")
         if not 0.0 <= self.smoothing < 1.0 or (self.smoothing and self.label_kind != "smoothing"):
             raise UsageError(f"case {self.case_id}: smoothing must be in [0, 1) and only with kind 'smoothing'")
+
+        if self.ignored is not None and (self.ignored.shape != (n,) or self.ignored.dtype != bool):
+            raise UsageError(f"case {self.case_id}: ignored must be {n} booleans")
+
+    @property
+    def has_ignored(self) -> bool:
+        return self.ignored is not None and bool(self.ignored.any())
 
     @property
     def shape(self) -> tuple[int, int]:

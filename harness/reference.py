@@ -105,6 +105,9 @@ def loss_and_grad(case: Case) -> Reference:
                 extended_exp,
             )
         loss[rows], grad[rows], loss_scale[rows], grad_scale[rows] = parts
+    if case.has_ignored:  # ignored rows count for nothing, whatever their logits
+        ign = case.ignored
+        loss[ign], grad[ign], loss_scale[ign], grad_scale[ign], defined[ign] = 0, 0, 0, 0, True
     return Reference(loss, grad, defined, loss_scale, grad_scale, PRECISION if case.dtype == "float64" else "float64")
 
 

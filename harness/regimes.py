@@ -20,14 +20,14 @@ from .cases import LABEL_KINDS, Case, dyadic_soft_labels
 from .dtypes import FloatFormat
 from .errors import UsageError
 
-Draw = Callable[[np.random.Generator, FloatFormat, int, int], tuple[np.ndarray, np.ndarray]]
+Draw = Callable[[np.random.Generator, FloatFormat, int, int], tuple]
 
 
 @dataclass(frozen=True)
 class Regime:
     name: str
     description: str
-    draw: Draw  # (rng, format, n, v) -> (float64 logits (n, v), int64 targets (n,))
+    draw: Draw  # (rng, format, n, v) -> (float64 logits (n, v), int64 targets (n,)[, ignored (n,)])
     finite: bool = True  # False: rows deliberately have no finite truth
 
 
@@ -117,6 +117,16 @@ def _nonfinite(rng, fmt, n, v):
     return z, t
 
 
+def _ignored_rows(rng, fmt, n, v):
+    # Every third row ignored (ignore_index / padding); the first of them is all -inf, as
+    # padding positions often are: it must count for nothing, not poison the batch with NaN.
+    z = rng.normal(0.0, 3.0, (n, v))
+    ignored = np.arange(n) % 3 == 1
+    if ignored.any():
+        z[np.flatnonzero(ignored)[0]] = -np.inf
+    return z, _targets(rng, n, v), ignored
+
+
 REGIMES: dict[str, Regime] = {
     r.name: r
     for r in (
@@ -127,6 +137,7 @@ REGIMES: dict[str, Regime] = {
         Regime("dominant_other", "another class leads by up to max/2: loss huge", _dominant_other),
         Regime("near_ties", "all logits within 3 ulps of a shared base", _near_ties),
         Regime("neg_inf_mask", "-inf masks on non-targets, sometimes on the target", _neg_inf_mask),
+        Regime("ignored_rows", "every third row ignored, one of them all -inf padding", _ignored_rows),
         Regime("nonfinite", "+inf, NaN or all -inf rows: no finite truth", _nonfinite, finite=False),
     )
 }
@@ -153,7 +164,8 @@ def make_case(regime: str, dtype: str, shape: tuple[int, int], label_kind: str, 
     reg, fmt = get(regime), dtypes.get(dtype)
     n, v = shape
     rng = case_seed(seed, regime, n, v, label_kind)
-    z, t = reg.draw(rng, fmt, n, v)
+    z, t, *rest = reg.draw(rng, fmt, n, v)
+    ignored = rest[0] if rest else None
     soft = None
     if label_kind == "soft":
         soft = dyadic_soft_labels(rng, n, v, target=t)
@@ -166,6 +178,7 @@ def make_case(regime: str, dtype: str, shape: tuple[int, int], label_kind: str, 
         label_kind=label_kind,
         soft_labels=soft,
         smoothing=SMOOTHING if label_kind == "smoothing" else 0.0,
+        ignored=ignored,
         seed=seed,
     )
 

@@ -18,6 +18,14 @@ def labels_in(case: Case, dtype) -> np.ndarray:
     return case.target_distribution().astype(dtype)
 
 
+def drop_ignored(case: Case, loss: np.ndarray, grad: np.ndarray) -> Output:
+    """Zero the ignored rows, as a user multiplying by a padding mask would."""
+    if case.has_ignored:
+        loss = np.where(case.ignored, np.zeros((), loss.dtype), loss)
+        grad = np.where(case.ignored[:, None], np.zeros((), grad.dtype), grad)
+    return Output(loss, grad)
+
+
 def naive(case: Case, device: str) -> Output:
     """The formula exactly as written: p = exp(z) / sum(exp(z)); L = -sum(y log p)."""
     z = case.logits
@@ -27,7 +35,7 @@ def naive(case: Case, device: str) -> Output:
         p = e / e.sum(axis=1, keepdims=True)
         loss = -(y * np.log(p)).sum(axis=1)
         grad = p - y
-    return Output(loss, grad)
+    return drop_ignored(case, loss, grad)
 
 
 def stable(case: Case, device: str) -> Output:
@@ -43,8 +51,8 @@ def stable(case: Case, device: str) -> Output:
         terms[y == 0] = 0  # a masked class (log p = -inf) with no label weight adds nothing
         loss = -terms.sum(axis=1)
         grad = e / s - y
-    return Output(loss, grad)
+    return drop_ignored(case, loss, grad)
 
 
-register(Adapter("numpy.naive", "numpy", naive, "exp, sum, divide, log - the textbook formula"))
-register(Adapter("numpy.stable", "numpy", stable, "max-shift log-sum-exp, softmax - y"))
+register(Adapter("numpy.naive", "numpy", naive, "exp, sum, divide, log - the textbook formula", supports_ignore=True))
+register(Adapter("numpy.stable", "numpy", stable, "max-shift log-sum-exp, softmax - y", supports_ignore=True))

@@ -6,6 +6,7 @@ import numpy as np
 
 from harness.adapters import Adapter, Output, register
 from harness.cases import Case
+from implementations.numpy_impl import drop_ignored
 
 
 def log_softmax(case: Case, device: str) -> Output:
@@ -19,7 +20,9 @@ def log_softmax(case: Case, device: str) -> Output:
         terms[y == 0] = 0  # a masked class (log p = -inf) with no label weight adds nothing
         loss = -terms.sum(axis=1)
         grad = np.exp(log_p) - y
-    return Output(loss, grad)
+    return drop_ignored(case, loss, grad)
 
 
-register(Adapter("scipy.log_softmax", "scipy", log_softmax, "scipy.special.log_softmax, grad exp(log p) - y"))
+register(
+    Adapter("scipy.log_softmax", "scipy", log_softmax, "scipy.special.log_softmax, grad exp(log p) - y", supports_ignore=True)
+)

@@ -112,3 +112,13 @@ def test_default_shapes_span_2_to_32000_classes():
 def test_bad_selection_is_a_usage_error(kwargs, message):
     with pytest.raises(UsageError, match=message):
         regimes.build_cases(**kwargs)
+
+
+def test_ignored_rows_count_for_nothing_even_when_all_minus_inf():
+    case = regimes.make_case("ignored_rows", "float32", (6, 10), "index", seed=0)
+    assert case.ignored.tolist() == [False, True, False, False, True, False]
+    assert np.isneginf(case.logits[1].astype(np.float64)).all()
+    ref = reference.loss_and_grad(case)
+    assert ref.defined.all()
+    assert (ref.loss[case.ignored] == 0).all() and (ref.grad[case.ignored] == 0).all()
+    assert (ref.loss[~case.ignored] > 0).all()

@@ -84,7 +84,13 @@ def test_unsupported_and_error_rows_do_not_stop_the_run():
 
     limited = harness.Adapter("test.limited", "numpy", broken, dtypes=("float64",))
     harness.register(limited)
-    df = harness.run(adapters=["test.limited", "numpy.stable"], dtypes=["float16", "float64"], shapes=[(2, 4)], label_kinds=["index"])
+    df = harness.run(
+        adapters=["test.limited", "numpy.stable"],
+        dtypes=["float16", "float64"],
+        regimes_=["typical", "large_offset"],
+        shapes=[(2, 4)],
+        label_kinds=["index"],
+    )
     mine = df[df["adapter"] == "test.limited"]
     assert set(mine.loc[mine["dtype"] == "float16", "status"]) == {"unsupported"}
     assert set(mine.loc[mine["dtype"] == "float64", "status"]) == {"error"}

@@ -26,11 +26,23 @@ from .cases import LABEL_KINDS, Case
 from .dtypes import DTYPE_NAMES
 from .errors import UsageError
 
-#: framework -> (implementation module, the distribution it needs).
+#: framework -> (implementation module, the top-level package it needs). Each module's
+#: adapters run together in one worker process (see `workers`).
 IMPLEMENTATION_MODULES: dict[str, tuple[str, str]] = {
     "numpy": ("implementations.numpy_impl", "numpy"),
     "scipy": ("implementations.scipy_impl", "scipy"),
+    "torch": ("implementations.torch_impl", "torch"),
+    "jax": ("implementations.jax_impl", "jax"),
+    "tensorflow": ("implementations.tensorflow_impl", "tensorflow"),
 }
+
+
+class Unsupported(Exception):
+    """Raised by an adapter when its framework refuses a combination (dtype, labels, device).
+
+    The runner records an `unsupported` row with this message: the framework's own reason,
+    as opposed to `error`, an exception nobody expected.
+    """
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class Output:
 
     loss: np.ndarray
     grad: np.ndarray
+    compile_seconds: float = 0.0  # compilation/tracing done before the timed call, if separable
 
     @property
     def out_dtype(self) -> str:
@@ -93,11 +106,19 @@ def register(adapter: Adapter) -> Adapter:
 
 
 def framework_version(framework: str) -> str:
-    dist = IMPLEMENTATION_MODULES.get(framework, (None, framework))[1]
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    """The installed version of a framework's distribution, read without importing it.
+
+    The package name is mapped to its distribution (`tensorflow` is shipped as
+    `tensorflow-cpu` or `tensorflow`), so the answer is right whichever wheel is installed.
+    """
+    package = IMPLEMENTATION_MODULES.get(framework, (None, framework))[1]
+    names = importlib.metadata.packages_distributions().get(package, [package])
+    for dist in names:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def _load() -> None:

@@ -1,0 +1,1 @@
+"""jax adapters (being written)."""

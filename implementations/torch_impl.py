@@ -1,0 +1,1 @@
+"""torch adapters (being written)."""

@@ -14,6 +14,7 @@ missing framework removes its adapters with one line saying why.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -105,6 +106,12 @@ def register(adapter: Adapter) -> Adapter:
     return adapter
 
 
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+@functools.cache
 def framework_version(framework: str) -> str:
     """The installed version of a framework's distribution, read without importing it.
 
@@ -112,7 +119,7 @@ def framework_version(framework: str) -> str:
     `tensorflow-cpu` or `tensorflow`), so the answer is right whichever wheel is installed.
     """
     package = IMPLEMENTATION_MODULES.get(framework, (None, framework))[1]
-    names = importlib.metadata.packages_distributions().get(package, [package])
+    names = _distributions().get(package, [package])
     for dist in names:
         try:
             return importlib.metadata.version(dist)

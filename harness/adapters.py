@@ -93,17 +93,80 @@ class Adapter:
         return framework_version(self.framework)
 
 
+#: Entry-point group through which installed packages ship adapters. Each entry point names
+#: a module (registering adapters when imported; it should import its framework lazily) or a
+#: `module:attribute` holding an Adapter, a list of them, or a loss function.
+ENTRY_POINT_GROUP = "cestab.adapters"
+
+#: The frameworks a user's plain loss function can be written in (see `load_source`).
+FUNCTION_FRAMEWORKS = ("torch", "jax", "tensorflow")
+
 _registry: dict[str, Adapter] = {}
+_sources: dict[str, str] = {}  # adapter id -> what a worker loads to get it back
 _unavailable: dict[str, str] = {}
 _loaded = False
 
 
-def register(adapter: Adapter) -> Adapter:
-    """Add `adapter` under its id; ids are unique."""
-    if adapter.id in _registry and _registry[adapter.id] is not adapter:
+def register(adapter: Adapter, source: str | None = None) -> Adapter:
+    """Add `adapter` under its id; ids are unique.
+
+    `source` is what a worker process imports to register the same adapter again: by
+    default the module that defines `compute`.
+    """
+    if adapter.id in _registry and _registry[adapter.id] != adapter:
         raise ValueError(f"adapter id {adapter.id!r} registered twice")
     _registry[adapter.id] = adapter
+    _sources.setdefault(adapter.id, source or adapter.compute.__module__)
     return adapter
+
+
+def source_of(adapter_id: str) -> str:
+    return _sources[adapter_id]
+
+
+def load_source(source: str) -> list[Adapter]:
+    """Import a module, or load `module:attribute[@framework]`, and register what it holds.
+
+    The attribute may be an Adapter, a list of Adapters, or a plain function
+    `loss(logits, labels) -> per-row loss` written in one framework; cestab wraps it (the
+    framework's own autodiff gives the gradient). The framework is the `@framework` suffix,
+    or else the one framework module the function's globals refer to.
+    """
+    spec, _, framework = source.partition("@")
+    module_name, _, attr = spec.partition(":")
+    before = set(_registry)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import adapter module {module_name!r}: {exc}") from None
+    if not attr:
+        return [_registry[i] for i in _registry if i not in before]
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(obj, Adapter):
+        return [register(obj, source)]
+    if isinstance(obj, (list, tuple)) and obj and all(isinstance(a, Adapter) for a in obj):
+        return [register(a, source) for a in obj]
+    if not callable(obj):
+        raise UsageError(f"{spec} is neither an Adapter nor a loss function")
+    framework = framework or _framework_of(obj, spec)
+    if framework not in FUNCTION_FRAMEWORKS:
+        raise UsageError(f"unknown framework {framework!r} in {source!r}; choose from {', '.join(FUNCTION_FRAMEWORKS)}")
+    wrap = getattr(importlib.import_module(IMPLEMENTATION_MODULES[framework][0]), "from_function", None)
+    if wrap is None:
+        raise UsageError(f"{framework} adapters cannot wrap a plain function yet")
+    return [register(wrap(obj, adapter_id=spec), source)]
+
+
+def _framework_of(fn, spec: str) -> str:
+    """The one framework module a function's globals refer to (einops-style detection)."""
+    names = {getattr(v, "__name__", "").split(".")[0] for v in getattr(fn, "__globals__", {}).values()}
+    found = [f for f in FUNCTION_FRAMEWORKS if f in names]
+    if len(found) != 1:
+        raise UsageError(f"cannot tell the framework of {spec}: append @torch, @jax or @tensorflow")
+    return found[0]
 
 
 @functools.cache
@@ -132,12 +195,17 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    for framework, (module, dist) in IMPLEMENTATION_MODULES.items():
-        if importlib.util.find_spec(dist) is None:
-            _unavailable[framework] = f"{dist} is not installed (pip install 'cestab[{framework}]')"
+    _loaded = True
+    for framework, (module, package) in IMPLEMENTATION_MODULES.items():
+        if importlib.util.find_spec(package) is None:
+            _unavailable[framework] = f"{package} is not installed (pip install 'cestab[{framework}]')"
             continue
         importlib.import_module(module)
-    _loaded = True
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            load_source(entry_point.value)
+        except (UsageError, ImportError) as exc:
+            _unavailable[f"entry point {entry_point.name}"] = str(exc)
 
 
 def all_adapters() -> dict[str, Adapter]:

@@ -52,6 +52,16 @@ def _seed(text: str) -> int:
     return seed
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"timeout must be positive seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"timeout must be positive seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cestab", description="Accuracy and speed of softmax cross-entropy implementations.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -63,8 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--label-kinds", type=_csv, help=f"comma-separated, from {', '.join(LABEL_KINDS)} (default: all)")
     run.add_argument("--shapes", type=_shapes, help="comma-separated ROWSxCLASSES (default: %s)" % ",".join(f"{n}x{v}" for n, v in regime_table.DEFAULT_SHAPES))
     run.add_argument("--seed", type=_seed, default=0, help="seed of every case (default 0)")
-    run.add_argument("--device", default="cpu", help="cpu (default)")
+    run.add_argument(
+        "--adapter",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION[@FRAMEWORK]",
+        help="also run your own implementation: an Adapter, or loss(logits, labels) -> per-row loss (repeatable)",
+    )
+    run.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    run.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take on one case (default 120)")
     run.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run folder with its own options")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
     sub.add_parser("list", help="list adapters, and the frameworks that are unavailable")
@@ -86,6 +106,9 @@ def cmd_run(args) -> int:
         out_dir=args.out,
         progress=not args.quiet,
         command=shlex.join(["cestab", *sys.argv[1:]]),
+        plugins=tuple(args.plugins),
+        timeout=args.timeout,
+        resume=args.resume,
     )
     if not args.quiet:
         print(format_summary(summarize(df)))

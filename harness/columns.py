@@ -57,14 +57,15 @@ COLUMNS: tuple[Column, ...] = (
     Column("n_grad_bad", "Int64", "gradient elements outside tolerance"),
     Column("n_rows_undefined", "Int64", "rows with no finite truth (+inf, NaN, all -inf)"),
     Column("reference_precision", "string", "float64, or x87-extended for float64 cases"),
-    Column("adapter_seconds", "float64", "wall time of the adapter call (not a benchmark)"),
+    Column("adapter_seconds", "float64", "wall time of the adapter call, compilation excluded (not a benchmark)"),
+    Column("compile_seconds", "float64", "compilation/tracing before the call, where the adapter separates it"),
     Column("reference_seconds", "float64", "wall time of the reference for this case"),
 )
 
 NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 
 #: Columns that differ between two runs of the same inputs (timing and provenance).
-VOLATILE = ("run_id", "time", "host", "adapter_seconds", "reference_seconds")
+VOLATILE = ("run_id", "time", "host", "adapter_seconds", "compile_seconds", "reference_seconds")
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:

@@ -75,10 +75,61 @@ def environment() -> dict:
     }
 
 
+def log_dir(run_dir: Path | None) -> Path | None:
+    """run_dir/logs: what the worker processes print (framework chatter, crash output)."""
+    if run_dir is None:
+        return None
+    (run_dir / "logs").mkdir(exist_ok=True)
+    return run_dir / "logs"
+
+
+def write_meta(run_dir: Path, meta: dict) -> None:
+    write_atomic(run_dir / "run.json", lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n"))
+
+
 def write_results(run_dir: Path, df: pd.DataFrame, meta: dict) -> None:
+    """The final tables, then run.json marked complete; the row journal is no longer needed."""
     write_atomic(run_dir / "results.parquet", lambda p: df.to_parquet(p, index=False))
     write_atomic(run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
-    write_atomic(run_dir / "run.json", lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n"))
+    write_meta(run_dir, meta)
+    (run_dir / ROWS_JOURNAL).unlink(missing_ok=True)
+
+
+#: Rows as they come (one JSON object per line), so an interrupted run keeps them.
+ROWS_JOURNAL = "rows.jsonl"
+
+
+class RowJournal:
+    """Appends each result row to rows.jsonl and flushes it: a crash loses at most a line."""
+
+    def __init__(self, run_dir: Path):
+        self.file = open(run_dir / ROWS_JOURNAL, "a", encoding="utf-8")
+
+    def append(self, row: dict) -> None:
+        self.file.write(json.dumps(row, default=_plain) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _plain(value):
+    """numpy scalars to Python numbers for JSON."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    """The rows journalled so far; a torn last line (the process died mid-write) is dropped."""
+    path = Path(run_dir) / ROWS_JOURNAL
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
 
 
 def read_results(run_dir: Path | str) -> pd.DataFrame:

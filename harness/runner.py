@@ -1,13 +1,15 @@
 """The comparison run: cases x adapters -> one tidy DataFrame (and a run folder).
 
-The reference is computed once per case and shared by every adapter. An exception in an
-adapter becomes an `error` row and the run goes on. (Each framework moves into its own
-worker process with the framework adapters; numpy and scipy run here.)
+The reference is computed once per case, here, and shared by every adapter; the adapters
+run in one worker process per framework (`workers`), so a crash or hang in one framework
+costs only the rows it was computing. Rows are appended to `rows.jsonl` as they come, so
+an interrupted run keeps what it had and `run(resume=RUN_DIR)` finishes it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 import sys
 import time
@@ -20,25 +22,30 @@ from . import columns, metrics, reference, regimes, runfolder
 from .cases import Case
 from .errors import UsageError
 from .progress import Progress
+from .workers import Attempt, InProcess, WorkerPool
 
-DEFAULT_ADAPTERS = None  # None: every available adapter
+DEFAULT_TIMEOUT = 120.0  # seconds one adapter may take on one case before it is killed
 
 
-def resolve_adapters(ids=None) -> list[registry.Adapter]:
+def resolve_adapters(ids=None, plugins=()) -> list[registry.Adapter]:
+    """Adapters by id (None: every available one), plus users' `module:function` plug-ins."""
+    extra = [a for spec in plugins for a in registry.load_source(spec)]
     if ids is None:
-        return sorted(registry.all_adapters().values(), key=lambda a: a.id)
-    if not ids:
-        raise UsageError("no adapters selected")
-    return [registry.get(i) for i in ids]
+        chosen = [] if plugins else sorted(registry.all_adapters().values(), key=lambda a: a.id)
+    else:
+        if not ids:
+            raise UsageError("no adapters selected")
+        chosen = [registry.get(i) for i in ids]
+    return chosen + [a for a in extra if a not in chosen]
 
 
-def evaluate_case(case: Case, adapter_list, device: str = "cpu", base: dict | None = None) -> list[dict]:
+def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, on_row=None) -> list[dict]:
     """Result rows (dicts keyed by column name) of every adapter on one case."""
     t0 = time.perf_counter()
     ref = reference.loss_and_grad(case)
     ref_seconds = time.perf_counter() - t0
     n, v = case.shape
-    common = dict(base or {})
+    common = dict(base)
     common.update(
         dtype=case.dtype,
         regime=case.regime,
@@ -52,25 +59,29 @@ def evaluate_case(case: Case, adapter_list, device: str = "cpu", base: dict | No
         reference_seconds=ref_seconds,
         device=device,
     )
+    runnable = []
     rows = []
-    for adapter in adapter_list:
+
+    def emit(adapter, attempt: Attempt):
         row = dict(common, adapter=adapter.id, framework=adapter.framework, framework_version=adapter.version())
+        if attempt.status == "ran":
+            out = attempt.output
+            row.update(adapter_seconds=attempt.seconds, compile_seconds=out.compile_seconds, out_dtype=out.out_dtype)
+            row.update(metrics.evaluate(ref, out.loss, out.grad, case.dtype))
+        else:
+            row.update(status=attempt.status, message=attempt.message)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    for adapter in adapter_list:
         reason = adapter.unsupported_reason(case, device)
         if reason:
-            row.update(status="unsupported", message=reason)
-            rows.append(row)
-            continue
-        t1 = time.perf_counter()
-        try:
-            out = adapter.compute(case, device)
-        except Exception as exc:  # the adapter's failure is a result, not the run's
-            row.update(status="error", message=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
-            rows.append(row)
-            continue
-        row["adapter_seconds"] = time.perf_counter() - t1
-        row["out_dtype"] = out.out_dtype
-        row.update(metrics.evaluate(ref, out.loss, out.grad, case.dtype))
-        rows.append(row)
+            emit(adapter, Attempt("unsupported", message=reason))
+        else:
+            runnable.append(adapter)
+    for adapter, attempt in executor.run(case, runnable, device):
+        emit(adapter, attempt)
     return rows
 
 
@@ -86,49 +97,114 @@ def run(
     progress: bool = False,
     command: str | None = None,
     cases: list[Case] | None = None,
+    plugins: tuple[str, ...] = (),
+    isolate: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    resume: str | Path | None = None,
 ) -> pd.DataFrame:
     """Run the comparison suite and return the results table (see `columns.COLUMNS`).
 
     With `out_dir`, also write a run folder under it; its path is in `df.attrs["run_dir"]`.
-    `cases` replaces the regime cases (for corpora and users' own batches).
+    `cases` replaces the regime cases (for corpora and users' own batches). `plugins` are
+    `module:function[@framework]` specs of users' own implementations. `isolate=False` runs
+    adapters in this process (faster, but a crash takes the caller down). `resume` finishes
+    an interrupted run folder with the options it was started with.
     """
-    if device != "cpu":
-        raise UsageError(f"device {device!r} is not supported yet (only cpu)")
-    adapter_list = resolve_adapters(adapters)
+    if resume is not None:
+        return _resume(Path(resume), progress)
+    if device not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {device!r}; choose cpu or cuda")
+    if timeout <= 0:
+        raise UsageError(f"timeout must be positive, got {timeout:g}")
+    adapter_list = resolve_adapters(adapters, plugins)
+    options = {
+        "adapters": [a.id for a in adapter_list],
+        "plugins": list(plugins),
+        "dtypes": dtypes,
+        "regimes": regimes_,
+        "shapes": [list(s) for s in shapes] if shapes else None,
+        "label_kinds": label_kinds,
+        "seed": seed,
+        "device": device,
+        "isolate": isolate,
+        "timeout": timeout,
+    }
     case_list = cases if cases is not None else regimes.build_cases(regimes_, dtypes, shapes, label_kinds, seed)
     run_dir = runfolder.new_run_dir(out_dir, seed) if out_dir is not None else None
+    return _execute(case_list, adapter_list, options, run_dir, progress, command, done_rows=[])
+
+
+def _resume(run_dir: Path, progress: bool) -> pd.DataFrame:
+    meta_path = run_dir / "run.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        options = meta["options"]
+    except (OSError, ValueError, KeyError):
+        raise UsageError(f"{run_dir} is not a resumable run folder (no readable run.json with options)") from None
+    if meta.get("state") == "complete":
+        raise UsageError(f"{run_dir} is already complete")
+    done_rows = runfolder.read_rows(run_dir)
+    adapter_list = resolve_adapters(options["adapters"], options["plugins"])
+    shapes = [tuple(s) for s in options["shapes"]] if options["shapes"] else None
+    case_list = regimes.build_cases(options["regimes"], options["dtypes"], shapes, options["label_kinds"], options["seed"])
+    return _execute(case_list, adapter_list, options, run_dir, progress, meta.get("command"), done_rows, meta)
+
+
+def _execute(case_list, adapter_list, options, run_dir, progress, command, done_rows, meta=None) -> pd.DataFrame:
     started = dt.datetime.now(dt.timezone.utc)
-    base = {
-        "run_id": run_dir.name if run_dir else started.strftime("%Y%m%d-%H%M%S") + f"-s{seed}",
-        "time": started.isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
+    meta = meta or {
+        "run_id": run_dir.name if run_dir else started.strftime("%Y%m%d-%H%M%S") + f"-s{options['seed']}",
+        "started": started.isoformat(timespec="seconds"),
+        "command": command if command is not None else " ".join(sys.argv),
+        "options": options,
+        "seed": options["seed"],
+        "device": options["device"],
+        "schema_version": columns.SCHEMA_VERSION,
+        "reference_precision": reference.PRECISION,
+        "n_cases": len(case_list),
+        "adapters": {a.id: {"framework": a.framework, "version": a.version()} for a in adapter_list},
+        "unavailable_frameworks": registry.unavailable(),
+        "versions": versions(),
+        "environment": runfolder.environment(),
     }
-    bar = Progress(len(case_list), progress)
-    rows = []
-    t0 = time.perf_counter()
-    for case in case_list:
-        rows.extend(evaluate_case(case, adapter_list, device, base))
-        bar.step(case.case_id)
-    bar.close()
-    df = columns.frame(rows)
+    meta["state"] = "running"
     if run_dir is not None:
-        meta = {
-            "run_id": base["run_id"],
-            "started": base["time"],
-            "wall_seconds": round(time.perf_counter() - t0, 3),
-            "command": command if command is not None else " ".join(sys.argv),
-            "seed": seed,
-            "device": device,
-            "schema_version": columns.SCHEMA_VERSION,
-            "reference_precision": reference.PRECISION,
-            "n_cases": len(case_list),
-            "adapters": {a.id: {"framework": a.framework, "version": a.version()} for a in adapter_list},
-            "unavailable_frameworks": registry.unavailable(),
-            "versions": versions(),
-            "environment": runfolder.environment(),
-        }
+        runfolder.write_meta(run_dir, meta)
+    base = {"run_id": meta["run_id"], "time": meta["started"], "host": socket.gethostname()}
+    done = {(r["case_id"], r["adapter"]) for r in done_rows}
+    rows = list(done_rows)
+    journal = runfolder.RowJournal(run_dir) if run_dir is not None else None
+    executor = WorkerPool(options["timeout"], runfolder.log_dir(run_dir)) if options["isolate"] else InProcess()
+    bar = Progress(len(case_list), progress)
+    t0 = time.perf_counter()
+    reference_seconds = 0.0
+    try:
+        for case in case_list:
+            todo = [a for a in adapter_list if (case.case_id, a.id) not in done]
+            if todo:
+                new = rows_for_case(case, todo, executor, options["device"], base, journal.append if journal else None)
+                reference_seconds += new[0]["reference_seconds"] if new else 0.0
+                rows.extend(new)
+            bar.step(case.case_id)
+    finally:
+        bar.close()
+        executor.close()
+        if journal:
+            journal.close()
+    df = columns.frame(rows)
+    timing = {
+        "wall_seconds": round(time.perf_counter() - t0, 3),
+        "reference_seconds": round(reference_seconds, 3),
+        "worker_startup_seconds": {k: round(v, 3) for k, v in executor.startup_seconds.items()},
+        "adapter_seconds": round(float(pd.to_numeric(df["adapter_seconds"]).sum()), 3),
+        "compile_seconds": round(float(pd.to_numeric(df["compile_seconds"]).sum()), 3),
+    }
+    meta.setdefault("timing", []).append(timing)
+    meta["state"] = "complete"
+    if run_dir is not None:
         runfolder.write_results(run_dir, df, meta)
         df.attrs["run_dir"] = str(run_dir)
+    df.attrs["timing"] = timing
     return df
 
 
@@ -136,6 +212,6 @@ def versions() -> dict:
     """Versions of cestab's own dependencies and of every framework it knows."""
     out = {name: registry.framework_version(name) for name in ("numpy", "pandas", "ml_dtypes", "pyarrow")}
     out["cestab"] = registry.framework_version("cestab")
-    for framework in registry.IMPLEMENTATION_MODULES:
+    for framework in (*registry.IMPLEMENTATION_MODULES, "keras", "optax"):
         out[framework] = registry.framework_version(framework)
     return out

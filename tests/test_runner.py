@@ -40,7 +40,7 @@ def test_run_folder_holds_parquet_csv_and_run_json(small_run):
     from pathlib import Path
 
     run_dir = Path(small_run.attrs["run_dir"])
-    assert sorted(p.name for p in run_dir.iterdir()) == ["results.csv", "results.parquet", "run.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["logs", "results.csv", "results.parquet", "run.json"]
     parquet = pd.read_parquet(run_dir / "results.parquet")
     pd.testing.assert_frame_equal(parquet, small_run, check_like=False)
     csv = pd.read_csv(run_dir / "results.csv")
@@ -85,6 +85,7 @@ def test_unsupported_and_error_rows_do_not_stop_the_run():
     limited = harness.Adapter("test.limited", "numpy", broken, dtypes=("float64",))
     harness.register(limited)
     df = harness.run(
+        isolate=False,  # an adapter defined inside a test cannot be rebuilt in a worker
         adapters=["test.limited", "numpy.stable"],
         dtypes=["float16", "float64"],
         regimes_=["typical", "large_offset"],

@@ -1,0 +1,214 @@
+"""Running adapters: in this process, or one spawned worker process per framework.
+
+A segfault, abort, out-of-memory kill or hang inside one framework must not lose the run.
+So each framework's adapters run in a worker process of their own (spawned, never forked:
+frameworks hold threads and GPU contexts that do not survive a fork). The parent sends a
+case and the adapter ids; the worker answers once per adapter. If the worker dies, the
+adapter it was running gets a `crash` attempt with the signal; if it does not answer in
+time it is killed and the adapter gets `timeout`. Either way a fresh worker takes over the
+remaining adapters, and the run goes on.
+
+Both executors return `Attempt`s, so the runner does not care where an adapter ran.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import adapters as registry
+from .adapters import Adapter, Output, Unsupported
+from .cases import Case
+
+#: Seconds a worker may take to import its framework before it counts as crashed.
+STARTUP_TIMEOUT = 300.0
+
+
+@dataclass
+class Attempt:
+    """What happened when one adapter met one case."""
+
+    status: str  # "ran", "unsupported", "error", "crash", "timeout"
+    output: Output | None = None
+    message: str = ""
+    seconds: float | None = None
+
+
+def call_adapter(adapter: Adapter, case: Case, device: str) -> Attempt:
+    """Run one adapter on one case, turning its failures into attempts."""
+    t0 = time.perf_counter()
+    try:
+        out = adapter.compute(case, device)
+    except Unsupported as exc:
+        return Attempt("unsupported", message=first_line(exc))
+    except Exception as exc:  # the adapter's failure is a result, not the run's
+        return Attempt("error", message=first_line(f"{type(exc).__name__}: {exc}"))
+    return Attempt("ran", out, seconds=time.perf_counter() - t0 - out.compile_seconds)
+
+
+def first_line(text) -> str:
+    lines = str(text).strip().splitlines()
+    return (lines[0] if lines else "")[:500]
+
+
+class InProcess:
+    """Runs adapters here: fast, for tests and ad-hoc adapters; no crash isolation."""
+
+    startup_seconds: dict[str, float] = {}
+
+    def run(self, case: Case, adapter_list: list[Adapter], device: str):
+        for adapter in adapter_list:
+            yield adapter, call_adapter(adapter, case, device)
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- the worker side
+
+
+def _serve(conn, sources: list[str], log_path: str | None) -> None:
+    """Worker main loop: load the adapters' sources, then answer case requests."""
+    if log_path:  # framework chatter (TF, XLA) goes to the run folder, not the terminal
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    for source in sources:
+        registry.load_source(source)
+    conn.send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "stop":
+            return
+        _, case, ids, device = message
+        for adapter_id in ids:
+            attempt = call_adapter(registry.get(adapter_id), case, device)
+            conn.send(("attempt", adapter_id, attempt))
+
+
+# ---------------------------------------------------------------- the parent side
+
+
+class Worker:
+    """One spawned process holding one framework's adapters."""
+
+    def __init__(self, name: str, sources: list[str], log_path: str | None):
+        ctx = mp.get_context("spawn")
+        self.name, self.sources, self.log_path = name, sources, log_path
+        self.conn, child = ctx.Pipe()
+        t0 = time.perf_counter()
+        self.process = ctx.Process(target=_serve, args=(child, sources, log_path), daemon=True, name=f"cestab-{name}")
+        self.process.start()
+        child.close()
+        ready = self._receive(STARTUP_TIMEOUT)
+        self.startup_seconds = time.perf_counter() - t0
+        if ready is None or ready[0] != "ready":
+            self.kill()
+            raise WorkerFailed(self.death_message() if ready is None else f"unexpected {ready!r}")
+
+    def _receive(self, timeout: float):
+        """The next message, None if the worker died, "timeout" if it stayed silent."""
+        try:
+            if not self.conn.poll(timeout):
+                return "timeout"
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return None
+
+    def run(self, case: Case, adapter_ids: list[str], device: str, timeout: float):
+        """Yield (adapter_id, Attempt) until all ran or the worker failed (then stop)."""
+        try:
+            self.conn.send(("case", case, adapter_ids, device))
+        except (BrokenPipeError, OSError):
+            yield adapter_ids[0], Attempt("crash", message=self.death_message())
+            return
+        for adapter_id in adapter_ids:
+            reply = self._receive(timeout)
+            if reply == "timeout":
+                self.kill()
+                yield adapter_id, Attempt("timeout", message=f"no answer within {timeout:g} s; worker killed")
+                return
+            if reply is None:
+                yield adapter_id, Attempt("crash", message=self.death_message())
+                return
+            yield reply[1], reply[2]
+
+    def death_message(self) -> str:
+        self.process.join(timeout=5)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            return f"worker process killed by {signal.Signals(-code).name}"
+        return f"worker process exited with code {code}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=10)
+        self.conn.close()
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+            self.process.join(timeout=10)
+        self.kill()
+
+
+class WorkerFailed(RuntimeError):
+    """A worker died or hung while starting (importing its framework)."""
+
+
+class WorkerPool:
+    """One worker per framework, started on first use and restarted after a crash or hang."""
+
+    def __init__(self, timeout: float, log_dir: Path | None = None):
+        self.timeout = timeout
+        self.log_dir = log_dir
+        self.workers: dict[str, Worker] = {}
+        self.startup_seconds: dict[str, float] = {}
+
+    def _worker(self, framework: str, sources: list[str]) -> Worker:
+        worker = self.workers.get(framework)
+        if worker is None or not worker.alive:
+            log = str(self.log_dir / f"worker-{framework}.log") if self.log_dir else None
+            worker = Worker(framework, sources, log)
+            self.workers[framework] = worker
+            self.startup_seconds[framework] = self.startup_seconds.get(framework, 0.0) + worker.startup_seconds
+        return worker
+
+    def run(self, case: Case, adapter_list: list[Adapter], device: str):
+        """Yield (adapter, Attempt) for every adapter, framework by framework."""
+        by_framework: dict[str, list[Adapter]] = {}
+        for adapter in adapter_list:
+            by_framework.setdefault(adapter.framework, []).append(adapter)
+        for framework, group in by_framework.items():
+            sources = sorted({registry.source_of(a.id) for a in group})
+            pending = {a.id: a for a in group}
+            while pending:
+                try:
+                    worker = self._worker(framework, sources)
+                except WorkerFailed as exc:
+                    for adapter in pending.values():
+                        yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")
+                    break
+                for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout):
+                    yield pending.pop(adapter_id), attempt
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
+        self.workers.clear()

@@ -1,0 +1,95 @@
+"""Worker isolation: crashes, aborts, OOM kills and hangs become rows; the run goes on.
+
+Also: an interrupted run keeps its rows and `--resume` finishes it with identical results.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import crashy_adapters  # noqa: F401  (registers the crashtest.* adapters)
+import harness
+from harness import columns
+
+SMALL = dict(dtypes=["float32"], regimes_=["typical", "large_offset", "near_ties"], shapes=[(4, 10)], label_kinds=["index"])
+
+
+@pytest.fixture(scope="module")
+def crashy_run(tmp_path_factory):
+    ids = ["numpy.stable", *crashy_adapters.CRASHY]
+    return harness.run(adapters=ids, timeout=5.0, out_dir=tmp_path_factory.mktemp("runs"), **SMALL)
+
+
+@pytest.mark.parametrize(
+    "adapter_id, status, message",
+    [
+        ("crashtest.segfault", "crash", "killed by SIGSEGV"),
+        ("crashtest.abort", "crash", "killed by SIGABRT"),
+        ("crashtest.oom_kill", "crash", "killed by SIGKILL"),
+        ("crashtest.hang", "timeout", "no answer within 5 s"),
+        ("crashtest.memory_error", "error", "MemoryError"),
+    ],
+)
+def test_failure_becomes_a_row_and_other_cases_still_run(crashy_run, adapter_id, status, message):
+    mine = crashy_run[crashy_run["adapter"] == adapter_id].set_index("regime")
+    assert mine.loc["large_offset", "status"] == status
+    assert message in mine.loc["large_offset", "message"]
+    assert mine.loc["typical", "status"] == "ok" and mine.loc["near_ties", "status"] == "ok"
+
+
+def test_sibling_adapters_in_the_same_worker_are_not_lost(crashy_run):
+    stable = crashy_run[crashy_run["adapter"] == "numpy.stable"]
+    assert len(stable) == 3 and (stable["status"] == "ok").all()
+    assert len(crashy_run) == 3 * 6
+
+
+def test_worker_start_up_is_recorded(crashy_run):
+    meta = json.loads((Path(crashy_run.attrs["run_dir"]) / "run.json").read_text())
+    timing = meta["timing"][-1]
+    assert timing["worker_startup_seconds"]["numpy"] > 0  # restarted after each crash
+    assert meta["state"] == "complete"
+
+
+def test_interrupted_run_keeps_its_rows_and_resume_finishes_it(tmp_path):
+    args = ["run", "--adapters", "numpy.stable,numpy.naive,scipy.log_softmax", "--dtypes", "float32,float64",
+            "--shapes", "64x10,4x20000", "--out", str(tmp_path), "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = list(tmp_path.glob("*/rows.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 30:
+            journal = found[0]
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole run dies: parent and workers
+    proc.wait()
+    assert journal is not None, "the run never journalled 30 rows"
+    run_dir = journal.parent
+    kept = len(journal.read_text().splitlines())
+    assert not (run_dir / "results.parquet").exists()
+
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--resume", str(run_dir), "--quiet"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    resumed = pd.read_parquet(run_dir / "results.parquet")
+    fresh = harness.run(adapters=["numpy.stable", "numpy.naive", "scipy.log_softmax"], dtypes=["float32", "float64"],
+                        shapes=[(64, 10), (4, 20000)], isolate=False)
+    stable_cols = [c for c in columns.NAMES if c not in columns.VOLATILE]
+    key = ["case_id", "adapter"]
+    pd.testing.assert_frame_equal(
+        resumed[stable_cols].sort_values(key).reset_index(drop=True).drop(columns=["device"]),
+        fresh[stable_cols].sort_values(key).reset_index(drop=True).drop(columns=["device"]),
+    )
+    assert kept < len(resumed)
+    assert not (run_dir / "rows.jsonl").exists()
+    again = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--resume", str(run_dir)], capture_output=True, text=True)
+    assert again.returncode == 2 and "already complete" in again.stderr

@@ -191,6 +191,17 @@ def framework_version(framework: str) -> str:
     return "unknown"
 
 
+def gpu_present() -> bool:
+    """Whether this machine has an NVIDIA GPU at all (device nodes; imports nothing).
+
+    A framework may still lack CUDA support (a CPU-only build): the adapter then reports
+    `unsupported` with the framework's reason when asked for cuda.
+    """
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
 def _load() -> None:
     global _loaded
     if _loaded:

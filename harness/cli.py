@@ -117,13 +117,20 @@ def cmd_run(args) -> int:
 
 
 def cmd_list(args) -> int:
+    gpu = registry.gpu_present()
+    rows = []
     for adapter in sorted(registry.all_adapters().values(), key=lambda a: a.id):
-        print(
-            f"{adapter.id:28} {adapter.framework} {adapter.version():10} dtypes={','.join(adapter.dtypes)} "
-            f"labels={','.join(adapter.label_kinds)} devices={','.join(adapter.devices)}"
+        devices = [d if d == "cpu" or gpu else f"{d}(no GPU)" for d in adapter.devices]
+        rows.append(
+            (adapter.id, f"{adapter.framework} {adapter.version()}", ",".join(adapter.dtypes),
+             ",".join(adapter.label_kinds) + ("+ignore" if adapter.supports_ignore else ""), ",".join(devices))
         )
     for framework, reason in registry.unavailable().items():
-        print(f"{framework + '.*':28} unavailable: {reason}")
+        rows.append((f"{framework}.*", "unavailable", reason, "", ""))
+    header = ("adapter", "framework", "dtypes", "labels", "devices")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
     return 0
 
 

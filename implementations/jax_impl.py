@@ -1,1 +1,191 @@
-"""jax adapters (being written)."""
+"""JAX adapters: optax's cross-entropy losses and the log_softmax + gather pattern, each
+eager (op-by-op dispatch, `jax.value_and_grad` called directly) and under `jax.jit`.
+
+Nothing here imports jax or optax at module import: `_jax()` does on first use, and turns
+on `jax_enable_x64` before any array exists, because without it JAX silently turns every
+float64 input into float32 (x64 only changes what 64-bit inputs become; float32 stays
+float32 bit for bit - tests/test_jax_adapters.py checks that in a fresh process).
+
+Every adapter differentiates the *sum* of its per-row losses with respect to the logits
+(so the gradient is p - y, no 1/N) and returns JAX's outputs in JAX's own dtype.
+
+Ignored rows (`Case.ignored`): optax's two main losses take `where`, and a row whose
+`where` is False is left out of the log-softmax and of the sum, so it counts for nothing;
+that is their honest way to ignore a row (there is no ignore_index). APIs without `where`
+(`safe_softmax_cross_entropy`, the gather pattern) get what users write instead: the
+per-row loss times a 0/1 mask before summing. The row's reported loss is that product,
+the value the user sums: 0 for a finite row, NaN for an all -inf padding row (NaN * 0),
+a finding rather than something to paper over.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable
+
+import numpy as np
+
+from harness.adapters import Adapter, Output, Unsupported, register
+from harness.cases import Case
+
+DENSE_KINDS = ("onehot", "soft", "smoothing")
+
+#: (adapter id, dtype, label kind, shape, device, masked) -> compiled executable. One
+#: compilation per key, as a training loop gets: its time is reported once, not re-paid.
+_compiled: dict[tuple, Callable] = {}
+
+
+@functools.cache
+def _jax():
+    """jax, imported on first use with 64-bit types enabled (before any array is made)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return jax
+
+
+@functools.cache
+def _optax():
+    """optax, or Unsupported naming what is missing (jax alone ships without it)."""
+    _jax()
+    try:
+        import optax
+    except ModuleNotFoundError as exc:
+        raise Unsupported(f"optax is not installed: {exc}") from exc
+    return optax
+
+
+def first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def jax_device(device: str):
+    """The first JAX device of the harness's device name ("cpu" or "cuda")."""
+    jax = _jax()
+    try:
+        return jax.devices({"cpu": "cpu", "cuda": "gpu"}[device])[0]
+    except RuntimeError as exc:  # jax: "Unknown backend: 'gpu' requested, but no platforms ..."
+        raise Unsupported(first_line(exc)) from exc
+
+
+def inputs(case: Case, device: str, dense: bool):
+    """(logits, labels, keep) as JAX arrays on `device`, exactly the case's values.
+
+    Logits go in as they are (ml_dtypes.bfloat16 arrays convert without re-rounding).
+    Integer labels are int32, JAX's default integer. Dense labels are the case's label
+    matrix in the tested dtype; smoothed ones are built the optax way,
+    `optax.smooth_labels(jax.nn.one_hot(target, V), eps)` in the tested dtype, outside
+    the differentiated function (a data pipeline's job), so eager and jit see equal labels.
+    `keep` is None, or the rows to count (bool, N) when some rows are ignored.
+    """
+    jax = _jax()
+    dev = jax_device(device)
+    logits = jax.device_put(case.logits, dev)
+    if not dense:
+        labels = jax.device_put(case.target.astype(np.int32), dev)
+    elif case.label_kind == "smoothing":
+        onehot = jax.nn.one_hot(jax.device_put(case.target.astype(np.int32), dev), case.shape[1], dtype=logits.dtype)
+        labels = _optax().smooth_labels(onehot, case.smoothing)
+    else:
+        labels = jax.device_put(case.target_distribution().astype(case.logits.dtype), dev)
+    keep = jax.device_put(~case.ignored, dev) if case.has_ignored else None
+    return logits, labels, keep
+
+
+def masked(loss, keep):
+    """The user pattern for an API with no way to ignore rows: loss * 0/1 mask."""
+    return loss if keep is None else loss * keep.astype(loss.dtype)
+
+
+# Per-row losses: (logits, labels, keep) -> (N,). `keep` is None when nothing is ignored,
+# so the unmasked call is exactly the plain API call a user makes.
+
+
+def optax_dense(logits, labels, keep):
+    return _optax().softmax_cross_entropy(logits, labels, where=keep)
+
+
+def optax_integer(logits, labels, keep):
+    return _optax().softmax_cross_entropy_with_integer_labels(logits, labels, where=keep)
+
+
+def optax_safe(logits, labels, keep):
+    optax = _optax()
+    if not hasattr(optax, "safe_softmax_cross_entropy"):
+        raise Unsupported(f"optax {optax.__version__} has no safe_softmax_cross_entropy")
+    return masked(optax.safe_softmax_cross_entropy(logits, labels), keep)
+
+
+def log_softmax_gather(logits, labels, keep):
+    """-log_softmax(z)[target]: the pattern users write when they skip optax."""
+    jnp = _jax().numpy
+    log_p = _jax().nn.log_softmax(logits, axis=-1)
+    return masked(-jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0], keep)
+
+
+def _summed(per_row):
+    """value_and_grad of the summed loss, the per-row losses as aux."""
+
+    def total(logits, labels, keep):
+        loss = per_row(logits, labels, keep)
+        return loss.sum(), loss
+
+    return _jax().value_and_grad(total, has_aux=True)
+
+
+def _run(adapter_id: str, per_row, dense: bool, jit: bool, case: Case, device: str) -> Output:
+    """Eager: call value_and_grad directly (op-by-op dispatch, never jit). Jit: compile
+    ahead of time once per key, timed apart, and run the compiled executable."""
+    args = inputs(case, device, dense)
+    fn = _summed(per_row)
+    compile_seconds = 0.0
+    if jit:
+        key = (adapter_id, case.dtype, case.label_kind, case.shape, device, args[2] is not None)
+        if key not in _compiled:
+            t0 = time.perf_counter()
+            _compiled[key] = _jax().jit(fn).lower(*args).compile()
+            compile_seconds = time.perf_counter() - t0
+        fn = _compiled[key]
+    (_, loss), grad = fn(*args)
+    grad.block_until_ready()
+    return Output(np.asarray(loss), np.asarray(grad), compile_seconds=compile_seconds)
+
+
+def _register(api: str, per_row, dense: bool, description: str, supports_ignore: bool = True) -> None:
+    kinds = DENSE_KINDS if dense else ("index",)
+    for jit in (False, True):
+        adapter_id = f"jax.{api}" + (".jit" if jit else "")
+        compute = functools.partial(_run, adapter_id, per_row, dense, jit)
+        mode = "under jax.jit, compiled ahead of time" if jit else "eager"
+        register(
+            Adapter(
+                adapter_id,
+                "jax",
+                compute,
+                f"{description}; {mode}",
+                label_kinds=kinds,
+                devices=("cpu", "cuda"),
+                supports_ignore=supports_ignore,
+            )
+        )
+
+
+_register("optax.softmax_cross_entropy", optax_dense, True, "optax.softmax_cross_entropy, dense labels, where= for ignored rows")
+_register(
+    "optax.softmax_cross_entropy_with_integer_labels",
+    optax_integer,
+    False,
+    "optax.softmax_cross_entropy_with_integer_labels, where= for ignored rows",
+)
+# Registered whatever the installed optax: the id stays in every results table, and an
+# optax without this function (older releases) yields an `unsupported` row saying so,
+# decided by hasattr on the real module when the adapter runs - exact, where a version
+# threshold read from metadata at registration would be a guess.
+_register(
+    "optax.safe_softmax_cross_entropy",
+    optax_safe,
+    True,
+    "optax.safe_softmax_cross_entropy (0 log 0 = 0 on -inf logits), loss * mask for ignored rows",
+)
+_register("log_softmax_gather", log_softmax_gather, False, "jax.nn.log_softmax + take_along_axis, loss * mask for ignored rows")

@@ -1,0 +1,172 @@
+"""torch adapters against the reference (real values), exact conversion, and findings."""
+
+import dataclasses
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from harness import adapters, dtypes, metrics, reference, regimes  # noqa: E402
+from harness.adapters import Unsupported  # noqa: E402
+from harness.cases import Case  # noqa: E402
+from implementations import torch_impl  # noqa: E402
+
+EAGER = ["torch.cross_entropy", "torch.log_softmax_nll", "torch.softmax_log"]
+COMPILED = "torch.compile.cross_entropy"
+ALL = EAGER + [COMPILED]
+RTOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+def result(adapter_id: str, case: Case) -> dict:
+    ref = reference.loss_and_grad(case)
+    out = adapters.get(adapter_id).compute(case, "cpu")
+    return metrics.evaluate(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
+
+
+def declared(adapter_ids):
+    return [(a, k) for a in adapter_ids for k in adapters.get(a).label_kinds]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("adapter_id,kind", declared(ALL))
+def test_typical_inputs_agree_with_reference(adapter_id, kind, dtype):
+    case = regimes.make_case("typical", dtype, (16, 50), kind, seed=1)
+    r = result(adapter_id, case)
+    assert r["status"] == "ok", r["message"]
+    rtol = RTOL[dtype]
+    out, ref = r["out"], r["ref"]
+    np.testing.assert_allclose(out.loss.astype(np.float64), np.asarray(ref.loss, np.float64), rtol=rtol)
+    np.testing.assert_allclose(
+        out.grad.astype(np.float64), np.asarray(ref.grad, np.float64), rtol=rtol, atol=rtol * 1e-3
+    )
+    assert out.out_dtype == dtype and out.grad.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_round_trips_bit_exactly(dtype):
+    # Subnormals, -0, +-max, +-inf, NaN and values past exp's range: every bit pattern survives.
+    fmt = dtypes.get(dtype)
+    tiny = fmt.smallest_subnormal
+    specials = dtypes.exact([tiny, -tiny, -0.0, fmt.max, -fmt.max, np.inf, -np.inf, np.nan], dtype)
+    cases = [regimes.make_case(r, dtype, (8, 40), "index", 0).logits for r in ("exp_range_spread", "nonfinite")]
+    z = np.concatenate(cases + [np.resize(specials, (1, 40))])
+    t = torch_impl.to_torch(z, "cpu")
+    assert t.dtype == torch_impl.native_dtype(dtype)
+    back = torch_impl.to_numpy(t)
+    assert back.dtype == z.dtype
+    np.testing.assert_array_equal(back.view(np.uint16), z.view(np.uint16))
+    # and torch reads the same numbers, not just the same bits
+    np.testing.assert_array_equal(t.float().numpy(), z.astype(np.float32))  # NaN == NaN here
+
+
+@pytest.mark.parametrize("dtype", dtypes.DTYPE_NAMES)
+@pytest.mark.parametrize("adapter_id", EAGER)
+def test_output_dtype_is_torch_own_and_accurate_on_typical_inputs(adapter_id, dtype):
+    case = regimes.make_case("typical", dtype, (16, 10), "index", seed=2)
+    r = result(adapter_id, case)
+    assert r["out"].out_dtype == dtype and r["out"].grad.dtype == dtypes.get(dtype).numpy_dtype
+    if (adapter_id, dtype) != ("torch.softmax_log", "float16"):  # see the next test
+        assert r["status"] == "ok", r["message"]
+
+
+def test_softmax_then_log_overflows_the_float16_gradient_on_typical_inputs():
+    # d(-log p)/dp = -1/p overflows float16 once p_target < 1/65504 (loss > 11.1): the loss
+    # is still right, the whole row's gradient is inf/NaN. F.cross_entropy is fine there.
+    case = regimes.make_case("typical", "float16", (16, 10), "index", seed=2)
+    r = result("torch.softmax_log", case)
+    bad = ~np.isfinite(r["out"].grad).all(axis=1)
+    assert r["status"] == "nonfinite" and np.isfinite(r["out"].loss).all()
+    np.testing.assert_array_equal(bad, np.asarray(r["ref"].loss) > np.log(65504))
+    assert bad.sum() == 1 and r["n_grad_nonfinite"] == 10
+    assert result("torch.cross_entropy", case)["status"] == "ok"
+
+
+def finite_padding(case: Case) -> Case:
+    """The ignored_rows case with its all -inf padding row made finite."""
+    z = np.where(np.isfinite(case.logits), case.logits, np.zeros((), case.logits.dtype))
+    return dataclasses.replace(case, logits=z)
+
+
+@pytest.mark.parametrize("adapter_id,kind", declared(ALL))
+def test_ignored_rows_give_zero_loss_and_gradient(adapter_id, kind):
+    case = finite_padding(regimes.make_case("ignored_rows", "float32", (12, 20), kind, seed=3))
+    if kind in ("onehot", "soft") and adapter_id in ("torch.cross_entropy", COMPILED):
+        with pytest.raises(Unsupported, match="ignore_index applies only to class-index targets"):
+            adapters.get(adapter_id).compute(case, "cpu")
+        return
+    r = result(adapter_id, case)
+    assert r["status"] == "ok", r["message"]
+    ign = case.ignored
+    assert ign.sum() == 4
+    assert (r["out"].loss[ign] == 0).all() and (r["out"].grad[ign] == 0).all()
+    assert (r["out"].loss[~ign] > 0).all()
+
+
+def test_all_minus_inf_padding_row_with_ignore_index_has_a_nan_gradient():
+    # A finding: F.cross_entropy(ignore_index) gives the ignored all -inf row loss 0, but the
+    # log_softmax backward multiplies its NaN probabilities by a zero upstream gradient.
+    case = regimes.make_case("ignored_rows", "float32", (6, 5), "index", seed=0)
+    pad = 1
+    assert case.ignored[pad] and np.isneginf(case.logits[pad]).all()
+    for adapter_id in ("torch.cross_entropy", "torch.log_softmax_nll"):
+        r = result(adapter_id, case)
+        assert r["out"].loss[pad] == 0 and np.isnan(r["out"].grad[pad]).all()
+        assert r["status"] == "nonfinite" and r["n_grad_nonfinite"] == 5 and r["n_loss_nonfinite"] == 0
+    other = np.flatnonzero(~case.ignored)
+    ce, stable = result("torch.cross_entropy", case), result("numpy.stable", case)
+    np.testing.assert_allclose(ce["out"].loss[other], stable["out"].loss[other], rtol=1e-6)
+
+
+def test_softmax_then_log_overflows_where_cross_entropy_does_not():
+    # Another class leads by up to max/2: softmax gives p_target = 0, log(0) = -inf.
+    case = regimes.make_case("dominant_other", "float32", (16, 10), "index", 0)
+    naive = result("torch.softmax_log", case)
+    assert naive["status"] == "nonfinite"
+    assert np.isposinf(naive["out"].loss).all() and np.isnan(naive["out"].grad).all()
+    for adapter_id in ("torch.cross_entropy", "torch.log_softmax_nll"):
+        careful = result(adapter_id, case)
+        assert careful["status"] == "ok", careful["message"]
+        assert careful["out"].loss.max() > 1e37  # the huge true loss, finite in float32
+
+
+def test_compile_reports_compilation_once_per_signature_and_matches_eager():
+    # bfloat16 is compiled nowhere else in this file, so the first call compiles.
+    first = regimes.make_case("typical", "bfloat16", (8, 30), "index", seed=4)
+    second = regimes.make_case("typical", "bfloat16", (24, 70), "index", seed=5)  # dynamic: no recompile
+    compiled = adapters.get(COMPILED)
+    out1, out2 = compiled.compute(first, "cpu"), compiled.compute(second, "cpu")
+    assert out1.compile_seconds > 0 and out2.compile_seconds == 0
+    for case, out in ((first, out1), (second, out2)):
+        assert out.out_dtype == "bfloat16" and out.grad.dtype == ml_dtypes.bfloat16
+        eager = adapters.get("torch.cross_entropy").compute(case, "cpu")
+        np.testing.assert_allclose(out.loss.astype(np.float32), eager.loss.astype(np.float32), rtol=2**-7)
+        assert metrics.evaluate(reference.loss_and_grad(case), out.loss, out.grad, "bfloat16")["status"] == "ok"
+
+
+def test_refusals_become_unsupported_with_torchs_own_words():
+    exc = NotImplementedError('"log_softmax_lastdim_kernel_impl" not implemented for \'Half\'\nmore detail')
+    assert str(torch_impl.refused(exc)) == '"log_softmax_lastdim_kernel_impl" not implemented for \'Half\''
+    assert torch_impl.refused(RuntimeError("CUDA out of memory")) is None
+    with pytest.raises(Unsupported):
+        with torch_impl.torch_refusals():
+            raise exc
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with torch_impl.torch_refusals():
+            raise RuntimeError("CUDA out of memory")
+
+
+def test_registry_declares_what_each_adapter_supports():
+    found = adapters.all_adapters()
+    kinds = {
+        "torch.cross_entropy": ("index", "onehot", "soft", "smoothing"),
+        "torch.log_softmax_nll": ("index", "onehot", "soft"),
+        "torch.softmax_log": ("index", "onehot", "soft", "smoothing"),
+        COMPILED: ("index", "onehot", "soft", "smoothing"),
+    }
+    for adapter_id, label_kinds in kinds.items():
+        a = found[adapter_id]
+        assert a.framework == "torch" and a.label_kinds == label_kinds and a.supports_ignore
+        assert set(a.dtypes) == set(dtypes.DTYPE_NAMES) and a.devices == ("cpu", "cuda")
+        assert a.version().startswith(torch.__version__.split("+")[0])

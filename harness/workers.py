@@ -78,8 +78,11 @@ def _serve(conn, sources: list[str], log_path: str | None) -> None:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-    for source in sources:
-        registry.load_source(source)
+    loaded = [a for source in sources for a in registry.load_source(source)]
+    for module_name in sorted({a.compute.__module__ for a in loaded}):
+        warm_up = getattr(importlib.import_module(module_name), "warm_up", None)
+        if warm_up:  # import the framework now: start-up time, not the first adapter's
+            warm_up()
     conn.send(("ready",))
     while True:
         try:
@@ -173,7 +176,8 @@ class WorkerFailed(RuntimeError):
 
 
 class WorkerPool:
-    """One worker per framework, started on first use and restarted after a crash or hang."""
+    """One worker per implementation module (TensorFlow and Keras share one, as they share a
+    runtime), started on first use and restarted after a crash or hang."""
 
     def __init__(self, timeout: float, log_dir: Path | None = None):
         self.timeout = timeout
@@ -181,26 +185,26 @@ class WorkerPool:
         self.workers: dict[str, Worker] = {}
         self.startup_seconds: dict[str, float] = {}
 
-    def _worker(self, framework: str, sources: list[str]) -> Worker:
-        worker = self.workers.get(framework)
+    def _worker(self, source: str) -> Worker:
+        worker = self.workers.get(source)
         if worker is None or not worker.alive:
-            log = str(self.log_dir / f"worker-{framework}.log") if self.log_dir else None
-            worker = Worker(framework, sources, log)
-            self.workers[framework] = worker
-            self.startup_seconds[framework] = self.startup_seconds.get(framework, 0.0) + worker.startup_seconds
+            name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-")
+            log = str(self.log_dir / f"worker-{name}.log") if self.log_dir else None
+            worker = Worker(name, [source], log)
+            self.workers[source] = worker
+            self.startup_seconds[name] = self.startup_seconds.get(name, 0.0) + worker.startup_seconds
         return worker
 
     def run(self, case: Case, adapter_list: list[Adapter], device: str):
-        """Yield (adapter, Attempt) for every adapter, framework by framework."""
-        by_framework: dict[str, list[Adapter]] = {}
+        """Yield (adapter, Attempt) for every adapter, worker by worker."""
+        by_source: dict[str, list[Adapter]] = {}
         for adapter in adapter_list:
-            by_framework.setdefault(adapter.framework, []).append(adapter)
-        for framework, group in by_framework.items():
-            sources = sorted({registry.source_of(a.id) for a in group})
+            by_source.setdefault(registry.source_of(adapter.id), []).append(adapter)
+        for source, group in by_source.items():
             pending = {a.id: a for a in group}
             while pending:
                 try:
-                    worker = self._worker(framework, sources)
+                    worker = self._worker(source)
                 except WorkerFailed as exc:
                     for adapter in pending.values():
                         yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")

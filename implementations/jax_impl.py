@@ -189,3 +189,31 @@ _register(
     "optax.safe_softmax_cross_entropy (0 log 0 = 0 on -inf logits), loss * mask for ignored rows",
 )
 _register("log_softmax_gather", log_softmax_gather, False, "jax.nn.log_softmax + take_along_axis, loss * mask for ignored rows")
+
+
+def warm_up() -> None:
+    """Import jax (x64 on) and optax when a worker starts: start-up, not adapter time."""
+    _jax()
+    try:
+        _optax()
+    except Unsupported:
+        pass
+
+
+def from_function(fn, adapter_id: str) -> Adapter:
+    """An adapter around a user's `fn(logits, labels) -> per-row loss` written in JAX.
+
+    `fn` gets the exact logits and int32 class indices; jax.value_and_grad of the summed
+    loss gives the gradient, run eagerly (wrap `fn` in jax.jit yourself to test jit).
+    """
+
+    def per_row(logits, labels, keep):
+        return fn(logits, labels)
+
+    def compute(case: Case, device: str) -> Output:
+        logits, labels, _ = inputs(case, device, dense=False)
+        (_, loss), grad = _summed(per_row)(logits, labels, None)
+        grad.block_until_ready()
+        return Output(np.asarray(loss), np.asarray(grad))
+
+    return Adapter(adapter_id, "jax", compute, f"user function {adapter_id}", label_kinds=("index",), devices=("cpu", "cuda"))

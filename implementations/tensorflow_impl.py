@@ -273,3 +273,22 @@ register(
         label_kinds=DENSE_KINDS,
     )
 )
+
+
+def warm_up() -> None:
+    """Import TensorFlow and Keras when a worker starts: start-up, not adapter time."""
+    frameworks()
+
+
+def from_function(fn, adapter_id: str) -> Adapter:
+    """An adapter around a user's `fn(logits, labels) -> per-row loss` written in TensorFlow.
+
+    `fn` gets the exact logits and int64 class indices as tf tensors; a GradientTape of the
+    summed loss gives the gradient.
+    """
+
+    def compute(case: Case, device: str) -> Output:
+        with refusals_as_unsupported():
+            return to_output(*loss_and_grad(fn, *tf_inputs(case, sparse=True)))
+
+    return Adapter(adapter_id, "tensorflow", compute, f"user function {adapter_id}", label_kinds=("index",))

@@ -305,3 +305,24 @@ register(
         supports_ignore=True,  # as torch.cross_entropy
     )
 )
+
+
+def warm_up() -> None:
+    """Import torch when a worker starts, so the import counts as start-up, not adapter time."""
+    _torch()
+
+
+def from_function(fn, adapter_id: str) -> Adapter:
+    """An adapter around a user's `fn(logits, target) -> per-row loss` written in torch.
+
+    `fn` gets the exact logits (a leaf tensor of the tested dtype on the device) and int64
+    class indices; torch's autograd of the summed loss gives the gradient. This is the
+    kernel author's entry point: `cestab run --adapter mypkg.mymodule:my_loss`.
+    """
+
+    def compute(case: Case, device: str) -> Output:
+        target = to_torch(case.target.astype(np.int64), device)
+        loss, grad = loss_and_grad(fn, logits(case, device), target)
+        return Output(to_numpy(loss), to_numpy(grad))
+
+    return Adapter(adapter_id, "torch", compute, f"user function {adapter_id}", label_kinds=("index",), devices=DEVICES)

@@ -2,8 +2,8 @@
 
 Each behaves like `numpy.stable` except on the `large_offset` regime, where it segfaults,
 aborts, is SIGKILLed (what the kernel's out-of-memory killer does), hangs, or raises
-MemoryError. They register under framework "numpy", so they share a worker with the real
-numpy adapters, whose rows must come through intact.
+MemoryError. Their worker restarts after each death; the real numpy adapters' rows, and
+these adapters' rows on other regimes, must come through intact.
 """
 
 import ctypes

@@ -116,8 +116,16 @@ def register(adapter: Adapter, source: str | None = None) -> Adapter:
     if adapter.id in _registry and _registry[adapter.id] != adapter:
         raise ValueError(f"adapter id {adapter.id!r} registered twice")
     _registry[adapter.id] = adapter
-    _sources.setdefault(adapter.id, source or adapter.compute.__module__)
+    _sources.setdefault(adapter.id, source or module_of(adapter))
     return adapter
+
+
+def module_of(adapter: Adapter) -> str:
+    """The module defining an adapter's compute function (seen through functools.partial)."""
+    fn = adapter.compute
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn.__module__
 
 
 def source_of(adapter_id: str) -> str:

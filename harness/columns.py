@@ -55,6 +55,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("n_grad_nonfinite", "Int64", "gradient elements NaN/inf where the truth is finite"),
     Column("n_loss_bad", "Int64", "losses outside tolerance"),
     Column("n_grad_bad", "Int64", "gradient elements outside tolerance"),
+    Column("n_flushed", "Int64", "losses and gradient elements with a subnormal truth returned as 0 (flush to zero)"),
     Column("n_rows_undefined", "Int64", "rows with no finite truth (+inf, NaN, all -inf)"),
     Column("reference_precision", "string", "float64, or x87-extended for float64 cases"),
     Column("adapter_seconds", "float64", "wall time of the adapter call, compilation excluded (not a benchmark)"),

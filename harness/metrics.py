@@ -43,6 +43,7 @@ class ElementErrors:
     ulps: np.ndarray  # abs / ulp(true)
     ratio: np.ndarray  # abs / allowance: > 1 is outside the tolerance
     nonfinite: np.ndarray  # computed NaN/inf where the true value is finite (or NaN at all)
+    flushed: np.ndarray  # subnormal true value returned as exactly 0 (flush to zero)
 
 
 def element_errors(computed, truth, scale, dtype: str) -> ElementErrors:
@@ -62,7 +63,11 @@ def element_errors(computed, truth, scale, dtype: str) -> ElementErrors:
         ulps = diff / u
         allowance = tol.ulps * u + tol.cond * dtypes.get(dtype).unit_roundoff * scale
         ratio = np.where(diff == 0, 0.0, diff / allowance)
-    return ElementErrors(diff, ulps, ratio, nonfinite)
+        smallest_normal = 2.0 ** dtypes.get(dtype).min_exponent
+        flushed = (c == 0) & (t != 0) & (np.abs(t) < smallest_normal)
+        if tol.allow_flush_to_zero:
+            ratio = np.where(flushed, 0.0, ratio)
+    return ElementErrors(diff, ulps, ratio, nonfinite, flushed)
 
 
 #: Gradient rows are judged in chunks of about this many elements (memory and speed: the
@@ -80,6 +85,7 @@ class GradSummary:
     worst: tuple[int, int] = (0, 0)
     n_nonfinite: int = 0
     n_bad: int = 0
+    n_flushed: int = 0
     n: int = 0
     err_sq: float = 0.0  # sum of squared errors (inf if any error is)
     true_sq: float = 0.0
@@ -93,6 +99,7 @@ class GradSummary:
         self.ulps_max = max(self.ulps_max, float(e.ulps.max()))
         self.n_nonfinite += int(e.nonfinite.sum())
         self.n_bad += int((e.ratio > 1).sum())
+        self.n_flushed += int(e.flushed.sum())
         self.n += e.abs.size
         with np.errstate(over="ignore"):
             self.err_sq += float(np.square(e.abs).sum())
@@ -148,6 +155,7 @@ def evaluate(ref: Reference, loss, grad, dtype: str) -> dict:
         n_grad_nonfinite=g.n_nonfinite,
         n_loss_bad=int((le.ratio > 1).sum()),
         n_grad_bad=g.n_bad,
+        n_flushed=int(le.flushed.sum()) + g.n_flushed,
     )
     if out["n_loss_nonfinite"] or g.n_nonfinite:
         out["status"] = "nonfinite"

@@ -19,6 +19,12 @@ So `inaccurate` means "worse than a careful implementation in this dtype can be"
 stricter reading (a stable max-shift loss of 0 for a true 1e-30 shows there as huge ulps,
 yet is `ok`: its absolute error is far below u * scale).
 
+Flush to zero: XLA and TensorFlow's CPU kernels (and many GPU kernels) flush subnormal
+results to zero for speed. A true value below the smallest normal number returned as exactly
+0 is counted in `n_flushed` and not judged: its absolute error is below 2**-126 in float32,
+invisible next to any normal gradient, and a documented mode rather than an algorithmic
+fault. Set `allow_flush_to_zero=False` for a dtype to judge it like any other error.
+
 Reasoning per dtype:
 - float16 / bfloat16: frameworks usually compute in float32 and round once, so
   ulps = 2 leaves room for that final rounding plus one ulp of the float32 work; cond = 2.
@@ -37,6 +43,7 @@ from . import dtypes
 class Tolerance:
     ulps: float  # allowed error in ulps of the true value (covers rounding of the result)
     cond: float  # allowed error in units of u * condition scale (covers the computation)
+    allow_flush_to_zero: bool = True  # a subnormal truth returned as 0 is counted, not judged
 
 
 TABLE: dict[str, Tolerance] = {

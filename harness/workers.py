@@ -79,7 +79,7 @@ def _serve(conn, sources: list[str], log_path: str | None) -> None:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
     loaded = [a for source in sources for a in registry.load_source(source)]
-    for module_name in sorted({a.compute.__module__ for a in loaded}):
+    for module_name in sorted({registry.module_of(a) for a in loaded}):
         warm_up = getattr(importlib.import_module(module_name), "warm_up", None)
         if warm_up:  # import the framework now: start-up time, not the first adapter's
             warm_up()

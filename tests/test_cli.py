@@ -58,3 +58,23 @@ def test_unwritable_output_is_one_line_and_exit_2(tmp_path):
     assert p.returncode == 2 and p.stderr.count("\n") == 1
     assert "cannot write the run folder" in p.stderr and "Traceback" not in p.stderr
     assert blocker.read_text() == "not a folder"
+
+
+def test_list_names_a_missing_framework_and_keeps_the_others():
+    # A framework that is not installed: its adapters are absent with one line saying why.
+    code = (
+        "import sys\n"
+        "from harness import adapters, cli\n"
+        "adapters.IMPLEMENTATION_MODULES['nosuchfw'] = ('implementations.nosuchfw_impl', 'nosuchfw')\n"
+        "sys.exit(cli.main(['list']))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "nosuchfw.*" in p.stdout and "nosuchfw is not installed (pip install 'cestab[nosuchfw]')" in p.stdout
+    assert "numpy.stable" in p.stdout and "torch.cross_entropy" in p.stdout
+
+
+def test_list_shows_versions_dtypes_labels_and_devices():
+    p = cestab("list")
+    line = next(l for l in p.stdout.splitlines() if l.startswith("torch.cross_entropy "))
+    assert "torch 2." in line and "bfloat16" in line and "smoothing+ignore" in line and "cuda" in line

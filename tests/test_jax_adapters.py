@@ -188,12 +188,13 @@ def test_integer_labels_lose_the_loss_to_cancellation_at_a_large_offset(mode):
 @pytest.mark.parametrize("adapter_id", ["jax.log_softmax_gather", "jax.optax.softmax_cross_entropy_with_integer_labels.jit"])
 def test_xla_cpu_flushes_subnormal_probabilities_to_zero(adapter_id):
     # Finding: p = exp(-100) / (1 + exp(-100)) = 3.7e-44 is a float32 subnormal; XLA:CPU
-    # runs with flush-to-zero, so the gradient there is exactly 0.
+    # runs with flush-to-zero, so the gradient there is exactly 0: counted, not judged.
     case = Case("manual", "manual", "float32", dtypes.exact(np.array([[0.0, -100.0]]), "float32"), np.array([0]))
     r = result(adapter_id, case)
     assert float(r["ref"].grad[0, 1]) == pytest.approx(np.exp(-100.0), rel=1e-12)
     assert np.exp(np.float32(-100.0)) > 0  # numpy keeps the subnormal
-    assert r["out"].grad[0, 1] == 0 and r["status"] == "inaccurate"
+    assert r["out"].grad[0, 1] == 0 and r["n_flushed"] == 3  # loss, p_t - 1 and p_1: all +-p_1
+    assert r["status"] == "ok" and r["grad_ulps"] > 20
 
 
 def test_cuda_runs_on_a_gpu_or_is_unsupported_with_jaxs_own_reason():

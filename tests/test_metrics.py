@@ -124,3 +124,17 @@ def test_wrong_output_shape_is_an_error():
     ref = reference.loss_and_grad(case)
     out = metrics.evaluate(ref, np.zeros(2, np.float32), np.zeros((1, 2), np.float32), "float32")
     assert out["status"] == "error" and "shape" in out["message"]
+
+
+def test_flush_to_zero_is_counted_not_judged():
+    # float32 gradient whose true value is subnormal (1e-40) returned as 0, as XLA does.
+    case = Case("c", "manual", "float32", dtypes.exact(np.array([[0.0, -92.0]]), "float32"), np.array([0]))
+    ref = reference.loss_and_grad(case)
+    assert 0 < ref.grad[0, 1] < 2.0**-126
+    grad = np.asarray(ref.grad, np.float64).astype(np.float32)
+    grad[0, 1] = 0.0
+    out = metrics.evaluate(ref, np.asarray(ref.loss, np.float32), grad, "float32")
+    assert out["status"] == "ok" and out["n_flushed"] == 1
+    assert out["grad_ulps"] > 1000  # the raw error stays on record
+    grad[0, 1] = np.float32(ref.grad[0, 1]) * 3  # a wrong subnormal is still judged
+    assert metrics.evaluate(ref, np.asarray(ref.loss, np.float32), grad, "float32")["status"] == "inaccurate"

@@ -55,6 +55,11 @@ def to_torch(a: np.ndarray, device: str):
         t = torch.from_numpy(a.view(np.uint16).copy()).view(torch.bfloat16)
     else:
         t = torch.from_numpy(a.copy())
+    if device == "cuda" and not torch.cuda.is_available():  # a CPU-only build, or no GPU
+        try:
+            torch.zeros(1, device="cuda")
+        except (AssertionError, RuntimeError) as exc:  # torch's own words for why not
+            raise Unsupported(str(exc).strip().splitlines()[0]) from exc
     return t.to(torch.device(device))
 
 

@@ -170,3 +170,16 @@ def test_registry_declares_what_each_adapter_supports():
         assert a.framework == "torch" and a.label_kinds == label_kinds and a.supports_ignore
         assert set(a.dtypes) == set(dtypes.DTYPE_NAMES) and a.devices == ("cpu", "cuda")
         assert a.version().startswith(torch.__version__.split("+")[0])
+
+
+def test_cuda_runs_on_a_gpu_or_is_unsupported_with_torchs_own_reason():
+    import torch
+
+    case = regimes.make_case("typical", "float32", (2, 3), "index", seed=0)
+    for adapter_id in ["torch.cross_entropy", "torch.compile.cross_entropy"]:
+        if torch.cuda.is_available():
+            out = adapters.get(adapter_id).compute(case, "cuda")
+            assert metrics.evaluate(reference.loss_and_grad(case), out.loss, out.grad, "float32")["status"] == "ok"
+        else:
+            with pytest.raises(adapters.Unsupported, match="CUDA|cuda"):
+                adapters.get(adapter_id).compute(case, "cuda")

@@ -42,24 +42,23 @@ def _shapes(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def _seed(text: str) -> int:
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}")
-    return seed
+def _number(parse, valid, what: str):
+    """An argparse type: `parse(text)`, accepted when `valid(value)`, else one clear line."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+        return value
+
+    return convert
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"timeout must be positive seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"timeout must be positive seconds, got {text!r}")
-    return value
+_seed = _number(int, lambda v: v >= 0, "seed must be a non-negative integer")
+_positive = _number(float, lambda v: v > 0, "timeout must be positive seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:

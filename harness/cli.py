@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run folder with its own options")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
+    probe = sub.add_parser("probe", help="run every adapter on your own batch (.npy/.npz) and print the errors")
+    probe.add_argument("--logits", required=True, help="(N, V) or (N, T, V) logits, .npy or .npz")
+    probe.add_argument("--labels", required=True, help="integer classes (-100: ignored) or dense label rows")
+    probe.add_argument("--dtype", help="tested dtype (default: the logits file's own)")
+    probe.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: all available)")
+    probe.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take (default 120)")
+
     sub.add_parser("list", help="list adapters, and the frameworks that are unavailable")
     return parser
 
@@ -133,7 +140,23 @@ def cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list}
+def cmd_probe(args) -> int:
+    import pandas as pd
+
+    from .probe import batch
+    from .runner import run
+
+    case = batch(args.logits, args.labels, args.dtype)
+    df = run(adapters=args.adapters, cases=[case], timeout=args.timeout)
+    n, v = case.shape
+    print(f"{n} rows x {v} classes, {case.dtype}; {int(df['n_rows_undefined'].max() or 0)} rows with no finite truth")
+    table = df.set_index("adapter")[["status", "out_dtype", "loss_ulps", "grad_ulps", "loss_tol_ratio", "grad_tol_ratio", "message"]]
+    with pd.option_context("display.width", 200, "display.max_colwidth", 90, "display.float_format", "{:.3g}".format):
+        print(table.sort_index().to_string())
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "probe": cmd_probe, "list": cmd_list}
 
 
 def main(argv=None) -> int:

@@ -74,10 +74,10 @@ class InProcess:
 
 def _serve(conn, sources: list[str], log_path: str | None) -> None:
     """Worker main loop: load the adapters' sources, then answer case requests."""
-    if log_path:  # framework chatter (TF, XLA) goes to the run folder, not the terminal
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
+    # Framework chatter (TF, XLA) goes to the run folder's logs, never to the terminal.
+    fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
     loaded = [a for source in sources for a in registry.load_source(source)]
     for module_name in sorted({registry.module_of(a) for a in loaded}):
         warm_up = getattr(importlib.import_module(module_name), "warm_up", None)

@@ -21,17 +21,17 @@ def big_case():
 
 
 def test_bench_reference_float32(benchmark, big_case):
-    ref = benchmark.pedantic(reference.loss_and_grad, args=(big_case,), rounds=3, iterations=1)
+    ref = benchmark.pedantic(reference.loss_and_grad, args=(big_case,), rounds=5, iterations=1)
     assert np.isfinite(ref.loss).all()
 
 
 def test_bench_numpy_stable_float32(benchmark, big_case):
-    out = benchmark.pedantic(numpy_impl.stable, args=(big_case, "cpu"), rounds=3, iterations=1)
+    out = benchmark.pedantic(numpy_impl.stable, args=(big_case, "cpu"), rounds=5, iterations=1)
     assert out.loss.dtype == np.float32
 
 
 def test_bench_metrics_float32(benchmark, big_case):
     ref = reference.loss_and_grad(big_case)
     out = numpy_impl.stable(big_case, "cpu")
-    result = benchmark.pedantic(metrics.evaluate, args=(ref, out.loss, out.grad, "float32"), rounds=3, iterations=1)
+    result = benchmark.pedantic(metrics.evaluate, args=(ref, out.loss, out.grad, "float32"), rounds=5, iterations=1)
     assert result["status"] == "ok"

@@ -120,7 +120,13 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp):
         z = np.where(defined[:, None], z, 0.0)  # undefined rows: compute on zeros, NaN later
     m = z.max(axis=1)
     a = z.argmax(axis=1)
-    d_hi, d_lo = two_sum(z, -m[:, None])
+    if np.abs(z).max(initial=0.0) >= 2.0**1022:
+        # TwoSum's intermediates would overflow in the top binade: halve (exact for normal
+        # numbers; a subnormal's lost last bit moves exp(z - m) ~ 0 by nothing), then double.
+        d_hi, d_lo = two_sum(z / 2, -m[:, None] / 2)
+        d_hi, d_lo = d_hi * 2, d_lo * 2
+    else:
+        d_hi, d_lo = two_sum(z, -m[:, None])
     live = np.isfinite(d_hi)  # False on -inf masks (and on -max - max in float64)
     masked = not live.all()
     if masked:
@@ -170,8 +176,9 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp):
         grad[rows, target] = p_t_minus_1
     elif kind == "smoothing":
         # loss = (1 - eps) l_t + eps/V sum_j l_j, every term non-negative.
-        sum_l = v * log_s - d_full().sum(axis=1)
-        loss = (1 - X(eps)) * (log_s - d_at(target)) + X(eps) * sum_l / v
+        loss = (1 - X(eps)) * (log_s - d_at(target))
+        if eps:  # eps = 0 puts no weight on masked classes: no 0 * inf
+            loss += X(eps) * (v * log_s - d_full().sum(axis=1)) / v
         grad = p - X(eps) / v
         grad[rows, target] = p_t_minus_1 + X(eps) * (v - 1) / v
     else:  # soft

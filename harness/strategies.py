@@ -5,7 +5,7 @@ Small `@st.composite` pieces, each named after what it returns, composed into `c
 never hide subnormals, values near the dtype's max or values past exp's range: those are
 what we search for. Every bound comes from `harness.dtypes.FloatFormat`.
 
-    base_logits = spread (elements | normal | uniform | raw) x scale + offset
+    base_logits = raw values of the dtype, or spread (elements | normal | uniform) x scale + offset
     logits      = base_logits, then optional transforms in a fixed order:
                   with_near_ties, with_subnormals, with_near_max, with_exp_threshold_gap,
                   with_masks (last, so a mask is never overwritten)
@@ -18,13 +18,13 @@ a threshold) holds for the case's exact inputs. bfloat16 is drawn as float32 or 
 rounded with `dtypes.exact`: exact by construction.
 
 Which pieces a case used is in its `regime`: "search:" + "+".join(pieces), e.g.
-"search:normal+offset+gap.underflow+mask.target"; `pieces(case)` splits it. The `note`
+"search:normal+offset+exp_gap.underflow+mask.target"; `pieces(case)` splits it. The `note`
 holds the details: "shape=(2,3,50) scale=3 offset=-88.72". `Case` is 2-D, so 3-D shapes
 (N, T, V) are flattened to N*T rows; `note_shape(case)` reads the original shape back.
 
 Shrinking: sizes are drawn first and every choice shrinks toward the simplest input: the
-first shape of the pool (1 x 2), float16, index labels with target 0, the "elements" spread
-(hypothesis-drawn values in [-1, 1], shrinking to 0), scale 1, offset 0, no transform, no
+first shape of the pool (1 x 2), float16, index labels with target 0, the "raw" spread
+(hypothesis-drawn values, shrinking to 0; else scale 1 and offset 0), no transform, no
 ignored rows; inside a transform, all rows, the first kind, 0 extra ulps, class 0 or the
 column next to the anchor. Seeded numpy draws (the normal/uniform spreads, random mask
 patterns, soft labels) shrink only through their seed, toward 0.
@@ -83,7 +83,7 @@ SHAPE_POOL: tuple[tuple[int, ...], ...] = (
 NOTABLE_CLASSES = (2, 3, 7, 8, 9, 10, 16, 17, 31, 32, 33, 100, 127, 128, 129, 255, 256, 257, 1000, 1023, 1024, 1025, 4096)
 NOTABLE_BIG_CLASSES = (8192, 32000, 32768, 32769, 50257, 65536, 128256, 131072, 151936, 262144)
 
-SPREADS = ("elements", "normal", "uniform", "raw")
+SPREADS = ("raw", "elements", "normal", "uniform")
 TRANSFORMS = ("near_ties", "subnormals", "near_max", "exp_gap", "mask")
 NEAR_TIE_KINDS = ("some", "all")
 SUBNORMAL_KINDS = ("some", "row")
@@ -100,7 +100,7 @@ PIECES: dict[str, tuple[str, ...]] = {
     "near_ties": tuple(f"near_ties.{k}" for k in NEAR_TIE_KINDS),
     "subnormals": tuple(f"subnormals.{k}" for k in SUBNORMAL_KINDS),
     "near_max": tuple(f"near_max.{k}" for k in NEAR_MAX_KINDS),
-    "exp_gap": tuple(f"gap.{k}" for k in GAP_KINDS),
+    "exp_gap": tuple(f"exp_gap.{k}" for k in GAP_KINDS),
     "mask": tuple(f"mask.{k}" for k in MASK_KINDS),
     "ignored": IGNORED_KINDS,
     "undefined": tuple(f"undefined.{k}" for k in UNDEFINED_KINDS),
@@ -124,6 +124,8 @@ class Applied(NamedTuple):
 
 
 class Labels(NamedTuple):
+    """A label kind and its labels, as `Case` takes them."""
+
     kind: str
     target: np.ndarray  # (N,) int64
     soft: np.ndarray | None
@@ -163,8 +165,9 @@ def step(values, k, fmt: FloatFormat) -> np.ndarray:
 
 
 def straddle(anchor: float, threshold: float, fmt: FloatFormat) -> tuple[float, float] | None:
-    """(lo, hi): the dtype's neighbours across `anchor + threshold`, exactly: lo is the
-    largest value with lo - anchor < threshold, hi the smallest with hi - anchor > threshold.
+    """(lo, hi): the dtype's values either side of `anchor + threshold`, exactly: lo is the
+    largest value with lo - anchor < threshold, hi the smallest with hi - anchor > threshold
+    (adjacent, or two apart where anchor + threshold is itself a value of the dtype).
     None where no such lo exists (anchor + threshold below -max)."""
     a, t = Fraction(anchor), Fraction(threshold)
     hi = float(dtypes.widen(dtypes.exact(np.clip(anchor + threshold, -fmt.max, fmt.max), fmt.name)))
@@ -280,9 +283,10 @@ def distinct_positions(v: int, min_size: int = 1, max_size: int = 4) -> st.Searc
 
 
 def spreads() -> st.SearchStrategy[str]:
-    """How the base values are spread: hypothesis-drawn in [-1, 1] ("elements", shrinks to
-    all zeros), seeded standard normal or uniform [-1, 1], or "raw": any finite value of
-    the dtype, subnormals and +-max included (no scale, no offset)."""
+    """How the base values are spread: "raw", any finite value of the dtype drawn by
+    hypothesis, subnormals and +-max included (no scale, no offset; first, as it draws the
+    fewest choices: the shrink target, all zeros); "elements", hypothesis-drawn in [-1, 1];
+    seeded standard "normal" or "uniform" [-1, 1]."""
     return st.sampled_from(SPREADS)
 
 
@@ -292,8 +296,8 @@ def scales(draw, fmt: FloatFormat) -> float:
     sqrt(max), max), any power of two from the smallest subnormal to max, or any float."""
     notable = [1.0, 3.0, 0.0, 0.1, 10.0, fmt.exp_overflow, -fmt.exp_underflow, 2 * fmt.exp_overflow,
                math.sqrt(fmt.max), fmt.max / 4, fmt.max]
-    smallest = int(math.log2(fmt.smallest_subnormal))
-    largest = int(math.floor(math.log2(fmt.max)))
+    smallest = fmt.min_exponent - fmt.mantissa_bits
+    largest = math.frexp(fmt.max)[1] - 1
     return draw(st.one_of(
         st.sampled_from(notable),
         st.integers(smallest, largest).map(lambda e: math.ldexp(1.0, e)),
@@ -468,7 +472,7 @@ def with_exp_threshold_gap(draw, fmt: FloatFormat, z: np.ndarray, target: np.nda
         cols = draw(distinct_positions(v, min_size=2, max_size=2))
         out[rows, cols[0]] = step(lo, -further[0], fmt)
         out[rows, cols[1]] = step(hi, further[1], fmt)
-        return Applied(out, f"gap.{kind}", rows)
+        return Applied(out, f"exp_gap.{kind}", rows)
     lead_target = draw(st.booleans())
     shifts = draw(st.lists(st.integers(1, v - 1), min_size=min(2, v - 1), max_size=min(2, v - 1), unique=True))
     side = draw(st.booleans())  # with 2 classes: below (False) or above (True)
@@ -485,7 +489,7 @@ def with_exp_threshold_gap(draw, fmt: FloatFormat, z: np.ndarray, target: np.nda
         values = [lo, hi] if len(shifts) == 2 else [hi if side else lo]
         for s, value in zip(shifts, values):
             row[(anchor_col + s) % v] = value
-    return Applied(out, f"gap.{kind}", rows)
+    return Applied(out, f"exp_gap.{kind}", rows)
 
 
 @st.composite
@@ -692,7 +696,7 @@ def cases(
         soft_labels=lab.soft,
         smoothing=lab.smoothing,
         ignored=ignored,
-        seed=0,
+        seed=0,  # no regime seed rebuilds a search case; its logits are the record
         source="search",
         note=note,
     )

@@ -179,3 +179,9 @@ def test_float64_loss_beyond_float64_max_stays_finite_in_extended_precision():
     if reference.PRECISION == "x87-extended":
         assert np.isfinite(ref.loss[0]) and ref.loss[0] == np.longdouble(1.6e308) * 2
     assert ref.grad[0, 1] == -1.0 and ref.grad[0, 0] == 1.0
+
+
+def test_float64_top_binade_row_matches_mpmath():
+    # TwoSum's intermediates overflow for |z| >= 2**1023; the reference halves first.
+    case = one_row([1.7976931348623157e308, 1.7976931348623155e308, -1.7e308, 1e308], "float64", target=1)
+    assert worst_ulps(case) <= (bound(case), bound(case))

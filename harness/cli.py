@@ -83,8 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     run.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take on one case (default 120)")
     run.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
+    run.add_argument("--budget", choices=("none", "quick", "standard", "deep"), default="none",
+                     help="worst-case search per adapter x dtype (default none)")
+    run.add_argument("--no-corpus", dest="corpus", action="store_false",
+                     help="leave out the corpus of public bug reports (harness/corpus.json)")
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run folder with its own options")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+    repro = sub.add_parser("repro", help="replay a saved case (.npz from a search) against adapters")
+    repro.add_argument("path", help="the .npz written by a search (RUN_DIR/worst/...)")
+    repro.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: the one it was found with)")
+    repro.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take (default 120)")
 
     probe = sub.add_parser("probe", help="run every adapter on your own batch (.npy/.npz) and print the errors")
     probe.add_argument("--logits", required=True, help="(N, V) or (N, T, V) logits, .npy or .npz")
@@ -115,6 +124,8 @@ def cmd_run(args) -> int:
         plugins=tuple(args.plugins),
         timeout=args.timeout,
         resume=args.resume,
+        budget=None if args.budget == "none" else args.budget,
+        corpus=args.corpus,
     )
     if not args.quiet:
         print(format_summary(summarize(df)))
@@ -141,22 +152,39 @@ def cmd_list(args) -> int:
 
 
 def cmd_probe(args) -> int:
-    import pandas as pd
-
     from .probe import batch
     from .runner import run
 
     case = batch(args.logits, args.labels, args.dtype)
     df = run(adapters=args.adapters, cases=[case], timeout=args.timeout)
+    _print_errors(case, df)
+    return 0
+
+
+def cmd_repro(args) -> int:
+    from . import casefile
+    from .runner import run
+
+    case, info = casefile.load(args.path)
+    adapters = args.adapters or ([info["adapter"]] if "adapter" in info else None)
+    df = run(adapters=adapters, cases=[case], timeout=args.timeout)
+    if "adapter" in info:
+        print(f"found with {info['adapter']}: {info.get('status')} (score {info.get('score', float('nan')):.3g}) {info.get('message', '')}")
+    _print_errors(case, df)
+    return 0
+
+
+def _print_errors(case, df) -> None:
+    import pandas as pd
+
     n, v = case.shape
     print(f"{n} rows x {v} classes, {case.dtype}; {int(df['n_rows_undefined'].max() or 0)} rows with no finite truth")
     table = df.set_index("adapter")[["status", "out_dtype", "loss_ulps", "grad_ulps", "loss_tol_ratio", "grad_tol_ratio", "message"]]
     with pd.option_context("display.width", 200, "display.max_colwidth", 90, "display.float_format", "{:.3g}".format):
         print(table.sort_index().to_string())
-    return 0
 
 
-COMMANDS = {"run": cmd_run, "probe": cmd_probe, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "probe": cmd_probe, "repro": cmd_repro, "list": cmd_list}
 
 
 def main(argv=None) -> int:

@@ -57,6 +57,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("n_grad_bad", "Int64", "gradient elements outside tolerance"),
     Column("n_flushed", "Int64", "losses and gradient elements with a subnormal truth returned as 0 (flush to zero)"),
     Column("n_rows_undefined", "Int64", "rows with no finite truth (+inf, NaN, all -inf)"),
+    Column("case_file", "string", "the saved .npz of a search finding: replay with `cestab repro`"),
     Column("reference_precision", "string", "float64, or x87-extended for float64 cases"),
     Column("adapter_seconds", "float64", "wall time of the adapter call, compilation excluded (not a benchmark)"),
     Column("compile_seconds", "float64", "compilation/tracing before the call, where the adapter separates it"),

@@ -28,10 +28,13 @@ import numpy as np
 from . import dtypes as dt  # `dtypes` is the argument name of `cases`
 from .cases import LABEL_KINDS, Case
 from .errors import UsageError
+from .tolerances import STATUSES
 
 DEFAULT_PATH = Path(__file__).with_name("corpus.json")
 
-REQUIRED = ("id", "repository", "issue", "url", "title", "what_went_wrong", "reconstruction", "dtype", "logits", "labels")
+REQUIRED = (
+    "id", "repository", "issue", "url", "title", "what_went_wrong", "reconstruction", "dtype", "logits", "labels",
+)
 OPTIONAL = ("observed_2026",)
 LOGIT_KEYS = ("rows", "shape", "fill", "uniform", "set")
 LABEL_KEYS = ("kind", "target", "soft", "smoothing", "ignored")
@@ -61,7 +64,7 @@ class Entry:
     soft_labels: np.ndarray | None = None
     smoothing: float = 0.0
     ignored: np.ndarray | None = None
-    observed_2026: dict = field(default_factory=dict)
+    observed_2026: dict = field(default_factory=dict)  # {"environment", "status": {adapter: status}, "note"}
 
     def case(self, dtype: str | None = None) -> Case:
         """This entry as a Case in `dtype` (default: its own). The report's values, already
@@ -95,6 +98,8 @@ def load(path=None) -> list[Entry]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"corpus {path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"corpus {path}: not valid JSON: not UTF-8 text") from None
     try:
         raw = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
@@ -159,19 +164,19 @@ def _entry(item) -> Entry:
     if not _REPOSITORY.match(item["repository"]):
         raise _Problem(f"repository {item['repository']!r} must be owner/name")
     issue = item["issue"]
-    if not isinstance(issue, int) or isinstance(issue, bool) or issue <= 0:
+    if not _is_int(issue) or issue <= 0:
         raise _Problem(f"issue must be a positive integer, got {issue!r}")
     urls = {f"https://github.com/{item['repository']}/{kind}/{issue}" for kind in ("issues", "pull")}
     if item["url"] not in urls:
         raise _Problem(f"url {item['url']!r} is not the github.com address of {item['repository']}#{issue}")
     if item["dtype"] not in dt.DTYPE_NAMES:
         raise _Problem(f"unknown dtype {item['dtype']!r}; choose from {', '.join(dt.DTYPE_NAMES)}")
-    observed = item.get("observed_2026", {})
-    if not isinstance(observed, dict):
-        raise _Problem("observed_2026 must be an object")
+    observed = _observed(item.get("observed_2026", {}))
 
     logits = dt.widen(dt.exact(_logits(item["logits"]), item["dtype"]))
     labels = _labels(item["labels"], logits.shape)
+    for array in [logits, *(v for v in labels.values() if isinstance(v, np.ndarray))]:
+        array.flags.writeable = False  # shared by the Cases of every dtype
     return Entry(
         id=item["id"],
         repository=item["repository"],
@@ -185,6 +190,25 @@ def _entry(item) -> Entry:
         observed_2026=observed,
         **labels,
     )
+
+
+def _observed(obs) -> dict:
+    """`observed_2026`: what the installed frameworks did on this input when it was added:
+    {"environment": str, "status": {adapter id: status}, "note": str}."""
+    if obs == {}:
+        return {}
+    if not (isinstance(obs, dict) and set(obs) == {"environment", "status", "note"}):
+        raise _Problem("observed_2026 must be {\"environment\": ..., \"status\": {...}, \"note\": ...}")
+    if not all(isinstance(obs[k], str) and obs[k].strip() for k in ("environment", "note")):
+        raise _Problem("observed_2026.environment and .note must be non-empty strings")
+    status = obs["status"]
+    if not isinstance(status, dict) or not all(isinstance(k, str) and v in STATUSES for k, v in status.items()):
+        raise _Problem(f"observed_2026.status must map adapter ids to one of {', '.join(STATUSES)}")
+    return obs
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # JSON true is not 1
 
 
 def _value(v, where: str) -> float:
@@ -217,7 +241,7 @@ def _logits(spec) -> np.ndarray:
         z = np.array([[_value(v, f"logits.rows[{i}][{j}]") for j, v in enumerate(r)] for i, r in enumerate(rows)])
     else:
         shape = spec["shape"]
-        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(s) and s > 0 for s in shape)):
             raise _Problem(f"logits.shape must be [rows, classes] of positive integers, got {shape!r}")
         if shape[0] * shape[1] > MAX_ELEMENTS:
             raise _Problem(f"logits.shape {shape} has more than {MAX_ELEMENTS} elements")
@@ -227,8 +251,10 @@ def _logits(spec) -> np.ndarray:
             z = np.full(shape, _value(spec["fill"], "logits.fill"))
         else:
             z = _uniform(spec["uniform"], shape)
+    if not isinstance(spec.get("set", []), list):
+        raise _Problem("logits.set must be a list of [row, class, value]")
     for k, item in enumerate(spec.get("set", [])):
-        if not (isinstance(item, list) and len(item) == 3 and all(isinstance(i, int) and not isinstance(i, bool) for i in item[:2])):
+        if not (isinstance(item, list) and len(item) == 3 and _is_int(item[0]) and _is_int(item[1])):
             raise _Problem(f"logits.set[{k}] must be [row, class, value]")
         i, j, v = item
         if not (0 <= i < z.shape[0] and 0 <= j < z.shape[1]):
@@ -243,9 +269,13 @@ def _uniform(spec, shape) -> np.ndarray:
     low, high = _value(spec["low"], "logits.uniform.low"), _value(spec["high"], "logits.uniform.high")
     if not (np.isfinite(low) and np.isfinite(high) and low < high):
         raise _Problem("logits.uniform needs finite low < high")
-    if not isinstance(spec["seed"], int) or isinstance(spec["seed"], bool) or spec["seed"] < 0:
+    if not _is_int(spec["seed"]) or spec["seed"] < 0:
         raise _Problem("logits.uniform.seed must be a non-negative integer")
-    return np.random.default_rng(spec["seed"]).uniform(low, high, tuple(shape))
+    # The 53 high bits of PCG64's raw 64-bit stream: fixed by the algorithm, so the corpus
+    # does not depend on how a numpy version maps raw bits to Generator.uniform.
+    raw = np.random.PCG64(spec["seed"]).random_raw(shape[0] * shape[1])
+    unit = (raw >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return (low + (high - low) * unit).reshape(shape)
 
 
 def _labels(spec, shape) -> dict:
@@ -259,7 +289,7 @@ def _labels(spec, shape) -> dict:
     if kind not in LABEL_KINDS:
         raise _Problem(f"labels.kind must be one of {', '.join(LABEL_KINDS)}, got {kind!r}")
     target = spec.get("target")
-    if not (isinstance(target, list) and len(target) == n and all(isinstance(t, int) and not isinstance(t, bool) for t in target)):
+    if not (isinstance(target, list) and len(target) == n and all(_is_int(t) for t in target)):
         raise _Problem(f"labels.target must be {n} integers (one per row)")
     if any(not 0 <= t < v for t in target):
         raise _Problem(f"labels.target: class out of range [0, {v}) (invalid labels are not corpus cases)")

@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import adapters as registry
-from . import columns, metrics, reference, regimes, runfolder
+from . import columns, metrics, reference, regimes, runfolder, search
+from . import dtypes
 from .cases import Case
 from .errors import UsageError
 from .progress import Progress
@@ -101,6 +102,8 @@ def run(
     isolate: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     resume: str | Path | None = None,
+    budget: str | None = None,
+    corpus: bool = True,
 ) -> pd.DataFrame:
     """Run the comparison suite and return the results table (see `columns.COLUMNS`).
 
@@ -108,7 +111,11 @@ def run(
     `cases` replaces the regime cases (for corpora and users' own batches). `plugins` are
     `module:function[@framework]` specs of users' own implementations. `isolate=False` runs
     adapters in this process (faster, but a crash takes the caller down). `resume` finishes
-    an interrupted run folder with the options it was started with.
+    an interrupted run folder with the options it was started with. `budget` ("quick",
+    "standard", "deep") adds a worst-case search per adapter x dtype (`search`): the worst
+    input found is shrunk, saved under RUN_DIR/worst/ and added with source "search".
+    `corpus` adds the public bug reports of `harness/corpus.json` (source "corpus") in their
+    own dtype and in each requested dtype: a bug found in one framework is a question for all.
     """
     if resume is not None:
         return _resume(Path(resume), progress)
@@ -116,6 +123,8 @@ def run(
         raise UsageError(f"unknown device {device!r}; choose cpu or cuda")
     if timeout <= 0:
         raise UsageError(f"timeout must be positive, got {timeout:g}")
+    if budget is not None and budget not in search.BUDGETS:
+        raise UsageError(f"unknown budget {budget!r}; choose from {', '.join(search.BUDGETS)}")
     adapter_list = resolve_adapters(adapters, plugins)
     options = {
         "adapters": [a.id for a in adapter_list],
@@ -128,10 +137,28 @@ def run(
         "device": device,
         "isolate": isolate,
         "timeout": timeout,
+        "budget": budget,
+        "corpus": corpus and cases is None,
     }
-    case_list = cases if cases is not None else regimes.build_cases(regimes_, dtypes, shapes, label_kinds, seed)
+    case_list = cases if cases is not None else build_cases(options)
     run_dir = runfolder.new_run_dir(out_dir, seed) if out_dir is not None else None
     return _execute(case_list, adapter_list, options, run_dir, progress, command, done_rows=[])
+
+
+def build_cases(options: dict) -> list[Case]:
+    """The regime cases, then the corpus (unless switched off), from a run's options."""
+    shapes = [tuple(s) for s in options["shapes"]] if options["shapes"] else None
+    out = regimes.build_cases(options["regimes"], options["dtypes"], shapes, options["label_kinds"], options["seed"])
+    if options.get("corpus"):
+        out += corpus_cases(options["dtypes"], options["label_kinds"])
+    return out
+
+
+def corpus_cases(dtype_names, label_kinds) -> list[Case]:
+    from . import corpus
+
+    kinds = set(label_kinds or ())
+    return [c for c in corpus.cases(dtype_names) if not kinds or c.label_kind in kinds]
 
 
 def _resume(run_dir: Path, progress: bool) -> pd.DataFrame:
@@ -145,8 +172,7 @@ def _resume(run_dir: Path, progress: bool) -> pd.DataFrame:
         raise UsageError(f"{run_dir} is already complete")
     done_rows = runfolder.read_rows(run_dir)
     adapter_list = resolve_adapters(options["adapters"], options["plugins"])
-    shapes = [tuple(s) for s in options["shapes"]] if options["shapes"] else None
-    case_list = regimes.build_cases(options["regimes"], options["dtypes"], shapes, options["label_kinds"], options["seed"])
+    case_list = build_cases(options)
     return _execute(case_list, adapter_list, options, run_dir, progress, meta.get("command"), done_rows, meta)
 
 
@@ -186,6 +212,8 @@ def _execute(case_list, adapter_list, options, run_dir, progress, command, done_
                 reference_seconds += new[0]["reference_seconds"] if new else 0.0
                 rows.extend(new)
             bar.step(case.case_id)
+        if options.get("budget"):
+            rows.extend(_search(adapter_list, options, executor, base, run_dir, done_rows, journal))
     finally:
         bar.close()
         executor.close()
@@ -206,6 +234,33 @@ def _execute(case_list, adapter_list, options, run_dir, progress, command, done_
         df.attrs["run_dir"] = str(run_dir)
     df.attrs["timing"] = timing
     return df
+
+
+def _search(adapter_list, options, executor, base, run_dir, done_rows, journal) -> list[dict]:
+    """One worst-case search per adapter x dtype; the shrunk worst input becomes a row."""
+    budget = search.BUDGETS[options["budget"]]
+    searched = {(r["adapter"], r["dtype"]) for r in done_rows if r.get("source") == "search"}
+    dtype_names = options["dtypes"] or list(dtypes.DTYPE_NAMES)
+    rows = []
+    for adapter in adapter_list:
+        for dtype in dtype_names:
+            if (adapter.id, dtype) in searched or dtype not in adapter.dtypes:
+                continue
+
+            def evaluate(case, adapter=adapter):
+                return rows_for_case(case, [adapter], executor, options["device"], base)[0]
+
+            finding = search.search_one(adapter, dtype, evaluate, budget, seed=options["seed"])
+            if finding is None:
+                continue
+            row = dict(finding.row)
+            if run_dir is not None:
+                path = search.save_finding(finding, run_dir / "worst")
+                row["case_file"] = str(path.relative_to(run_dir))
+            rows.append(row)
+            if journal:
+                journal.append(row)
+    return rows
 
 
 def versions() -> dict:

@@ -15,6 +15,7 @@ SMALL = dict(
     dtypes=["float16", "bfloat16", "float32", "float64"],
     shapes=[(8, 2), (4, 300)],
     label_kinds=["index", "soft"],
+    corpus=False,
 )
 
 
@@ -74,7 +75,7 @@ def test_reference_is_computed_once_per_case(monkeypatch):
         return real(case)
 
     monkeypatch.setattr(reference, "loss_and_grad", counting)
-    df = harness.run(adapters=SMALL["adapters"], dtypes=["float32"], shapes=[(4, 10)], label_kinds=["index"])
+    df = harness.run(adapters=SMALL["adapters"], dtypes=["float32"], shapes=[(4, 10)], label_kinds=["index"], corpus=False)
     assert len(calls) == df["case_id"].nunique() == len(set(calls))
 
 
@@ -91,6 +92,7 @@ def test_unsupported_and_error_rows_do_not_stop_the_run():
         regimes_=["typical", "large_offset"],
         shapes=[(2, 4)],
         label_kinds=["index"],
+        corpus=False,
     )
     mine = df[df["adapter"] == "test.limited"]
     assert set(mine.loc[mine["dtype"] == "float16", "status"]) == {"unsupported"}
@@ -106,3 +108,15 @@ def test_summary_counts_statuses_per_adapter_and_dtype(small_run):
     assert cell["cases"] == len(sub)
     assert cell["nonfinite"] == (sub["status"] == "nonfinite").sum() > 0
     assert cell["loss_ulps_max"] == sub["loss_ulps"].max()
+
+
+def test_corpus_cases_run_by_default_in_every_requested_dtype():
+    df = harness.run(adapters=["numpy.stable"], dtypes=["float16", "float32"], regimes_=["typical"], shapes=[(2, 3)],
+                     isolate=False)
+    corpus = df[df["source"] == "corpus"]
+    entries = {c.split("/")[1] for c in corpus["case_id"]}
+    assert len(entries) >= 15 and set(corpus["dtype"]) >= {"float16", "float32"}
+    one = corpus[corpus["case_id"].str.startswith("corpus/pytorch-11752-large-equal-logits/")]
+    status = one.set_index("dtype")["status"]
+    assert status["float32"] == "ok"  # logits [[1e8, 1e8]], as reported
+    assert status["float16"] == "undefined"  # 1e8 rounds to +inf in float16: no finite truth

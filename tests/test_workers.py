@@ -18,7 +18,8 @@ import crashy_adapters  # noqa: F401  (registers the crashtest.* adapters)
 import harness
 from harness import columns
 
-SMALL = dict(dtypes=["float32"], regimes_=["typical", "large_offset", "near_ties"], shapes=[(4, 10)], label_kinds=["index"])
+SMALL = dict(dtypes=["float32"], regimes_=["typical", "large_offset", "near_ties"], shapes=[(4, 10)], label_kinds=["index"],
+             corpus=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,75 @@
+"""Worst-case search: finds the planted failure, shrinks it, saves a replayable .npz."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import harness
+from harness import casefile, regimes, search
+from harness.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return harness.run(adapters=["numpy.naive", "numpy.stable"], dtypes=["float32"], regimes_=["typical"],
+                       shapes=[(4, 10)], label_kinds=["index"], budget="quick", corpus=False, out_dir=out)
+
+
+def test_search_rows_are_added_with_their_case_files(searched):
+    found = searched[searched["source"] == "search"].set_index("adapter")
+    assert set(found.index) == {"numpy.naive", "numpy.stable"}
+    assert found.loc["numpy.naive", "status"] == "nonfinite"  # the textbook formula breaks
+    run_dir = Path(searched.attrs["run_dir"])
+    for adapter, row in found.iterrows():
+        path = run_dir / row["case_file"]
+        case, info = casefile.load(path)
+        assert info["adapter"] == adapter and info["status"] == row["status"]
+        assert case.case_id == row["case_id"] and case.source == "search"
+
+
+def test_worst_naive_input_is_shrunk_to_something_small(searched):
+    row = searched[(searched["source"] == "search") & (searched["adapter"] == "numpy.naive")].iloc[0]
+    assert row["n_rows"] * row["n_classes"] <= 64
+
+
+def test_repro_replays_the_finding(searched):
+    run_dir = Path(searched.attrs["run_dir"])
+    row = searched[(searched["source"] == "search") & (searched["adapter"] == "numpy.naive")].iloc[0]
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "repro", str(run_dir / row["case_file"])],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("found with numpy.naive: nonfinite")
+    assert any(l.startswith("numpy.naive") and "nonfinite" in l for l in p.stdout.splitlines())
+
+
+def test_casefile_round_trips_bfloat16_bits_and_labels(tmp_path):
+    case = regimes.make_case("ignored_rows", "bfloat16", (6, 5), "soft", seed=2)
+    path = casefile.save(case, tmp_path / "c.npz", {"adapter": "x", "score": 3.0})
+    back, info = casefile.load(path)
+    assert back.logits.dtype == case.logits.dtype
+    assert np.array_equal(back.logits.view(np.uint16), case.logits.view(np.uint16))
+    assert np.array_equal(back.soft_labels, case.soft_labels) and np.array_equal(back.ignored, case.ignored)
+    assert (back.case_id, back.label_kind, info["score"]) == (case.case_id, "soft", 3.0)
+
+
+def test_bad_case_files_are_usage_errors(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04junk")
+    with pytest.raises(UsageError, match="not a cestab case file"):
+        casefile.load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(UsageError, match="not a cestab case file"):
+        casefile.load(tmp_path / "other.npz")
+    with pytest.raises(UsageError, match="does not exist"):
+        casefile.load(tmp_path / "none.npz")
+
+
+def test_score_ranks_broken_results_above_any_ratio():
+    assert search.score({"status": "nonfinite"}) == search.BROKEN
+    assert search.score({"status": "crash"}) == search.BROKEN
+    assert search.score({"status": "inaccurate", "loss_tol_ratio": 5.0, "grad_tol_ratio": 2.0}) == 5.0
+    assert search.score({"status": "unsupported"}) < 0

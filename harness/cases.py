@@ -28,6 +28,8 @@ class Case:
     largest weight); `soft_labels` is set only for kind "soft". Rows flagged in `ignored`
     count for nothing: loss 0 and gradient 0 whatever their logits (PyTorch's ignore_index,
     padding tokens); their `target` still holds a valid class for APIs without ignoring.
+    A case with `invalid` set (labels out of range or negative, soft labels not summing to
+    1) has no truth: the right behaviour is an error, a number is a silent failure.
     """
 
     case_id: str
@@ -39,6 +41,7 @@ class Case:
     soft_labels: np.ndarray | None = None
     smoothing: float = 0.0
     ignored: np.ndarray | None = None  # (N,) bool: rows to leave out (ignore_index / padding)
+    invalid: str = ""  # why the labels break every API's contract; then there is no truth
     seed: int = 0
     source: str = "regime"
     note: str = field(default="", compare=False)
@@ -54,7 +57,7 @@ class Case:
         n, v = self.logits.shape
         if self.target.shape != (n,) or not np.issubdtype(self.target.dtype, np.integer):
             raise UsageError(f"case {self.case_id}: target must be {n} integers, got {self.target.dtype} {self.target.shape}")
-        if n and (self.target.min() < 0 or self.target.max() >= v):
+        if n and not self.invalid and (self.target.min() < 0 or self.target.max() >= v):
             raise UsageError(f"case {self.case_id}: target class out of range [0, {v})")
         if (self.label_kind == "soft") != (self.soft_labels is not None):
             raise UsageError(f"case {self.case_id}: soft_labels go with label kind 'soft' only")

@@ -80,6 +80,9 @@ def undefined_rows(z: np.ndarray) -> np.ndarray:
 def loss_and_grad(case: Case) -> Reference:
     """Loss per row and gradient of the summed loss, for `case`'s exact inputs."""
     n, v = case.shape
+    if case.invalid:  # invalid labels: no truth to compute (see runner: rejected or silent)
+        nan = np.full((n, v), np.nan)
+        return Reference(np.full(n, np.nan), nan, np.zeros(n, bool), np.zeros(n), nan, "none")
     # Soft labels and smoothing subtract p_j - y_j with fractional y_j: exp in extended
     # precision there buys 11 bits against that cancellation (3.5x slower exp).
     extended_exp = case.dtype == "float64" or case.label_kind in ("soft", "smoothing")

@@ -29,6 +29,7 @@ class Regime:
     description: str
     draw: Draw  # (rng, format, n, v) -> (float64 logits (n, v), int64 targets (n,)[, ignored (n,)])
     finite: bool = True  # False: rows deliberately have no finite truth
+    invalid: bool = False  # True: the labels break the API contract (see `_invalid_labels`)
 
 
 def _targets(rng, n, v):
@@ -127,6 +128,39 @@ def _ignored_rows(rng, fmt, n, v):
     return z, _targets(rng, n, v), ignored
 
 
+def _all_ignored(rng, fmt, n, v):
+    # Every row ignored (a batch of pure padding): every loss 0, every gradient 0.
+    z = rng.normal(0.0, 3.0, (n, v))
+    z[0] = -np.inf
+    return z, _targets(rng, n, v), np.ones(n, dtype=bool)
+
+
+def _empty_batch(rng, fmt, n, v):
+    # No rows at all (a last, empty micro-batch): the right answer is empty outputs.
+    return np.zeros((0, v)), np.zeros(0, dtype=np.int64)
+
+
+def _invalid_labels(rng, fmt, n, v):
+    # Typical logits; the labels are made invalid in `make_case`, per label kind.
+    return rng.normal(0.0, 3.0, (n, v)), _targets(rng, n, v)
+
+
+def invalidate(target: np.ndarray, soft: np.ndarray | None, v: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Break the labels: class V and -1 for integer labels, sums 0.5 / 2 / 0 for soft ones.
+
+    No input has a truth then: raising is right (`rejected`), a number is `silent`.
+    """
+    target = target.copy()
+    if soft is not None:
+        soft = soft.copy()
+        scale = np.array([0.5, 2.0, 0.0])[np.arange(len(soft)) % 3]
+        soft *= scale[:, None]  # still exact: powers of two times multiples of 1/256
+        return target, soft, "soft labels summing to 0.5, 2 or 0"
+    target[0::2] = v
+    target[1::2] = -1
+    return target, soft, "class V (out of range) and -1"
+
+
 REGIMES: dict[str, Regime] = {
     r.name: r
     for r in (
@@ -138,6 +172,10 @@ REGIMES: dict[str, Regime] = {
         Regime("near_ties", "all logits within 3 ulps of a shared base", _near_ties),
         Regime("neg_inf_mask", "-inf masks on non-targets, sometimes on the target", _neg_inf_mask),
         Regime("ignored_rows", "every third row ignored, one of them all -inf padding", _ignored_rows),
+        Regime("all_ignored", "every row ignored, one of them all -inf", _all_ignored),
+        Regime("empty_batch", "no rows at all", _empty_batch),
+        Regime("invalid_labels", "labels out of range, negative, or soft labels not summing to 1", _invalid_labels,
+               invalid=True),
         Regime("nonfinite", "+inf, NaN or all -inf rows: no finite truth", _nonfinite, finite=False),
     )
 }
@@ -166,9 +204,13 @@ def make_case(regime: str, dtype: str, shape: tuple[int, int], label_kind: str, 
     rng = case_seed(seed, regime, n, v, label_kind)
     z, t, *rest = reg.draw(rng, fmt, n, v)
     ignored = rest[0] if rest else None
+    n = len(z)
     soft = None
     if label_kind == "soft":
         soft = dyadic_soft_labels(rng, n, v, target=t)
+    invalid = ""
+    if reg.invalid:
+        t, soft, invalid = invalidate(t, soft, v)
     return Case(
         case_id=f"{regime}/{dtype}/{n}x{v}/{label_kind}/s{seed}",
         regime=regime,
@@ -179,6 +221,7 @@ def make_case(regime: str, dtype: str, shape: tuple[int, int], label_kind: str, 
         soft_labels=soft,
         smoothing=SMOOTHING if label_kind == "smoothing" else 0.0,
         ignored=ignored,
+        invalid=invalid,
         seed=seed,
     )
 
@@ -205,4 +248,7 @@ def build_cases(regimes=None, dtype_names=None, shapes=None, label_kinds=None, s
         for d in dtype_names
         for s in shapes
         for k in label_kinds
+        # Invalid labels reach an API only as integers (index) or as a dense matrix (soft):
+        # one-hot and smoothed rows are built from the integers outside the API.
+        if not (get(r).invalid and k in ("onehot", "smoothing"))
     ]

@@ -65,7 +65,9 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
 
     def emit(adapter, attempt: Attempt):
         row = dict(common, adapter=adapter.id, framework=adapter.framework, framework_version=adapter.version())
-        if attempt.status == "ran":
+        if case.invalid and attempt.status in ("ran", "error"):
+            row.update(_judge_invalid(case, attempt))
+        elif attempt.status == "ran":
             out = attempt.output
             row.update(adapter_seconds=attempt.seconds, compile_seconds=out.compile_seconds, out_dtype=out.out_dtype)
             row.update(metrics.evaluate(ref, out.loss, out.grad, case.dtype))
@@ -84,6 +86,19 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
     for adapter, attempt in executor.run(case, runnable, device):
         emit(adapter, attempt)
     return rows
+
+
+def _judge_invalid(case: Case, attempt: Attempt) -> dict:
+    """Invalid labels have no answer: raising is right (`rejected`), numbers are `silent`."""
+    if attempt.status == "error":
+        return {"status": "rejected", "message": attempt.message}
+    out = attempt.output
+    return {
+        "status": "silent",
+        "out_dtype": out.out_dtype,
+        "adapter_seconds": attempt.seconds,
+        "message": f"returned numbers for invalid labels ({case.invalid}): " + metrics.describe_nonfinite(out.loss, out.grad),
+    }
 
 
 def run(

@@ -53,8 +53,12 @@ TABLE: dict[str, Tolerance] = {
     "float64": Tolerance(ulps=4, cond=4),
 }
 
-#: Statuses, best first; `check` compares runs by this order.
-STATUSES = ("ok", "inaccurate", "nonfinite", "error", "crash", "timeout", "unsupported", "undefined")
+#: Statuses, best first; `check` compares runs by this order. On invalid labels (a case
+#: with `invalid` set) the right outcome is `rejected` (an exception); `silent` means the
+#: implementation returned numbers for input that has no answer.
+STATUSES = (
+    "ok", "rejected", "inaccurate", "silent", "nonfinite", "error", "crash", "timeout", "unsupported", "undefined",
+)
 
 
 def get(dtype: str) -> Tolerance:

@@ -13,10 +13,12 @@ Both executors return `Attempt`s, so the runner does not care where an adapter r
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +111,8 @@ class Worker:
         self.conn, child = ctx.Pipe()
         t0 = time.perf_counter()
         self.process = ctx.Process(target=_serve, args=(child, sources, log_path), daemon=True, name=f"cestab-{name}")
-        self.process.start()
+        with _main_without_missing_file():
+            self.process.start()
         child.close()
         ready = self._receive(STARTUP_TIMEOUT)
         self.startup_seconds = time.perf_counter() - t0
@@ -169,6 +172,26 @@ class Worker:
                 pass
             self.process.join(timeout=10)
         self.kill()
+
+
+@contextlib.contextmanager
+def _main_without_missing_file():
+    """Hide a `__main__.__file__` that is not a file (a script piped to `python -`).
+
+    A spawned child re-imports the parent's main script; `<stdin>` cannot be, and the
+    worker would die before it starts. Without `__file__` the child skips that step, as it
+    does for an interactive session.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    hide = path is not None and not os.path.isfile(path)
+    if hide:
+        del main.__file__
+    try:
+        yield
+    finally:
+        if hide:
+            main.__file__ = path
 
 
 class WorkerFailed(RuntimeError):

@@ -16,6 +16,8 @@ def logits64(case):
 def test_every_regime_builds_exact_cases_of_every_kind(dtype):
     for name in regimes.REGIMES:
         for kind in LABEL_KINDS:
+            if regimes.REGIMES[name].invalid:
+                continue  # breaks the labels on purpose: see test_invalid_labels_...
             case = regimes.make_case(name, dtype, (8, 16), kind, seed=0)
             assert case.logits.dtype == dtypes.get(dtype).numpy_dtype
             y = case.target_distribution()
@@ -122,3 +124,24 @@ def test_ignored_rows_count_for_nothing_even_when_all_minus_inf():
     assert ref.defined.all()
     assert (ref.loss[case.ignored] == 0).all() and (ref.grad[case.ignored] == 0).all()
     assert (ref.loss[~case.ignored] > 0).all()
+
+
+def test_invalid_labels_break_the_contract_and_have_no_truth():
+    index = regimes.make_case("invalid_labels", "float32", (4, 10), "index", seed=0)
+    assert index.invalid and index.target.tolist() == [10, -1, 10, -1]
+    soft = regimes.make_case("invalid_labels", "float32", (3, 10), "soft", seed=0)
+    assert soft.soft_labels.sum(axis=1).tolist() == [0.5, 2.0, 0.0]
+    ref = reference.loss_and_grad(index)
+    assert not ref.defined.any() and np.isnan(ref.loss).all()
+    kinds = {c.label_kind for c in regimes.build_cases(["invalid_labels"], ["float32"], [(2, 3)])}
+    assert kinds == {"index", "soft"}
+
+
+def test_empty_batch_and_all_ignored_are_valid_degenerate_inputs():
+    empty = regimes.make_case("empty_batch", "float16", (4, 10), "index", seed=0)
+    assert empty.shape == (0, 10) and empty.case_id == "empty_batch/float16/0x10/index/s0"
+    ref = reference.loss_and_grad(empty)
+    assert ref.loss.shape == (0,) and ref.grad.shape == (0, 10)
+    ignored = regimes.make_case("all_ignored", "float32", (4, 10), "index", seed=0)
+    ref = reference.loss_and_grad(ignored)
+    assert ignored.ignored.all() and ref.defined.all() and (ref.loss == 0).all() and (ref.grad == 0).all()

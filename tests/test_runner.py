@@ -120,3 +120,16 @@ def test_corpus_cases_run_by_default_in_every_requested_dtype():
     status = one.set_index("dtype")["status"]
     assert status["float32"] == "ok"  # logits [[1e8, 1e8]], as reported
     assert status["float16"] == "undefined"  # 1e8 rounds to +inf in float16: no finite truth
+
+
+def test_invalid_labels_are_rejected_or_silent_and_empty_batches_ok():
+    df = harness.run(adapters=["numpy.stable", "torch.cross_entropy", "jax.optax.softmax_cross_entropy_with_integer_labels"],
+                     dtypes=["float32"], regimes_=["invalid_labels", "empty_batch"], shapes=[(4, 10)],
+                     label_kinds=["index"], corpus=False)
+    status = df.set_index(["regime", "adapter"])["status"]
+    assert status[("invalid_labels", "torch.cross_entropy")] == "rejected"  # IndexError: Target 10 is out of bounds
+    assert status[("invalid_labels", "numpy.stable")] == "rejected"
+    # optax gathers out of range without complaint: a silent answer to a question with none
+    optax = df[(df["regime"] == "invalid_labels") & (df["adapter"].str.startswith("jax"))].iloc[0]
+    assert optax["status"] == "silent" and "returned numbers for invalid labels" in optax["message"]
+    assert (df.loc[df["regime"] == "empty_batch", "status"] == "ok").all()

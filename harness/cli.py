@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     run.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take on one case (default 120)")
     run.add_argument("--out", default="runs", help="parent folder of the run folder (default: runs)")
-    run.add_argument("--budget", choices=("none", "quick", "standard", "deep"), default="none",
-                     help="worst-case search per adapter x dtype (default none)")
+    run.add_argument("--budget", choices=("none", "quick", "standard", "deep"), default="quick",
+                     help="worst-case search per adapter x dtype (default quick; none to skip)")
     run.add_argument("--no-corpus", dest="corpus", action="store_false",
                      help="leave out the corpus of public bug reports (harness/corpus.json)")
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run folder with its own options")

@@ -129,8 +129,9 @@ def run(
     an interrupted run folder with the options it was started with. `budget` ("quick",
     "standard", "deep") adds a worst-case search per adapter x dtype (`search`): the worst
     input found is shrunk, saved under RUN_DIR/worst/ and added with source "search".
-    `corpus` adds the public bug reports of `harness/corpus.json` (source "corpus") in their
-    own dtype and in each requested dtype: a bug found in one framework is a question for all.
+    `corpus` adds the public bug reports of `harness/corpus.json` (source "corpus") for every
+    adapter (a bug found in one framework is a question for all the others), each in its own
+    dtype, or in the requested dtypes when `dtypes` is given.
     """
     if resume is not None:
         return _resume(Path(resume), progress)
@@ -170,10 +171,14 @@ def build_cases(options: dict) -> list[Case]:
 
 
 def corpus_cases(dtype_names, label_kinds) -> list[Case]:
+    """Each entry in its own dtype by default (the report); with dtypes given, in those."""
     from . import corpus
 
     kinds = set(label_kinds or ())
-    return [c for c in corpus.cases(dtype_names) if not kinds or c.label_kind in kinds]
+    chosen = corpus.cases(dtype_names)
+    if dtype_names:
+        chosen = [c for c in chosen if c.dtype in dtype_names]
+    return [c for c in chosen if not kinds or c.label_kind in kinds]
 
 
 def _resume(run_dir: Path, progress: bool) -> pd.DataFrame:

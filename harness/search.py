@@ -30,7 +30,7 @@ class Budget:
 
 BUDGETS = {
     # quick: part of the default run (22 adapters x 4 dtypes in about a minute), small shapes
-    "quick": Budget(examples=8, shrink_seconds=1.0, max_elements=4096),
+    "quick": Budget(examples=3, shrink_seconds=1.0, max_elements=1024),
     "standard": Budget(examples=60, shrink_seconds=20.0, max_elements=1 << 17),
     "deep": Budget(examples=400, shrink_seconds=120.0, max_elements=1 << 21),
 }

@@ -17,6 +17,8 @@ def test_run_prints_summary_and_writes_the_folder(tmp_path):
     assert "numpy.naive" in p.stdout and "nonfinite" in p.stdout and "loss_ulps_max" in p.stdout
     run_dir = Path(p.stdout.strip().splitlines()[-1].removeprefix("results: "))
     assert (run_dir / "results.parquet").is_file() and run_dir.parent == tmp_path
+    found = {p.name for p in (run_dir / "worst").iterdir()}  # the default quick search
+    assert "worst-numpy.naive-float32.npz" in found and found <= {"worst-numpy.naive-float32.npz", "worst-numpy.stable-float32.npz"}
 
 
 def test_list_shows_numpy_adapters():

@@ -22,7 +22,7 @@ def test_user_torch_and_jax_functions_run_and_are_judged(tmp_path):
     p = cestab(
         "run", "--adapter", "user_losses_torch:fused_ce", "--adapter", "user_losses_torch:unshifted_ce@torch",
         "--adapter", "user_losses_jax:gather_ce", "--dtypes", "float32", "--regimes", "typical,large_offset",
-        "--shapes", "8x10", "--label-kinds", "index", "--out", str(tmp_path), "--quiet",
+        "--shapes", "8x10", "--label-kinds", "index", "--budget", "none", "--out", str(tmp_path), "--quiet",
     )
     assert p.returncode == 0, p.stderr
     run_dir = Path(p.stdout.strip().splitlines()[-1].removeprefix("results: "))

@@ -6,13 +6,13 @@ Score = the larger of the loss and gradient tolerance ratios (`metrics`); a non-
 crashing or erroring result scores `BROKEN`, above any finite ratio. Pass 1 generates with
 `hypothesis.target(score)` (derandomized, so a seed gives the same search). Pass 2 replays
 the same deterministic search as a test that *fails* once the score reaches half the best,
-so hypothesis's shrinker minimises that input; a wall-clock budget bounds the shrinking.
+so hypothesis's shrinker minimises that input; a budget of adapter calls (not seconds, so
+that the same seed finds the same input on any machine) bounds the shrinking.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,15 +24,15 @@ BROKEN = 1e12  # the score of a non-finite, crashed, timed-out or erroring resul
 @dataclass(frozen=True)
 class Budget:
     examples: int  # generated examples per adapter x dtype
-    shrink_seconds: float  # wall-clock bound on shrinking per adapter x dtype
+    shrink_calls: int  # adapter calls the shrinking may spend per adapter x dtype
     max_elements: int  # largest N * V drawn: big shapes cost a compile and a big reference each
 
 
 BUDGETS = {
     # quick: part of the default run (22 adapters x 4 dtypes in about a minute), small shapes
-    "quick": Budget(examples=3, shrink_seconds=1.0, max_elements=1024),
-    "standard": Budget(examples=60, shrink_seconds=20.0, max_elements=1 << 17),
-    "deep": Budget(examples=400, shrink_seconds=120.0, max_elements=1 << 21),
+    "quick": Budget(examples=3, shrink_calls=20, max_elements=1024),
+    "standard": Budget(examples=60, shrink_calls=300, max_elements=1 << 17),
+    "deep": Budget(examples=400, shrink_calls=3000, max_elements=1 << 21),
 }
 
 
@@ -103,15 +103,16 @@ def search_one(adapter, dtype: str, evaluate, budget: Budget, seed: int = 0) -> 
     if best["score"] <= 0:
         return None
     threshold = best["score"] / 2
-    deadline = time.monotonic() + budget.shrink_seconds
+    shrink_calls = {"n": 0}
     smallest: dict = {}
 
     @hypothesis_seed(seed)
     @settings(phases=[Phase.generate, Phase.target, Phase.shrink], **common)
     @given(case=cases)
     def shrink(case):
-        if smallest and time.monotonic() > deadline:
+        if smallest and shrink_calls["n"] >= budget.shrink_calls:
             return  # out of budget: stop accepting smaller inputs
+        shrink_calls["n"] += 1
         row = evaluate(case)
         calls["n"] += 1
         s = score(row)

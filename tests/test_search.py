@@ -73,3 +73,12 @@ def test_score_ranks_broken_results_above_any_ratio():
     assert search.score({"status": "crash"}) == search.BROKEN
     assert search.score({"status": "inaccurate", "loss_tol_ratio": 5.0, "grad_tol_ratio": 2.0}) == 5.0
     assert search.score({"status": "unsupported"}) < 0
+
+
+def test_same_seed_finds_the_same_worst_inputs():
+    kwargs = dict(adapters=["numpy.naive", "numpy.stable"], dtypes=["bfloat16"], regimes_=["typical"], shapes=[(2, 3)],
+                  label_kinds=["index"], budget="quick", corpus=False, isolate=False)
+    a = harness.run(**kwargs)
+    b = harness.run(**kwargs)
+    pick = lambda df: df.loc[df["source"] == "search", ["adapter", "case_id", "status"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pick(a), pick(b))

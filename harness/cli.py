@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run folder with its own options")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
-    repro = sub.add_parser("repro", help="replay a saved case (.npz from a search) against adapters")
-    repro.add_argument("path", help="the .npz written by a search (RUN_DIR/worst/...)")
+    repro = sub.add_parser("repro", help="replay a case (a search's .npz, or any case id of a results table)")
+    repro.add_argument("path", help="RUN_DIR/worst/....npz, or a case id such as typical/float16/16x1000/index/s0")
     repro.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: the one it was found with)")
     repro.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take (default 120)")
 
@@ -162,10 +162,10 @@ def cmd_probe(args) -> int:
 
 
 def cmd_repro(args) -> int:
-    from . import casefile
+    from . import replay
     from .runner import run
 
-    case, info = casefile.load(args.path)
+    case, info = replay.load(args.path)
     adapters = args.adapters or ([info["adapter"]] if "adapter" in info else None)
     df = run(adapters=adapters, cases=[case], timeout=args.timeout)
     if "adapter" in info:

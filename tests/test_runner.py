@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import harness
-from harness import columns, reference, runner
+from harness import columns, reference
 from harness.summary import summarize
 
 SMALL = dict(

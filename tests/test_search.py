@@ -82,3 +82,27 @@ def test_same_seed_finds_the_same_worst_inputs():
     b = harness.run(**kwargs)
     pick = lambda df: df.loc[df["source"] == "search", ["adapter", "case_id", "status"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(pick(a), pick(b))
+
+
+def test_every_case_id_of_a_results_table_replays():
+    from harness import replay
+
+    case, _ = replay.load("dominant_target/bfloat16/16x1000/soft/s3")
+    again = regimes.make_case("dominant_target", "bfloat16", (16, 1000), "soft", 3)
+    assert np.array_equal(case.logits.view(np.uint16), again.logits.view(np.uint16))
+    corpus_case, _ = replay.load("corpus/pytorch-11752-large-equal-logits/float16")
+    assert corpus_case.dtype == "float16" and corpus_case.source == "corpus"
+    empty, _ = replay.load("empty_batch/float32/0x10/index/s0")
+    assert empty.shape == (0, 10)
+    for bad, message in [("nonsense", "neither a case file"), ("corpus/no-such-entry/float32", "no corpus entry"),
+                         ("typical/float8/2x3/index/s0", "unknown dtype")]:
+        with pytest.raises(UsageError, match=message):
+            replay.load(bad)
+
+
+def test_repro_of_a_case_id_prints_the_table():
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "repro", "typical/float16/16x1000/index/s0",
+                        "--adapters", "numpy.naive,numpy.stable"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    lines = {l.split()[0]: l.split()[1] for l in p.stdout.splitlines()[3:]}
+    assert lines == {"numpy.naive": "nonfinite", "numpy.stable": "ok"}  # float16 sum of 1000 exps overflows

@@ -129,17 +129,11 @@ class Worker:
         except (EOFError, OSError):
             return None
 
-    def send(self, case: Case, adapter_ids: list[str], device: str) -> bool:
-        """Hand the worker a case; False if it is already dead."""
+    def run(self, case: Case, adapter_ids: list[str], device: str, timeout: float):
+        """Yield (adapter_id, Attempt) until all ran or the worker failed (then stop)."""
         try:
             self.conn.send(("case", case, adapter_ids, device))
-            return True
         except (BrokenPipeError, OSError):
-            return False
-
-    def replies(self, adapter_ids: list[str], sent: bool, timeout: float):
-        """Yield (adapter_id, Attempt) until all answered or the worker failed (then stop)."""
-        if not sent:
             yield adapter_ids[0], Attempt("crash", message=self.death_message())
             return
         for adapter_id in adapter_ids:
@@ -225,32 +219,21 @@ class WorkerPool:
         return worker
 
     def run(self, case: Case, adapter_list: list[Adapter], device: str):
-        """Yield (adapter, Attempt) for every adapter, worker by worker.
-
-        The case goes to every worker first, then the answers are collected in order: the
-        workers compute (and compile) side by side, and the rows come out as if in turn.
-        A worker that failed is restarted for the adapters it had not answered yet.
-        """
-        groups: dict[str, dict[str, Adapter]] = {}
+        """Yield (adapter, Attempt) for every adapter, worker by worker."""
+        by_source: dict[str, list[Adapter]] = {}
         for adapter in adapter_list:
-            groups.setdefault(registry.source_of(adapter.id), {})[adapter.id] = adapter
-        streams = {source: self._start(source, case, list(pending), device) for source, pending in groups.items()}
-        for source, pending in groups.items():
-            stream = streams[source]
+            by_source.setdefault(registry.source_of(adapter.id), []).append(adapter)
+        for source, group in by_source.items():
+            pending = {a.id: a for a in group}
             while pending:
-                for adapter_id, attempt in stream:
+                try:
+                    worker = self._worker(source)
+                except WorkerFailed as exc:
+                    for adapter in pending.values():
+                        yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")
+                    break
+                for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout):
                     yield pending.pop(adapter_id), attempt
-                if pending:  # the worker died or hung: a fresh one takes the rest
-                    stream = self._start(source, case, list(pending), device)
-
-    def _start(self, source: str, case: Case, adapter_ids: list[str], device: str):
-        """Send the case to the source's worker; the stream of its answers."""
-        try:
-            worker = self._worker(source)
-        except WorkerFailed as exc:
-            return [(i, Attempt("crash", message=f"worker failed to start: {exc}")) for i in adapter_ids]
-        sent = worker.send(case, adapter_ids, device)
-        return worker.replies(adapter_ids, sent, self.timeout)
 
     def close(self) -> None:
         for worker in self.workers.values():

@@ -38,6 +38,12 @@ IMPLEMENTATION_MODULES: dict[str, tuple[str, str]] = {
 }
 
 
+def first_line(text) -> str:
+    """The first line of a message (an exception's, usually), at most 500 characters."""
+    lines = str(text).strip().splitlines()
+    return (lines[0] if lines else "")[:500]
+
+
 class Unsupported(Exception):
     """Raised by an adapter when its framework refuses a combination (dtype, labels, device).
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import dtypes
+from .adapters import first_line
 from .cases import Case
 from .errors import UsageError
 from .runfolder import write_atomic
@@ -70,5 +71,5 @@ def load(path: str | Path) -> tuple[Case, dict]:
     except FileNotFoundError:
         raise UsageError(f"case file {path} does not exist") from None
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"{path} is not a cestab case file: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        raise UsageError(f"{path} is not a cestab case file: " + first_line(f"{type(exc).__name__}: {exc}")) from None
     return case, info

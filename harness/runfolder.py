@@ -131,9 +131,3 @@ def read_rows(run_dir: Path) -> list[dict]:
             continue
     return rows
 
-
-def read_results(run_dir: Path | str) -> pd.DataFrame:
-    path = Path(run_dir) / "results.parquet"
-    if not path.is_file():
-        raise UsageError(f"{run_dir} is not a run folder (no results.parquet)")
-    return pd.read_parquet(path)

@@ -143,6 +143,3 @@ def save_finding(finding: Finding, folder: Path) -> Path:
     finding.path = path
     return path
 
-
-def repro_command(path: Path, adapter: str) -> str:
-    return f"cestab repro {path} --adapters {adapter}"

@@ -400,6 +400,11 @@ def subnormal_values(draw, fmt: FloatFormat) -> float:
     return (-1.0 if draw(st.booleans()) else 1.0) * k * fmt.smallest_subnormal
 
 
+def random_signs(rng: np.random.Generator, shape) -> np.ndarray:
+    """+-1.0 with equal odds, from a seeded generator (whole-row transforms)."""
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+
+
 @st.composite
 def with_subnormals(draw, fmt: FloatFormat, z: np.ndarray, target: np.ndarray) -> Applied:
     """Subnormal logits (flush-to-zero, denormals-are-zero): "some" columns (hypothesis
@@ -415,7 +420,7 @@ def with_subnormals(draw, fmt: FloatFormat, z: np.ndarray, target: np.ndarray) -
     else:
         rng = np.random.default_rng(draw(seeds()))
         k = rng.integers(1, 2**fmt.mantissa_bits, (int(rows.sum()), v))
-        out[rows] = np.where(rng.random(k.shape) < 0.5, -1.0, 1.0) * k * fmt.smallest_subnormal
+        out[rows] = random_signs(rng, k.shape) * k * fmt.smallest_subnormal
     return Applied(out, f"subnormals.{kind}", rows)
 
 
@@ -435,7 +440,7 @@ def with_near_max(draw, fmt: FloatFormat, z: np.ndarray, target: np.ndarray, ulp
     else:
         rng = np.random.default_rng(draw(seeds()))
         shape = (int(rows.sum()), v)
-        out[rows] = np.where(rng.random(shape) < 0.5, -1.0, 1.0) * step(fmt.max, -rng.integers(0, ulps + 1, shape), fmt)
+        out[rows] = random_signs(rng, shape) * step(fmt.max, -rng.integers(0, ulps + 1, shape), fmt)
     return Applied(out, f"near_max.{kind}", rows)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import adapters as registry
-from .adapters import Adapter, Output, Unsupported
+from .adapters import Adapter, Output, Unsupported, first_line
 from .cases import Case
 
 #: Seconds a worker may take to import its framework before it counts as crashed.
@@ -53,15 +53,11 @@ def call_adapter(adapter: Adapter, case: Case, device: str) -> Attempt:
     return Attempt("ran", out, seconds=time.perf_counter() - t0 - out.compile_seconds)
 
 
-def first_line(text) -> str:
-    lines = str(text).strip().splitlines()
-    return (lines[0] if lines else "")[:500]
-
-
 class InProcess:
     """Runs adapters here: fast, for tests and ad-hoc adapters; no crash isolation."""
 
-    startup_seconds: dict[str, float] = {}
+    def __init__(self):
+        self.startup_seconds: dict[str, float] = {}  # no workers to start
 
     def run(self, case: Case, adapter_list: list[Adapter], device: str):
         for adapter in adapter_list:

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.adapters import Adapter, Output, Unsupported, register
+from harness.adapters import Adapter, Output, Unsupported, first_line, register
 from harness.cases import Case
 
 DENSE_KINDS = ("onehot", "soft", "smoothing")
@@ -54,10 +54,6 @@ def _optax():
     except ModuleNotFoundError as exc:
         raise Unsupported(f"optax is not installed: {exc}") from exc
     return optax
-
-
-def first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def jax_device(device: str):

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from harness.adapters import Adapter, Output, Unsupported, register
+from harness.adapters import Adapter, Output, Unsupported, first_line, register
 from harness.cases import Case
 
 DENSE_KINDS = ("onehot", "soft", "smoothing")
@@ -71,7 +71,7 @@ def refusals_as_unsupported():
         text = getattr(exc, "message", str(exc))
         if not any(phrase in text for phrase in REFUSALS):
             raise
-        raise Unsupported(text.strip().splitlines()[0]) from exc
+        raise Unsupported(first_line(text)) from exc
 
 
 def logits_tensor(case: Case):

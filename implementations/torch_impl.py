@@ -23,7 +23,7 @@ import types
 import ml_dtypes
 import numpy as np
 
-from harness.adapters import Adapter, Output, Unsupported, register
+from harness.adapters import Adapter, Output, Unsupported, first_line, register
 from harness.cases import Case
 
 IGNORE_INDEX = -100  # torch's default ignore_index
@@ -59,7 +59,7 @@ def to_torch(a: np.ndarray, device: str):
         try:
             torch.zeros(1, device="cuda")
         except (AssertionError, RuntimeError) as exc:  # torch's own words for why not
-            raise Unsupported(str(exc).strip().splitlines()[0]) from exc
+            raise Unsupported(first_line(exc)) from exc
     return t.to(torch.device(device))
 
 

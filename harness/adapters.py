@@ -18,7 +18,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -65,6 +65,42 @@ class Output:
         return str(np.asarray(self.loss).dtype)
 
 
+def _returned(result):
+    return result
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An adapter's computation bound to inputs already on the device: what `cestab bench` times.
+
+    `forward()` computes the per-row losses and `forward_backward()` the losses and the
+    gradient of their sum, through the same code path `compute` uses, but with no conversion
+    in or out, so only the framework's work is timed. `sync(result)` returns once `result`
+    really exists (CUDA synchronise, `block_until_ready`, TensorFlow's `.numpy()`): devices
+    and dispatchers run ahead of Python, and a clock read before that times only the launch.
+    `compile_seconds` holds, per pass, compilation done ahead of time in `prepare` (JAX's
+    `lower().compile()`); `compiles_on_first_call` marks adapters whose first call compiles
+    (torch.compile, XLA through tf.function). `peak_memory`/`reset_peak_memory` read the
+    device allocator's peak where the framework has one (`memory_kind` names it); None means
+    the bench reads the worker's peak RSS. `release()` frees caches after measuring.
+    """
+
+    forward: Callable[[], object]
+    forward_backward: Callable[[], object]
+    sync: Callable[[object], object] = _returned
+    compile_seconds: dict = field(default_factory=dict)
+    compiles_on_first_call: bool = False
+    peak_memory: Callable[[], int] | None = None
+    reset_peak_memory: Callable[[], None] = _nothing
+    memory_in_use: Callable[[], int] | None = None
+    memory_kind: str = "rss"
+    release: Callable[[], None] = _nothing
+
+
 @dataclass(frozen=True)
 class Adapter:
     """One softmax-CE implementation and what it declares it supports.
@@ -82,6 +118,7 @@ class Adapter:
     label_kinds: tuple[str, ...] = LABEL_KINDS
     devices: tuple[str, ...] = ("cpu",)
     supports_ignore: bool = False  # honours Case.ignored (ignore_index or a row mask)
+    prepare: Callable[[Case, str], Prepared] | None = None  # for `cestab bench`; None: not timed
 
     def unsupported_reason(self, case: Case, device: str) -> str | None:
         """Why this adapter cannot run `case` on `device`, or None if it declares it can."""

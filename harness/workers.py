@@ -89,10 +89,19 @@ def _serve(conn, sources: list[str], log_path: str | None) -> None:
             return
         if message[0] == "stop":
             return
-        _, case, ids, device = message
+        _, case, ids, device, *task = message
+        handle = _task(task[0]) if task else call_adapter
         for adapter_id in ids:
-            attempt = call_adapter(registry.get(adapter_id), case, device)
+            attempt = handle(registry.get(adapter_id), case, device)
             conn.send(("attempt", adapter_id, attempt))
+
+
+def _task(name: str):
+    """The function `module:function` a request names, e.g. "harness.bench:measure": other
+    work than an accuracy call (the benchmark) gets the same isolation. `case` is then that
+    task's payload, and the answer whatever picklable value it returns."""
+    module_name, _, function = name.partition(":")
+    return getattr(importlib.import_module(module_name), function)
 
 
 # ---------------------------------------------------------------- the parent side
@@ -125,10 +134,13 @@ class Worker:
         except (EOFError, OSError):
             return None
 
-    def run(self, case: Case, adapter_ids: list[str], device: str, timeout: float):
-        """Yield (adapter_id, Attempt) until all ran or the worker failed (then stop)."""
+    def run(self, case: Case, adapter_ids: list[str], device: str, timeout: float, task: str | None = None):
+        """Yield (adapter_id, Attempt) until all ran or the worker failed (then stop).
+
+        With `task` ("module:function"), the worker answers with that function's result
+        for (adapter, case, device) instead of an Attempt; crash and timeout stay Attempts."""
         try:
-            self.conn.send(("case", case, adapter_ids, device))
+            self.conn.send(("case", case, adapter_ids, device, *([task] if task else [])))
         except (BrokenPipeError, OSError):
             yield adapter_ids[0], Attempt("crash", message=self.death_message())
             return
@@ -214,8 +226,8 @@ class WorkerPool:
             self.startup_seconds[name] = self.startup_seconds.get(name, 0.0) + worker.startup_seconds
         return worker
 
-    def run(self, case: Case, adapter_list: list[Adapter], device: str):
-        """Yield (adapter, Attempt) for every adapter, worker by worker."""
+    def run(self, case: Case, adapter_list: list[Adapter], device: str, task: str | None = None):
+        """Yield (adapter, Attempt) for every adapter, worker by worker (`task`: see Worker.run)."""
         by_source: dict[str, list[Adapter]] = {}
         for adapter in adapter_list:
             by_source.setdefault(registry.source_of(adapter.id), []).append(adapter)
@@ -228,7 +240,7 @@ class WorkerPool:
                     for adapter in pending.values():
                         yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")
                     break
-                for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout):
+                for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout, task):
                     yield pending.pop(adapter_id), attempt
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.adapters import Adapter, Output, register
+from harness.adapters import Adapter, Output, Prepared, register
 from harness.cases import Case
 
 
@@ -26,22 +26,17 @@ def drop_ignored(case: Case, loss: np.ndarray, grad: np.ndarray) -> Output:
     return Output(loss, grad)
 
 
-def naive(case: Case, device: str) -> Output:
+def naive_math(z: np.ndarray, y: np.ndarray, with_grad: bool = True):
     """The formula exactly as written: p = exp(z) / sum(exp(z)); L = -sum(y log p)."""
-    z = case.logits
-    y = labels_in(case, z.dtype)
     with np.errstate(all="ignore"):
         e = np.exp(z)
         p = e / e.sum(axis=1, keepdims=True)
         loss = -(y * np.log(p)).sum(axis=1)
-        grad = p - y
-    return drop_ignored(case, loss, grad)
+        return loss, (p - y if with_grad else None)
 
 
-def stable(case: Case, device: str) -> Output:
+def stable_math(z: np.ndarray, y: np.ndarray, with_grad: bool = True):
     """Max-shift log-sum-exp: log p = (z - m) - log(sum(exp(z - m)))."""
-    z = case.logits
-    y = labels_in(case, z.dtype)
     with np.errstate(all="ignore"):
         shifted = z - z.max(axis=1, keepdims=True)
         e = np.exp(shifted)
@@ -50,9 +45,42 @@ def stable(case: Case, device: str) -> Output:
         terms = y * log_p
         terms[y == 0] = 0  # a masked class (log p = -inf) with no label weight adds nothing
         loss = -terms.sum(axis=1)
-        grad = e / s - y
-    return drop_ignored(case, loss, grad)
+        return loss, (e / s - y if with_grad else None)
 
 
-register(Adapter("numpy.naive", "numpy", naive, "exp, sum, divide, log - the textbook formula", supports_ignore=True))
-register(Adapter("numpy.stable", "numpy", stable, "max-shift log-sum-exp, softmax - y", supports_ignore=True))
+def naive(case: Case, device: str) -> Output:
+    return drop_ignored(case, *naive_math(case.logits, labels_in(case, case.logits.dtype)))
+
+
+def stable(case: Case, device: str) -> Output:
+    return drop_ignored(case, *stable_math(case.logits, labels_in(case, case.logits.dtype)))
+
+
+def onehot_in(case: Case, dtype) -> np.ndarray:
+    """One-hot rows of the class indices built in `dtype` directly (the bench's batches are
+    large; `labels_in` goes through float64). Equal to `labels_in` for index labels."""
+    y = np.zeros(case.shape, dtype=dtype)
+    y[np.arange(case.shape[0]), case.target] = 1
+    return y
+
+
+def preparer(math):
+    """`Adapter.prepare` for a numpy formula: labels built once, loss only or loss and grad;
+    numpy computes eagerly on the CPU, so there is nothing to synchronise."""
+
+    def prepare(case: Case, device: str) -> Prepared:
+        z = case.logits
+        y = onehot_in(case, z.dtype) if case.label_kind in ("index", "onehot") else labels_in(case, z.dtype)
+        return Prepared(forward=lambda: math(z, y, with_grad=False), forward_backward=lambda: math(z, y))
+
+    return prepare
+
+
+register(
+    Adapter("numpy.naive", "numpy", naive, "exp, sum, divide, log - the textbook formula", supports_ignore=True,
+            prepare=preparer(naive_math))
+)
+register(
+    Adapter("numpy.stable", "numpy", stable, "max-shift log-sum-exp, softmax - y", supports_ignore=True,
+            prepare=preparer(stable_math))
+)

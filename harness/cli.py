@@ -59,6 +59,7 @@ def _number(parse, valid, what: str):
 
 _seed = _number(int, lambda v: v >= 0, "seed must be a non-negative integer")
 _positive = _number(float, lambda v: v > 0, "timeout must be positive seconds")
+_non_negative = _number(float, lambda v: v >= 0, "must be a non-negative number")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--dtype", help="tested dtype (default: the logits file's own)")
     probe.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: all available)")
     probe.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take (default 120)")
+
+    check = sub.add_parser("check", help="CI gate: compare a run with a baseline; exit 1 on a regression")
+    check.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a finished run folder (or --quick)")
+    check.add_argument("--baseline", required=True, metavar="FILE", help="the baseline JSON (e.g. reports/baseline.json)")
+    check.add_argument("--quick", action="store_true", help="make a fresh deterministic run of the baseline's options")
+    check.add_argument("--rtol", type=_non_negative, default=0.5, help="allowed relative growth of the largest ulps (default 0.5)")
+    check.add_argument("--slack", type=_non_negative, default=2.0, help="allowed absolute growth, in ulps (default 2)")
+    check.add_argument("--strict", action="store_true", help="a group missing from the run is a regression")
+    check.add_argument("--junit", metavar="PATH", help="also write a JUnit XML report")
+    check.add_argument("--update-baseline", action="store_true", help="rewrite the baseline from this run (atomically)")
+    check.add_argument("--adapter", dest="plugins", action="append", default=[], metavar="MODULE:FUNCTION[@FRAMEWORK]",
+                       help="with --quick: also run your own implementation (repeatable)")
+    check.add_argument("--compare-as", action="append", default=[], metavar="RUN_ADAPTER=BASELINE_ADAPTER",
+                       help="judge one adapter's rows against another's baseline (repeatable)")
+    check.add_argument("--out", default="runs", help="with --quick: parent of the run folder (default: runs)")
+    check.add_argument("--timeout", type=_positive, default=120.0, help="with --quick: seconds per adapter and case (default 120)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("list", help="list adapters, and the frameworks that are unavailable")
     return parser
@@ -185,6 +203,36 @@ def _print_errors(case, df) -> None:
 
 
 COMMANDS = {"run": cmd_run, "probe": cmd_probe, "repro": cmd_repro, "list": cmd_list}
+
+
+def cmd_check(args) -> int:
+    from . import check, checkreport
+
+    gate = check.gate(
+        args.baseline,
+        run_dir=args.run_dir,
+        quick=args.quick,
+        rtol=args.rtol,
+        slack=args.slack,
+        strict=args.strict,
+        plugins=tuple(args.plugins),
+        aliases=check.parse_aliases(args.compare_as),
+        update=args.update_baseline,
+        out_dir=args.out,
+        timeout=args.timeout,
+        progress=not args.quiet,
+        command=shlex.join(["cestab", *sys.argv[1:]]),
+    )
+    print(checkreport.format_table(gate))
+    if args.junit:
+        checkreport.write_junit(args.junit, gate)
+    checkreport.append_step_summary(gate)
+    if gate.run_dir:
+        print(f"results: {gate.run_dir}")
+    return gate.exit_code
+
+
+COMMANDS["check"] = cmd_check
 
 
 def main(argv=None) -> int:

@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sub.add_parser("list", help="list adapters, and the frameworks that are unavailable")
+
+    report = sub.add_parser("report", help="write the stability report (Markdown, HTML, figures) from run folders")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (results.parquet, run.json)")
+    report.add_argument("--out", default="reports", help="output folder (default: reports)")
     return parser
 
 
@@ -202,7 +206,15 @@ def _print_errors(case, df) -> None:
         print(table.sort_index().to_string())
 
 
-COMMANDS = {"run": cmd_run, "probe": cmd_probe, "repro": cmd_repro, "list": cmd_list}
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    written = write_report(args.run_dirs, args.out, command=shlex.join(["cestab", *sys.argv[1:]]))
+    print(f"report: {written['stability.md']} and {written['stability.html']}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "probe": cmd_probe, "repro": cmd_repro, "list": cmd_list, "report": cmd_report}
 
 
 def cmd_check(args) -> int:

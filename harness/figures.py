@@ -1,0 +1,217 @@
+"""The report's figures: matplotlib (Agg), drawn from the report's DataFrames, as PNG bytes.
+
+Byte-identical for the same input: fixed size and dpi, matplotlib's default style (not the
+user's matplotlibrc), no "Software" or date metadata in the PNG. matplotlib is imported
+here, inside the functions, so `import harness` stays light.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+
+from .tolerances import STATUSES
+
+DPI = 100
+
+#: One colour per status, shared by the heatmap and the HTML tables.
+STATUS_COLOURS = {
+    "ok": "#4caf50",
+    "rejected": "#a5d6a7",
+    "inaccurate": "#ffb300",
+    "silent": "#ab47bc",
+    "nonfinite": "#e53935",
+    "error": "#8e0000",
+    "crash": "#212121",
+    "timeout": "#6d4c41",
+    "unsupported": "#cfd8dc",
+    "undefined": "#eceff1",
+}
+assert set(STATUS_COLOURS) == set(STATUSES)
+
+#: Where ratios are drawn on the log axis: 0 at the floor, NaN/inf in a band above the ceiling.
+FLOOR, CEILING, NONFINITE_Y = 1e-3, 1e6, 1e7
+
+_MARKERS = "osD^v<>Ph*Xp"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return matplotlib, plt
+
+
+def _png(fig) -> bytes:
+    _, plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _style():
+    matplotlib, _ = _pyplot()
+    return matplotlib.rc_context(rc={**matplotlib.rcParamsDefault, "font.size": 9, "axes.titlesize": 10,
+                                     "figure.dpi": DPI, "savefig.dpi": DPI, "svg.hashsalt": "cestab",
+                                     "backend": "Agg"})
+
+
+def adapter_styles(adapters) -> dict[str, dict]:
+    """A fixed colour and marker per adapter (sorted ids), the same in every figure."""
+    matplotlib, _ = _pyplot()
+    cmap = matplotlib.colormaps["tab10"]  # 10 colours x 12 markers: unique pairs for 60 adapters
+    names = sorted(set(adapters))
+    spread = np.linspace(-0.3, 0.3, len(names)) if len(names) > 1 else [0.0]
+    return {a: {"color": cmap(k % 10), "marker": _MARKERS[k % len(_MARKERS)], "band_offset": float(spread[k])}
+            for k, a in enumerate(names)}
+
+
+def _row_label(run: str, adapter: str, multi: bool) -> str:
+    return f"{adapter}  [{run}]" if multi else adapter
+
+
+def status_heatmap(table: pd.DataFrame, regimes: list[str]) -> bytes:
+    """Worst status per (run,) adapter x regime group; each cell says failing/cases."""
+    matplotlib, plt = _pyplot()
+    multi = table["run"].nunique() > 1
+    rows = table[["run", "adapter"]].drop_duplicates().sort_values(["run", "adapter"]).itertuples(index=False)
+    rows = [tuple(r) for r in rows]
+    index = {r: k for k, r in enumerate(rows)}
+    col = {r: k for k, r in enumerate(regimes)}
+    grid = np.full((len(rows), len(regimes)), np.nan)
+    text = {}
+    for t in table.itertuples(index=False):
+        i, j = index[(t.run, t.adapter)], col[t.regime]
+        grid[i, j] = STATUSES.index(t.status)
+        text[i, j] = f"{t.failing}/{t.cases}" if t.failing else ""
+    with _style():
+        width = 3.2 + 0.62 * len(regimes) + (1.5 if multi else 0)
+        height = 1.9 + 0.26 * len(rows)
+        fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+        cmap = matplotlib.colors.ListedColormap([STATUS_COLOURS[s] for s in STATUSES]).with_extremes(bad="white")
+        ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-0.5, vmax=len(STATUSES) - 0.5, aspect="auto",
+                  interpolation="nearest")
+        for (i, j), label in sorted(text.items()):
+            dark = STATUSES[int(grid[i, j])] in ("nonfinite", "error", "crash", "timeout", "silent")
+            ax.text(j, i, label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+        ax.set_xticks(range(len(regimes)), regimes, rotation=40, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(len(rows)), [_row_label(r, a, multi) for r, a in rows])
+        ax.set_xticks(np.arange(-0.5, len(regimes)), minor=True)
+        ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
+        ax.grid(which="minor", color="white", linewidth=1.5)
+        ax.tick_params(which="minor", length=0)
+        present = [s for s in STATUSES if s in set(table["status"])]
+        handles = [matplotlib.patches.Patch(color=STATUS_COLOURS[s], label=s) for s in present]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8,
+                  title="worst status\n(cell: failing/cases)", title_fontsize=8)
+        ax.set_title("Status by adapter and regime (all dtypes; worst case shown)")
+        return _png(fig)
+
+
+def _ratio_y(values, style=None) -> np.ndarray:
+    """Ratios on the plotted axis; NaN/inf inside the top band, offset per adapter so they do not hide each other."""
+    v = np.asarray(values, dtype=float)
+    band = NONFINITE_Y * 10.0 ** (style["band_offset"] if style else 0.0)
+    return np.where(np.isinf(v), band, np.clip(v, FLOOR, CEILING))
+
+
+def _ratio_axis(ax) -> None:
+    ax.set_yscale("log")
+    ax.set_ylim(FLOOR / 2, NONFINITE_Y * 2.5)
+    ticks = [FLOOR, 1e-2, 1e-1, 1, 10, 1e2, 1e3, 1e4, 1e5, CEILING, NONFINITE_Y]
+    labels = [f"≤{FLOOR:g}", "0.01", "0.1", "1", "10", "100", "1e3", "1e4", "1e5", f"≥{CEILING:g}", "NaN/inf"]
+    ax.set_yticks(ticks, labels)
+    ax.minorticks_off()
+    ax.axhline(1.0, color="#c62828", linewidth=1, linestyle="--")
+    ax.axhspan(CEILING * 2, NONFINITE_Y * 2.5, color="#ffebee", zorder=0)
+    ax.grid(True, which="major", color="#e0e0e0", linewidth=0.6)
+
+
+def _dtype_axes(plt, dtypes, title):
+    n = len(dtypes)
+    ncols = min(n, 2)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(11.5, 1.2 + 3.3 * nrows), squeeze=False, layout="constrained")
+    fig.suptitle(title, fontsize=11)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def error_vs(table: pd.DataFrame, by: str, dtypes: list[str], styles: dict) -> bytes:
+    """Largest error/tolerance per adapter against `by` ("logit_decade" or "n_classes"), one panel per dtype."""
+    _, plt = _pyplot()
+    multi = table["run"].nunique() > 1
+    xlabel = {"logit_decade": "largest finite |logit| in the case (decade)",
+              "n_classes": "classes per row (V)"}[by]
+    title = {"logit_decade": "Error against logit scale", "n_classes": "Error against class count"}[by]
+    with _style():
+        fig, axes = _dtype_axes(plt, dtypes, f"{title}: largest error / tolerance (loss or gradient) per adapter")
+        for ax, dtype in zip(axes, dtypes):
+            t = table[table["dtype"].astype(str) == dtype]
+            for (run, adapter), g in t.groupby(["run", "adapter"], sort=True):
+                g = g.sort_values(by)
+                x = 10.0 ** g[by].to_numpy(float) if by == "logit_decade" else g[by].to_numpy(float)
+                style = styles[adapter]
+                ax.plot(x, _ratio_y(g["tol_ratio"], style), marker=style["marker"], color=style["color"],
+                        linestyle="--" if multi and run != t["run"].min() else "-", linewidth=1, markersize=4,
+                        alpha=0.85, label=_row_label(run, adapter, multi))
+            ax.set_xscale("log")
+            if by == "n_classes":  # few values: label each one
+                xs = sorted(t[by].unique())
+                ax.set_xticks([float(x) for x in xs], [str(int(x)) for x in xs])
+            elif len(t):  # decades: at most 8 labels, the lowest bin also holds all-zero logits
+                lo, hi = int(t[by].min()), int(t[by].max())
+                step = max(1, math.ceil((hi - lo + 1) / 8))
+                ks = list(range(lo, hi + 1, step))
+                ax.set_xticks([10.0 ** k for k in ks], [("≤" if k <= -3 else "") + f"1e{k}" for k in ks])
+                ax.set_xlim(10.0 ** (lo - 0.5), 10.0 ** (hi + 0.5))
+            ax.minorticks_off()
+            _ratio_axis(ax)
+            ax.set_title(dtype)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("error / tolerance")
+        _figure_legend(fig, axes)
+        return _png(fig)
+
+
+def _figure_legend(fig, axes) -> None:
+    handles, labels = {}, {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        names = sorted(handles)
+        fig.legend([handles[n] for n in names], names, loc="outside lower center", ncols=3, fontsize=7.5,
+                   frameon=False)
+
+
+def accuracy_vs_speed(speed: pd.DataFrame, dtypes: list[str], styles: dict) -> bytes:
+    """Throughput (x) against the largest error/tolerance (y), one panel per dtype: bottom right is best."""
+    _, plt = _pyplot()
+    multi = speed["run"].nunique() > 1
+    shape = speed["shape"].iloc[0]
+    with _style():
+        fig, axes = _dtype_axes(plt, dtypes, f"Accuracy against speed ({shape}, forward+backward): "
+                                             "lower right is accurate and fast")
+        for ax, dtype in zip(axes, dtypes):
+            t = speed[speed["dtype"].astype(str) == dtype].sort_values(["run", "adapter"])
+            for row in t.itertuples(index=False):
+                style = styles[row.adapter]
+                y = math.inf if row.nonfinite_cases else row.tol_ratio_max
+                ax.scatter([row.rows_per_second], _ratio_y([y], style), marker=style["marker"], color=style["color"],
+                           s=36, edgecolors="black", linewidths=0.4, label=_row_label(row.run, row.adapter, multi))
+            ax.set_xscale("log")
+            _ratio_axis(ax)
+            ax.set_title(dtype)
+            ax.set_xlabel("rows per second (median of repeats)")
+            ax.set_ylabel("largest error / tolerance")
+        _figure_legend(fig, axes)
+        return _png(fig)

@@ -123,13 +123,13 @@ def _ratio_y(values, style=None) -> np.ndarray:
 
 def _ratio_axis(ax) -> None:
     ax.set_yscale("log")
-    ax.set_ylim(FLOOR / 2, NONFINITE_Y * 2.5)
+    ax.set_ylim(FLOOR / 2, NONFINITE_Y * 4)
     ticks = [FLOOR, 1e-2, 1e-1, 1, 10, 1e2, 1e3, 1e4, 1e5, CEILING, NONFINITE_Y]
     labels = [f"≤{FLOOR:g}", "0.01", "0.1", "1", "10", "100", "1e3", "1e4", "1e5", f"≥{CEILING:g}", "NaN/inf"]
     ax.set_yticks(ticks, labels)
     ax.minorticks_off()
     ax.axhline(1.0, color="#c62828", linewidth=1, linestyle="--")
-    ax.axhspan(CEILING * 2, NONFINITE_Y * 2.5, color="#ffebee", zorder=0)
+    ax.axhspan(CEILING * 2, NONFINITE_Y * 4, color="#ffebee", zorder=0)
     ax.grid(True, which="major", color="#e0e0e0", linewidth=0.6)
 
 
@@ -145,40 +145,59 @@ def _dtype_axes(plt, dtypes, title):
     return fig, flat[:n]
 
 
-def error_vs(table: pd.DataFrame, by: str, dtypes: list[str], styles: dict) -> bytes:
-    """Largest error/tolerance per adapter against `by` ("logit_decade" or "n_classes"), one panel per dtype."""
-    _, plt = _pyplot()
+def _short(x: float) -> str:
+    """A ratio in at most 4 characters: 1.3, 84, 2e2, 6e14."""
+    if x < 100:
+        return f"{x:.2g}"
+    mantissa, exponent = f"{x:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def error_heatmap(table: pd.DataFrame, by: str, columns: list, labels: list[str], dtypes: list[str],
+                  title: str) -> bytes:
+    """Largest error/tolerance per (run,) adapter x `by` bin, one panel per dtype.
+
+    Green below the tolerance, yellow at it, red above; black with "NaN" where an output was
+    NaN/inf on a finite truth; white where the run has no case there.
+    """
+    matplotlib, plt = _pyplot()
     multi = table["run"].nunique() > 1
-    xlabel = {"logit_decade": "largest finite |logit| in the case (decade)",
-              "n_classes": "classes per row (V)"}[by]
-    title = {"logit_decade": "Error against logit scale", "n_classes": "Error against class count"}[by]
+    rows = [tuple(r) for r in table[["run", "adapter"]].drop_duplicates().sort_values(["run", "adapter"]).itertuples(index=False)]
+    index = {r: k for k, r in enumerate(rows)}
+    col = {c: k for k, c in enumerate(columns)}
+    norm = matplotlib.colors.LogNorm(FLOOR, 1 / FLOOR)
+    cmap = matplotlib.colormaps["RdYlGn_r"].with_extremes(bad="white", under="#1a9850", over="#a50026")
+    black = matplotlib.colors.ListedColormap(["#111111"]).with_extremes(bad=(0, 0, 0, 0))
     with _style():
-        fig, axes = _dtype_axes(plt, dtypes, f"{title}: largest error / tolerance (loss or gradient) per adapter")
-        for ax, dtype in zip(axes, dtypes):
+        width = 2.6 + (1.8 if multi else 0) + len(dtypes) * (0.36 * len(columns) + 0.3)
+        height = 2.3 + 0.24 * len(rows)
+        fig, axes = plt.subplots(1, len(dtypes), figsize=(width, height), sharey=True, squeeze=False,
+                                 layout="constrained")
+        fig.suptitle(title, fontsize=11)
+        image = None
+        for ax, dtype in zip(axes[0], dtypes):
+            grid = np.full((len(rows), len(columns)), np.nan)
             t = table[table["dtype"].astype(str) == dtype]
-            for (run, adapter), g in t.groupby(["run", "adapter"], sort=True):
-                g = g.sort_values(by)
-                x = 10.0 ** g[by].to_numpy(float) if by == "logit_decade" else g[by].to_numpy(float)
-                style = styles[adapter]
-                ax.plot(x, _ratio_y(g["tol_ratio"], style), marker=style["marker"], color=style["color"],
-                        linestyle="--" if multi and run != t["run"].min() else "-", linewidth=1, markersize=4,
-                        alpha=0.85, label=_row_label(run, adapter, multi))
-            ax.set_xscale("log")
-            if by == "n_classes":  # few values: label each one
-                xs = sorted(t[by].unique())
-                ax.set_xticks([float(x) for x in xs], [str(int(x)) for x in xs])
-            elif len(t):  # decades: at most 8 labels, the lowest bin also holds all-zero logits
-                lo, hi = int(t[by].min()), int(t[by].max())
-                step = max(1, math.ceil((hi - lo + 1) / 8))
-                ks = list(range(lo, hi + 1, step))
-                ax.set_xticks([10.0 ** k for k in ks], [("≤" if k <= -3 else "") + f"1e{k}" for k in ks])
-                ax.set_xlim(10.0 ** (lo - 0.5), 10.0 ** (hi + 0.5))
-            ax.minorticks_off()
-            _ratio_axis(ax)
+            for r in t.itertuples(index=False):
+                grid[index[(r.run, r.adapter)], col[getattr(r, by)]] = r.tol_ratio
+            finite = np.where(np.isinf(grid), np.nan, np.clip(grid, FLOOR, 1 / FLOOR))
+            image = ax.imshow(np.ma.masked_invalid(finite), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+            ax.imshow(np.ma.masked_where(~np.isinf(grid), np.zeros_like(grid)), cmap=black, aspect="auto",
+                      interpolation="nearest")
+            for i, j in zip(*np.nonzero(np.isinf(grid))):
+                ax.text(j, i, "NaN", ha="center", va="center", fontsize=5.5, color="white")
+            for i, j in zip(*np.nonzero(np.isfinite(grid) & (grid > 1))):
+                ax.text(j, i, _short(grid[i, j]), ha="center", va="center", fontsize=5.5,
+                        color="white" if grid[i, j] > 30 else "black")
+            ax.set_xticks(range(len(columns)), labels, rotation=60, ha="right", rotation_mode="anchor", fontsize=7.5)
+            ax.set_yticks(range(len(rows)), [_row_label(r, a, multi) for r, a in rows], fontsize=8)
+            ax.set_xticks(np.arange(-0.5, len(columns)), minor=True)
+            ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
+            ax.grid(which="minor", color="white", linewidth=1)
+            ax.tick_params(which="minor", length=0)
             ax.set_title(dtype)
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("error / tolerance")
-        _figure_legend(fig, axes)
+        bar = fig.colorbar(image, ax=list(axes[0]), shrink=0.6, extend="both", pad=0.01)
+        bar.set_label("largest error / tolerance (loss or gradient); black: NaN/inf", fontsize=8)
         return _png(fig)
 
 
@@ -208,7 +227,12 @@ def accuracy_vs_speed(speed: pd.DataFrame, dtypes: list[str], styles: dict) -> b
                 y = math.inf if row.nonfinite_cases else row.tol_ratio_max
                 ax.scatter([row.rows_per_second], _ratio_y([y], style), marker=style["marker"], color=style["color"],
                            s=36, edgecolors="black", linewidths=0.4, label=_row_label(row.run, row.adapter, multi))
+                ax.annotate(row.adapter, (row.rows_per_second, _ratio_y([y], style)[0]), xytext=(6, 0), va="center",
+                            textcoords="offset points", fontsize=6.5, color="#424242")
             ax.set_xscale("log")
+            if len(t):  # room around the points (and for their labels), at least one decade wide
+                lo, hi = float(t["rows_per_second"].min()), float(t["rows_per_second"].max())
+                ax.set_xlim(lo / 2, max(hi * 4, lo * 10))
             _ratio_axis(ax)
             ax.set_title(dtype)
             ax.set_xlabel("rows per second (median of repeats)")

@@ -295,8 +295,12 @@ def worst_inputs(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def logit_scale(df: pd.DataFrame, runs: list[Run]) -> pd.Series:
-    """Largest finite |logit| of each row's case (NaN for an empty batch), rebuilt from its id or .npz.
+def case_facts(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
+    """Per results row: `logit_scale`, the largest finite |logit| of its case (NaN for an empty
+    batch), and `plain`, True when every logit is finite and no row is ignored.
+
+    `plain` separates what the logits' size and the class count do from what -inf masks and
+    padding do (those have their own regimes and heatmap columns).
 
     The results do not store the logits; regime and corpus cases rebuild bit-exactly from
     their ids and search findings load from the run folder (`harness.replay`), so this is
@@ -306,7 +310,7 @@ def logit_scale(df: pd.DataFrame, runs: list[Run]) -> pd.Series:
     from . import casefile, replay
 
     by_label = {run.label: run for run in runs}
-    cache: dict[tuple, float] = {}
+    cache: dict[tuple, tuple[float, bool]] = {}
     values = []
     for run, case_id, case_file in zip(df["run"], df["case_id"], df.get("case_file", pd.Series([None] * len(df)))):
         has_file = isinstance(case_file, str) and bool(case_file)
@@ -318,12 +322,15 @@ def logit_scale(df: pd.DataFrame, runs: list[Run]) -> pd.Series:
                 else:
                     case, _ = replay.load(str(case_id))
                 z = case.logits.astype("float64")
-                z = np.abs(z[np.isfinite(z)])
-                cache[key] = float(z.max()) if z.size else math.nan
+                finite = np.isfinite(z)
+                plain = bool(finite.all()) and not case.has_ignored
+                z = np.abs(z[finite])
+                cache[key] = (float(z.max()) if z.size else math.nan, plain)
             except UsageError:
-                cache[key] = math.nan
+                cache[key] = (math.nan, False)
         values.append(cache[key])
-    return pd.Series(values, index=df.index, name="logit_scale", dtype="float64")
+    return pd.DataFrame(values, index=df.index, columns=["logit_scale", "plain"]).astype(
+        {"logit_scale": "float64", "plain": "bool"})
 
 
 def error_points(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
@@ -333,36 +340,46 @@ def error_points(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     where the truth is finite.
     """
     m = df[df["status"].isin(MEASURED)].copy()
-    m["logit_scale"] = logit_scale(m, runs)
+    m[["logit_scale", "plain"]] = case_facts(m, runs)
     m["tol_ratio"] = np.fmax(m["loss_tol_ratio"].to_numpy(float, na_value=np.nan),
                              m["grad_tol_ratio"].to_numpy(float, na_value=np.nan))
     m.loc[m["status"] == "nonfinite", "tol_ratio"] = math.inf
-    return m[["run", "adapter", "dtype", "regime_group", "source", "case_id", "n_classes", "logit_scale", "tol_ratio",
-              "status"]]
+    return m[["run", "adapter", "dtype", "regime_group", "source", "case_id", "n_classes", "logit_scale", "plain",
+              "tol_ratio", "status"]]
 
 
-#: Logit scales below this share the lowest bin of the error-against-logit-scale figure.
-SMALLEST_SCALE = 1e-3
+#: Bins of the largest |logit| (powers of ten, doubling exponents: float16 ends near 1e5,
+#: float32 near 1e38, float64 near 1e308), with their labels; all-zero logits fall in the first.
+LOGIT_BIN_EXPONENTS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
+LOGIT_BIN_LABELS = ("<1", "1-10", "10-100", "1e2-1e4", "1e4-1e8", "1e8-1e16", "1e16-1e32", "1e32-1e64",
+                    "1e64-1e128", ">=1e128")
+
+
+def logit_bin(scale) -> np.ndarray:
+    """Index into LOGIT_BIN_LABELS of each logit scale (-1 for NaN: an empty batch)."""
+    scale = np.asarray(scale, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.log10(scale)
+    index = np.searchsorted(np.array(LOGIT_BIN_EXPONENTS, dtype=float), exponent, side="right")
+    return np.where(np.isnan(scale), -1, np.where(scale == 0, 0, index))
 
 
 def error_by(points: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Largest tolerance ratio per run x adapter x dtype x `by` (n_classes, or logit-scale decade).
+    """Largest tolerance ratio per run x adapter x dtype x `by` ("n_classes", or "logit_bin").
 
-    Against the class count only the regime cases count: they share the run's grid of shapes,
-    while corpus and search inputs come in shapes of their own that would scatter the axis.
+    Only `plain` cases (finite logits, no ignored rows) count: a NaN from a -inf mask says
+    nothing about scale or class count. Against the class count only the regime cases count:
+    they share the run's grid of shapes, while corpus and search inputs come in shapes of
+    their own that would scatter the axis.
     """
-    p = points.copy()
+    p = points[points["plain"]].copy()
     if by == "n_classes" and (p["source"] == "regime").any():
         p = p[p["source"] == "regime"]
-    if by == "logit_decade":
-        # all-zero logits (shrunk search findings) go to the lowest decade, drawn as "<=1e-3"
-        scale = np.fmax(p["logit_scale"].to_numpy(float), SMALLEST_SCALE)
-        with np.errstate(invalid="ignore"):
-            decade = np.floor(np.log10(scale))
-        p[by] = decade
-        p = p[np.isfinite(p[by])]
-        p[by] = p[by].astype("int64")
+    if by == "logit_bin":
+        p[by] = logit_bin(p["logit_scale"])
+        p = p[p[by] >= 0]
     out = p.groupby(["run", "adapter", "dtype", by], sort=True, observed=True)["tol_ratio"].max().reset_index()
+    out[by] = out[by].astype("int64")
     return out
 
 
@@ -550,8 +567,15 @@ def render_figures(report: Report) -> dict[str, bytes]:
     points = report.points
     dtypes = _dtype_order(points["dtype"].astype(str)) if not points.empty else []
     if dtypes:
-        out["error-vs-logit-scale.png"] = figures.error_vs(error_by(points, "logit_decade"), "logit_decade", dtypes, styles)
-        out["error-vs-class-count.png"] = figures.error_vs(error_by(points, "n_classes"), "n_classes", dtypes, styles)
+        by_scale = error_by(points, "logit_bin")
+        out["error-vs-logit-scale.png"] = figures.error_heatmap(
+            by_scale, "logit_bin", list(range(len(LOGIT_BIN_LABELS))), list(LOGIT_BIN_LABELS), dtypes,
+            "Error against logit scale (largest finite |logit| of the case)")
+        by_classes = error_by(points, "n_classes")
+        classes = sorted(by_classes["n_classes"].unique())
+        out["error-vs-class-count.png"] = figures.error_heatmap(
+            by_classes, "n_classes", classes, [str(v) for v in classes], dtypes,
+            "Error against class count V (regime cases)")
     if report.speed is not None and not report.speed.empty:
         sdtypes = _dtype_order(report.speed["dtype"].astype(str))
         out["accuracy-vs-speed.png"] = figures.accuracy_vs_speed(report.speed, sdtypes, styles)

@@ -12,7 +12,7 @@ import pandas as pd
 #: A mark per status, so the tables read without colour too.
 STATUS_MARKS = {
     "ok": "✓", "rejected": "✓", "inaccurate": "▲", "silent": "◆", "nonfinite": "✗", "error": "✗",
-    "crash": "✗", "timeout": "⏱", "unsupported": "–", "undefined": "·",
+    "crash": "✗", "timeout": "✗", "unsupported": "–", "undefined": "·",
 }
 
 #: What each status means (the statuses and their order are harness.tolerances.STATUSES).
@@ -105,7 +105,7 @@ def throughput_rows(tp: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, s
         for r in g.to_dict("records"):  # `pass` is a keyword: no itertuples
             if r["status"] == "ok":
                 mark = "~" if r.get("noisy") is True else ""
-                cells[(r["shape"], r["pass"])] = (f"{mark}{num(r['median_ms'])}", "ok")
+                cells[(r["shape"], r["pass"])] = (f"{mark}{num(r['median_ms'])}", "")
             else:
                 cells[(r["shape"], r["pass"])] = (str(r["status"]), str(r["status"]))
         row = ([(run, "")] if multi else []) + [(f"`{adapter}`", ""), (str(dtype), "")]
@@ -172,10 +172,11 @@ def blocks(report, command: str) -> list[tuple]:
     out.append(("table", header, rows))
 
     out.append(("h2", "Error against logit scale and class count"))
-    out.append(("p", "Largest error / tolerance (loss or gradient) of the cases with a finite truth; above the "
-                     "dashed line is outside tolerance, the shaded band is NaN/inf. Logit scale: the largest "
-                     "finite |logit| of the case, rebuilt from its id or saved file (all sources); class count: "
-                     "the regime cases, on the run's grid of shapes."))
+    out.append(("p", "Largest error / tolerance (loss or gradient) per adapter: green within tolerance, red "
+                     "outside, black NaN/inf where the truth is finite, white no case. Cases with finite logits and "
+                     "no ignored rows only (-inf masks and padding have their own heatmap columns). Logit scale: the "
+                     "largest |logit| of the case, rebuilt from its id or saved file; class count: the regime cases, "
+                     "on the run's grid of shapes."))
     out.append(("figure", "error-vs-logit-scale.png"))
     out.append(("figure", "error-vs-class-count.png"))
 

@@ -128,7 +128,9 @@ def test_logit_scale_is_the_largest_finite_logit_of_the_case(built):
     row = points[points["case_id"].str.startswith("large_offset/float32/64x10")].iloc[0]
     case, _ = replay.load(row["case_id"])
     z = case.logits.astype(float)
-    assert row["logit_scale"] == np.abs(z[np.isfinite(z)]).max()
+    assert row["logit_scale"] == np.abs(z[np.isfinite(z)]).max() and row["plain"]
+    masked = points[points["case_id"].str.startswith("neg_inf_mask/")]
+    assert len(masked) and not masked["plain"].any()
     # only an empty batch has no logit scale
     assert set(points.loc[points["logit_scale"].isna(), "regime_group"]) == {"empty_batch"}
 

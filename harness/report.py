@@ -448,24 +448,36 @@ def findings(df: pd.DataFrame, acc: pd.DataFrame, speed: pd.DataFrame | None) ->
     def who(run, adapter):
         return f"`{adapter}`" + (f" ({run})" if multi else "")
 
+    # first the answer to "which can I trust, in which dtype"
+    for (run, dtype), g in acc.groupby(["run", "dtype"], sort=True, observed=True):
+        judged = g[g["cases"] > g["unsupported"] + g["undefined"]]
+        clean = judged[judged[list(ACCURACY_FAILURES)].sum(axis=1) == 0]["adapter"].tolist()
+        where = f" ({run})" if multi else ""
+        names = _join([f"`{a}`" for a in clean]) if clean else "none"
+        out.append(f"{dtype}{where}: {len(clean)} of {len(judged)} adapters are within tolerance on every case "
+                   f"with a finite truth: {names}.")
+
     finite = df[~df["status"].isin(UNJUDGED + INVALID_LABEL_OUTCOMES)]
+    all_dtypes = set(df["dtype"])
+
+    def dtypes_of(g):
+        return "all dtypes" if set(g["dtype"]) == all_dtypes and len(all_dtypes) > 1 else _join(_dtype_order(g["dtype"]))
+
+    def regimes_of(g, top=3):
+        counts = sorted(g["regime_group"].value_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+        text = ", ".join(f"{r} ({n})" for r, n in counts[:top])
+        return text + (f" and {len(counts) - top} more" if len(counts) > top else "")
+
     nf = finite[(finite["n_loss_nonfinite"] + finite["n_grad_nonfinite"]) > 0]
     for (run, adapter), g in nf.groupby(["run", "adapter"], sort=True):
         total = finite[(finite["run"] == run) & (finite["adapter"] == adapter)]
-        regimes = g["regime_group"].value_counts()
-        regime_text = _join([f"{r} ({n})" for r, n in sorted(regimes.items(), key=lambda kv: (-kv[1], kv[0]))])
-        out.append(
-            f"{who(run, adapter)} returns NaN/inf on finite inputs in {len(g)} of {_cases(len(total))} "
-            f"({_join(_dtype_order(g['dtype']))}), from {regime_text}."
-        )
+        out.append(f"{who(run, adapter)} returns NaN/inf on finite inputs in {len(g)} of {_cases(len(total))} "
+                   f"({dtypes_of(g)}), from {regimes_of(g)}.")
     bad = finite[finite["status"] == "inaccurate"]
     for (run, adapter), g in bad.groupby(["run", "adapter"], sort=True):
         worst = _severity(g).iloc[0]
-        out.append(
-            f"{who(run, adapter)} is outside tolerance in {_cases(len(g))} "
-            f"({_join(_dtype_order(g['dtype']))}; {_join(sorted(g['regime_group'].unique()))}); worst "
-            f"{worst['_ratio']:.3g}x the tolerance on `{worst['case_id']}`."
-        )
+        out.append(f"{who(run, adapter)} is outside tolerance in {_cases(len(g))} ({dtypes_of(g)}), from "
+                   f"{regimes_of(g)}; worst {worst['_ratio']:.3g}x the tolerance on `{worst['case_id']}`.")
     for status in ("error", "crash", "timeout"):
         hit = df[df["status"] == status]
         for (run, adapter), g in hit.groupby(["run", "adapter"], sort=True):
@@ -484,14 +496,6 @@ def findings(df: pd.DataFrame, acc: pd.DataFrame, speed: pd.DataFrame | None) ->
         names = [f"`{a}` ({_cases(len(g))})" for a, g in flushed.groupby("adapter", sort=True)]
         out.append(f"{len(names)} adapters return 0 for a subnormal true value (flush to zero; counted in "
                    f"`n_flushed`, not judged): {_join(names)}.")
-    for run, g in acc.groupby("run", sort=True):
-        clean = [a for a, ga in g.groupby("adapter", sort=True) if not (ga[list(ACCURACY_FAILURES)].sum().sum())
-                 and ga["cases"].sum() > ga["unsupported"].sum()]
-        if clean:
-            where = f" in {run}" if multi else ""
-            out.append(f"{len(clean)} of {g['adapter'].nunique()} adapters are within tolerance on every case with "
-                       f"a finite truth{where}: "
-                       f"{_join([f'`{a}`' for a in clean])}.")
     if speed is not None and not speed.empty:
         for (run, dtype), g in speed.groupby(["run", "dtype"], sort=True):
             clean = g[g["failing_cases"] == 0]

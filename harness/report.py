@@ -107,12 +107,21 @@ def results(runs: list[Run]) -> pd.DataFrame:
         frames.append(df)
     df = pd.concat(frames, ignore_index=True)
     df["regime_group"] = df["regime"].astype("string").str.split(":").str[0]
+    df["invalid_labels"] = _invalid_labels(df)
     for col in ("loss_ulps", "grad_ulps", "loss_tol_ratio", "grad_tol_ratio"):
         df[col] = df[col].astype("float64")
     for col in ("n_loss_nonfinite", "n_grad_nonfinite", "n_flushed"):
         if col in df:
             df[col] = df[col].astype("Float64").fillna(0).astype("int64")
     return df
+
+
+def _invalid_labels(df: pd.DataFrame) -> pd.Series:
+    """Rows whose case breaks the label contract: an invalid regime, or a rejected/silent outcome."""
+    from .regimes import REGIMES
+
+    invalid = [name for name, regime in REGIMES.items() if regime.invalid]
+    return (df["regime_group"].isin(invalid) | df["status"].isin(INVALID_LABEL_OUTCOMES)).astype(bool)
 
 
 def bench(runs: list[Run]) -> pd.DataFrame | None:
@@ -197,12 +206,14 @@ def accuracy(df: pd.DataFrame) -> pd.DataFrame:
     The ulp maxima are taken over the finite errors (a NaN/inf output is counted in
     `nonfinite_cases`, not turned into an infinite ulp count) of every case with an answer;
     `status` is the worst status of the cell's cases (failures above ok, "unsupported" and
-    "undefined" only when nothing was judged), leaving out the invalid-label outcomes.
+    "undefined" only when nothing was judged). Cases with invalid labels have no truth to be
+    accurate to: they are left out here, except for the `rejected` and `silent` counts.
     """
     keys = ["run", "adapter", "dtype"]
     rows = []
-    for (run, adapter, dtype), g in df.groupby(keys, sort=True):
-        accuracy_statuses = g.loc[~g["status"].isin(INVALID_LABEL_OUTCOMES), "status"].unique()
+    for (run, adapter, dtype), everything in df.groupby(keys, sort=True):
+        g = everything[~everything["invalid_labels"]]
+        invalid = everything[everything["invalid_labels"]]
         nonfinite = (g["n_loss_nonfinite"] + g["n_grad_nonfinite"]) > 0
         counts = g["status"].value_counts()
         row = {
@@ -214,10 +225,13 @@ def accuracy(df: pd.DataFrame) -> pd.DataFrame:
             "n_loss_nonfinite": int(g["n_loss_nonfinite"].sum()),
             "n_grad_nonfinite": int(g["n_grad_nonfinite"].sum()),
             "cases": len(g),
-            "status": worst_status(accuracy_statuses),
+            "status": worst_status(g["status"].unique()),
         }
         for status in STATUSES:
             row[status] = int(counts.get(status, 0))
+        row["invalid_label_cases"] = len(invalid)
+        for status in INVALID_LABEL_OUTCOMES:
+            row[status] = int((invalid["status"] == status).sum())
         rows.append(row)
     out = pd.DataFrame(rows)
     out["dtype"] = pd.Categorical(out["dtype"], _dtype_order(out["dtype"]), ordered=True)
@@ -280,7 +294,7 @@ def worst_inputs(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     Invalid-label cases are left out: their outcome (rejected/silent) is in the heatmap.
     """
     by_label = {run.label: run for run in runs}
-    judged = df[~df["status"].isin(UNJUDGED + INVALID_LABEL_OUTCOMES)]
+    judged = df[~df["status"].isin(UNJUDGED) & ~df["invalid_labels"]]
     rows = []
     for (run, adapter), g in judged.groupby(["run", "adapter"], sort=True):
         worst = _severity(g).iloc[0]
@@ -457,7 +471,7 @@ def findings(df: pd.DataFrame, acc: pd.DataFrame, speed: pd.DataFrame | None) ->
         out.append(f"{dtype}{where}: {len(clean)} of {len(judged)} adapters are within tolerance on every case "
                    f"with a finite truth: {names}.")
 
-    finite = df[~df["status"].isin(UNJUDGED + INVALID_LABEL_OUTCOMES)]
+    finite = df[~df["status"].isin(UNJUDGED) & ~df["invalid_labels"]]
     all_dtypes = set(df["dtype"])
 
     def dtypes_of(g):
@@ -485,17 +499,25 @@ def findings(df: pd.DataFrame, acc: pd.DataFrame, speed: pd.DataFrame | None) ->
             out.append(f"{who(run, adapter)}: {status} in {_cases(len(g))}, e.g. `{g['case_id'].iloc[0]}`: {msg}")
     silent = df[df["status"] == "silent"]
     if not silent.empty:
+        tested = df[df["invalid_labels"]]
+        everyone = sorted({who(r, a) for r, a in zip(tested["run"], tested["adapter"])})
         names = sorted({who(r, a) for r, a in zip(silent["run"], silent["adapter"])})
-        rejected = df[df["status"] == "rejected"]
-        out.append(
-            f"{len(names)} adapters return numbers for invalid labels (silent) instead of raising: {_join(names)}"
-            + (f"; {rejected['adapter'].nunique()} raise at least once (rejected)." if not rejected.empty else ".")
-        )
+        others = [n for n in everyone if n not in names]
+        text = (f"{len(names)} of {len(everyone)} adapters return numbers for invalid labels (silent) in "
+                f"{_cases(len(silent))} instead of raising")
+        if len(names) > len(everyone) / 2:
+            text += f"; every other adapter raises: {_join(others)}." if others else "."
+        else:
+            text += f": {_join(names)}."
+        out.append(text)
     flushed = df[df["n_flushed"] > 0] if "n_flushed" in df else df.iloc[:0]
     if not flushed.empty:
-        names = [f"`{a}` ({_cases(len(g))})" for a, g in flushed.groupby("adapter", sort=True)]
-        out.append(f"{len(names)} adapters return 0 for a subnormal true value (flush to zero; counted in "
-                   f"`n_flushed`, not judged): {_join(names)}.")
+        per = flushed.groupby(["run", "adapter"], sort=True).size()
+        names = [f"{who(r, a)} ({_cases(n)})" for (r, a), n in per.items()]
+        text = (f"{len(names)} adapters return 0 for a subnormal true value (flush to zero; counted in "
+                f"`n_flushed`, not judged)")
+        text += f": {_join(names)}." if len(names) <= 6 else f", in {per.min()} to {_cases(per.max())} each."
+        out.append(text)
     if speed is not None and not speed.empty:
         for (run, dtype), g in speed.groupby(["run", "dtype"], sort=True):
             clean = g[g["failing_cases"] == 0]

@@ -30,7 +30,8 @@ def save(case: Case, path: str | Path, meta: dict | None = None) -> Path:
         "target": case.target,
         "info": np.array(json.dumps({
             "case_id": case.case_id, "regime": case.regime, "dtype": case.dtype, "label_kind": case.label_kind,
-            "smoothing": case.smoothing, "seed": case.seed, "source": case.source, "note": case.note, **(meta or {}),
+            "smoothing": case.smoothing, "seed": case.seed, "source": case.source, "note": case.note,
+            "batch_shape": list(case.batch_shape), **(meta or {}),
         })),
     }
     if case.soft_labels is not None:
@@ -67,6 +68,7 @@ def load(path: str | Path) -> tuple[Case, dict]:
                 seed=int(info["seed"]),
                 source=info["source"],
                 note=info["note"],
+                batch_shape=tuple(int(d) for d in info.get("batch_shape", ())),
             )
     except FileNotFoundError:
         raise UsageError(f"case file {path} does not exist") from None

@@ -30,6 +30,12 @@ class Case:
     padding tokens); their `target` still holds a valid class for APIs without ignoring.
     A case with `invalid` set (labels out of range or negative, soft labels not summing to
     1) has no truth: the right behaviour is an error, a number is a silent failure.
+
+    `batch_shape` is the batch as the user holds it when that is not a plain (N,): (N, T)
+    for a sequence model's (N, T, V) logits. Rows are stored flattened (N*T, V), so the
+    reference and the metrics need not care; adapters hand the framework the (N, T, V)
+    tensor (`Case.nd_shape`, `Case.unflatten`), because frameworks take other code paths
+    for it (PyTorch's cross_entropy wants the classes in dimension 1: (N, V, T)).
     """
 
     case_id: str
@@ -45,6 +51,7 @@ class Case:
     seed: int = 0
     source: str = "regime"
     note: str = field(default="", compare=False)
+    batch_shape: tuple[int, ...] = ()  # () for (N, V); (N, T) for (N, T, V) logits
 
     def __post_init__(self):
         fmt = dtypes.get(self.dtype)
@@ -66,6 +73,8 @@ class Case:
 
         if self.ignored is not None and (self.ignored.shape != (n,) or self.ignored.dtype != bool):
             raise UsageError(f"case {self.case_id}: ignored must be {n} booleans")
+        if self.batch_shape and (len(self.batch_shape) < 2 or int(np.prod(self.batch_shape)) != n):
+            raise UsageError(f"case {self.case_id}: batch shape {self.batch_shape} does not hold {n} rows")
 
     @property
     def has_ignored(self) -> bool:
@@ -74,6 +83,17 @@ class Case:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.logits.shape)
+
+    @property
+    def nd_shape(self) -> tuple[int, ...]:
+        """The logits' shape as the user holds them: (N, V) or (N, T, V)."""
+        return (*self.batch_shape, self.shape[1]) if self.batch_shape else self.shape
+
+    def unflatten(self, a: np.ndarray) -> np.ndarray:
+        """A per-row (N*T,) or per-element (N*T, V) array in the user's layout: (N, T[, V])."""
+        if not self.batch_shape:
+            return a
+        return a.reshape(self.batch_shape + a.shape[1:])
 
     def target_distribution(self) -> np.ndarray:
         """Dense label matrix y (N, V) in float64; rows sum to 1 (up to the rounding of eps/V)."""

@@ -76,6 +76,7 @@ def batch(logits_path, labels_path, dtype: str | None = None) -> Case:
         raise UsageError(f"logits must be (N, V) or (N, T, V) with V >= 2 and N > 0, got shape {logits.shape}")
     v = logits.shape[-1]
     rows = logits.reshape(-1, v)
+    batch_shape = tuple(logits.shape[:-1]) if logits.ndim == 3 else ()
     if labels.dtype.kind in "iu":
         if labels.shape != logits.shape[:-1]:
             raise UsageError(f"labels shape {labels.shape} does not match logits {logits.shape} (expected {logits.shape[:-1]})")
@@ -87,7 +88,7 @@ def batch(logits_path, labels_path, dtype: str | None = None) -> Case:
             raise UsageError(f"label {int(target[i])} at row {i} is out of range [0, {v}) ({int(bad.sum())} such rows)")
         target = np.where(ignored, 0, target)
         return Case("user/batch", "user", dtype, rows, target, ignored=ignored if ignored.any() else None, source="user",
-                    note=f"{logits_path} {labels_path}")
+                    note=f"{logits_path} {labels_path}", batch_shape=batch_shape)
     if labels.dtype.kind == "f":
         if labels.shape != rows.shape:
             raise UsageError(f"dense labels shape {labels.shape} does not match logits rows {rows.shape}")
@@ -97,5 +98,5 @@ def batch(logits_path, labels_path, dtype: str | None = None) -> Case:
         if not (y.astype(rows.dtype).astype(np.float64) == y).all():
             raise UsageError(f"dense labels are not exact in {dtype}; round them to {dtype} first")
         return Case("user/batch", "user", dtype, rows, y.argmax(axis=1), label_kind="soft", soft_labels=y, source="user",
-                    note=f"{logits_path} {labels_path}")
+                    note=f"{logits_path} {labels_path}", batch_shape=batch_shape)
     raise UsageError(f"labels must be integer classes or float probabilities, got {labels.dtype}")

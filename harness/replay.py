@@ -1,7 +1,7 @@
 """Rebuild any case from what a results row records: a saved `.npz` or a case id.
 
 Every row of a results table is replayable: regime cases from their id
-(`regime/dtype/NxV/kind/sSEED`, deterministic in those), corpus cases from theirs
+(`regime/dtype/NxV/kind/sSEED` or NxTxV, deterministic in those), corpus cases from theirs
 (`corpus/<entry>/<dtype>`), and search findings from the `.npz` in `case_file`.
 """
 
@@ -14,7 +14,7 @@ from . import casefile, corpus, regimes
 from .cases import Case
 from .errors import UsageError
 
-_REGIME_ID = re.compile(r"^(?P<regime>[a-z_]+)/(?P<dtype>\w+)/(?P<n>\d+)x(?P<v>\d+)/(?P<kind>\w+)/s(?P<seed>\d+)$")
+_REGIME_ID = re.compile(r"^(?P<regime>[a-z_]+)/(?P<dtype>\w+)/(?P<shape>\d+(?:x\d+){1,2})/(?P<kind>\w+)/s(?P<seed>\d+)$")
 _CORPUS_ID = re.compile(r"^corpus/(?P<entry>[^/]+)/(?P<dtype>\w+)$")
 
 
@@ -25,7 +25,7 @@ def load(spec: str) -> tuple[Case, dict]:
     match = _REGIME_ID.match(spec)
     if match:
         g = match.groupdict()
-        case = regimes.make_case(g["regime"], g["dtype"], (int(g["n"]), int(g["v"])), g["kind"], int(g["seed"]))
+        case = regimes.make_case(g["regime"], g["dtype"], tuple(int(d) for d in g["shape"].split("x")), g["kind"], int(g["seed"]))
         if case.case_id != spec:  # e.g. empty_batch ids record the rows the case really has
             raise UsageError(f"case id {spec!r} does not rebuild (it gives {case.case_id!r})")
         return case, {}

@@ -19,8 +19,8 @@ rounded with `dtypes.exact`: exact by construction.
 
 Which pieces a case used is in its `regime`: "search:" + "+".join(pieces), e.g.
 "search:normal+offset+exp_gap.underflow+mask.target"; `pieces(case)` splits it. The `note`
-holds the details: "shape=(2,3,50) scale=3 offset=-88.72". `Case` is 2-D, so 3-D shapes
-(N, T, V) are flattened to N*T rows; `note_shape(case)` reads the original shape back.
+holds the details: "scale=3 offset=-88.72". A 3-D shape (N, T, V) is stored
+as N*T rows with `Case.batch_shape` = (N, T); adapters get the (N, T, V) tensor back.
 
 Shrinking: sizes are drawn first and every choice shrinks toward the simplest input: the
 first shape of the pool (1 x 2), float16, index labels with target 0, the "raw" spread
@@ -630,12 +630,9 @@ def pieces(case: Case) -> tuple[str, ...]:
     return tuple(case.regime[len(prefix):].split("+")) if case.regime.startswith(prefix) else ()
 
 
-def note_shape(case: Case) -> tuple[int, ...]:
-    """The shape a search case was drawn with: (N, V), or (N, T, V) flattened to N*T rows."""
-    for field in case.note.split():
-        if field.startswith("shape="):
-            return tuple(int(x) for x in field[len("shape="):].strip("()").split(",") if x)
-    return case.shape
+def drawn_shape(case: Case) -> tuple[int, ...]:
+    """The shape a case's logits were drawn with: (N, V) or (N, T, V)."""
+    return case.nd_shape
 
 
 def _case_id(dtype: str, shape, kind: str, z: np.ndarray, labels_: Labels, ignored) -> str:
@@ -690,7 +687,7 @@ def cases(
         z = applied.values
         parts.append(applied.piece)
     exact = dtypes.exact(z, name)
-    note = f"shape=({','.join(map(str, shape))}) {drawn.note}".strip()
+    note = drawn.note
     return Case(
         case_id=_case_id(name, shape, lab.kind, exact, lab, ignored),
         regime="search:" + "+".join(parts),
@@ -704,4 +701,5 @@ def cases(
         seed=0,  # no regime seed rebuilds a search case; its logits are the record
         source="search",
         note=note,
+        batch_shape=tuple(shape[:-1]) if len(shape) == 3 else (),
     )

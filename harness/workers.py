@@ -14,6 +14,7 @@ Both executors return `Attempt`s, so the runner does not care where an adapter r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import multiprocessing as mp
 import os
@@ -22,6 +23,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from . import adapters as registry
 from .adapters import Adapter, Output, Unsupported, first_line
@@ -50,7 +53,14 @@ def call_adapter(adapter: Adapter, case: Case, device: str) -> Attempt:
         return Attempt("unsupported", message=first_line(exc))
     except Exception as exc:  # the adapter's failure is a result, not the run's
         return Attempt("error", message=first_line(f"{type(exc).__name__}: {exc}"))
-    return Attempt("ran", out, seconds=time.perf_counter() - t0 - out.compile_seconds)
+    seconds = time.perf_counter() - t0 - out.compile_seconds
+    if case.batch_shape:  # fed (N, T, V): back to the N*T rows the reference has
+        try:
+            out = dataclasses.replace(out, loss=np.reshape(out.loss, case.shape[:1]), grad=np.reshape(out.grad, case.shape))
+        except ValueError as exc:
+            return Attempt("error", message=first_line(f"outputs of shape {np.shape(out.loss)}, {np.shape(out.grad)} "
+                                                       f"for logits {case.nd_shape}: {exc}"))
+    return Attempt("ran", out, seconds=seconds)
 
 
 class InProcess:

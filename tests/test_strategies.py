@@ -207,7 +207,7 @@ def test_cases_are_exact_valid_and_the_reference_accepts_them(case):
     assert np.array_equal(bits(dtypes.exact(dtypes.widen(case.logits), case.dtype)), bits(case.logits))
     assert not np.isnan(case.logits.astype(np.float64)).any() and not (case.logits.astype(np.float64) == np.inf).any()
     assert live_row_ok(case).all()
-    shape = S.note_shape(case)
+    shape = S.drawn_shape(case)
     assert math.prod(shape[:-1]) == case.shape[0] and shape[-1] == case.shape[1]
     assert case.logits.size <= S.MAX_ELEMENTS
     if case.label_kind == "soft":
@@ -249,7 +249,7 @@ def test_every_named_piece_is_reachable():
     @given(case=st.booleans().flatmap(lambda undefined: S.cases(allow_undefined=undefined)))
     def draw(case):
         seen.update(S.pieces(case))
-        seen.update([f"dtype.{case.dtype}", f"labels.{case.label_kind}", f"ndim.{len(S.note_shape(case))}"])
+        seen.update([f"dtype.{case.dtype}", f"labels.{case.label_kind}", f"ndim.{len(S.drawn_shape(case))}"])
         seen.update(["big"] if case.shape[1] >= S.BIG_CLASSES else ["small"])
 
     draw()
@@ -277,7 +277,7 @@ def test_undefined_rows_only_when_asked():
 @given(case=S.cases(shape_pool=None, max_elements=1 << 16))
 def test_arbitrary_shapes_stay_within_max_elements(case):
     assert case.logits.size <= 1 << 16 and 2 <= case.shape[1] <= 1 << 16
-    assert len(S.note_shape(case)) in (2, 3) and case.shape[0] <= S.MAX_ROWS
+    assert len(S.drawn_shape(case)) in (2, 3) and case.shape[0] <= S.MAX_ROWS
 
 
 def test_arbitrary_shapes_reach_3d_and_big_vocabularies():
@@ -289,7 +289,7 @@ def test_arbitrary_shapes_reach_3d_and_big_vocabularies():
 @given(case=S.cases(dtype="bfloat16", label_kinds=["soft", "smoothing"], shape_pool=[(3, 7), (2, 2, 5)]))
 def test_arguments_fix_dtype_label_kinds_and_shapes(case):
     assert case.dtype == "bfloat16" and case.label_kind in ("soft", "smoothing")
-    assert S.note_shape(case) in ((3, 7), (2, 2, 5))
+    assert S.drawn_shape(case) in ((3, 7), (2, 2, 5))
 
 
 def test_bad_arguments_are_usage_errors():

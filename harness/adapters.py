@@ -35,6 +35,7 @@ IMPLEMENTATION_MODULES: dict[str, tuple[str, str]] = {
     "torch": ("implementations.torch_impl", "torch"),
     "jax": ("implementations.jax_impl", "jax"),
     "tensorflow": ("implementations.tensorflow_impl", "tensorflow"),
+    "liger": ("implementations.liger_impl", "liger_kernel"),  # Triton, CUDA only
 }
 
 
@@ -202,13 +203,22 @@ def load_source(source: str) -> list[Adapter]:
         return [register(a, source) for a in obj]
     if not callable(obj):
         raise UsageError(f"{spec} is neither an Adapter nor a loss function")
-    framework = framework or _framework_of(obj, spec)
+    return [register(from_function(obj, spec, framework), source)]
+
+
+def from_function(fn, adapter_id: str, framework: str = "") -> Adapter:
+    """An (unregistered) adapter around a plain `loss(logits, labels) -> per-row loss`.
+
+    The framework is `framework`, or else the one framework module `fn`'s globals refer to;
+    its implementation module's `from_function` does the wrapping (autodiff gives the grad).
+    """
+    framework = framework or _framework_of(fn, adapter_id)
     if framework not in FUNCTION_FRAMEWORKS:
-        raise UsageError(f"unknown framework {framework!r} in {source!r}; choose from {', '.join(FUNCTION_FRAMEWORKS)}")
+        raise UsageError(f"unknown framework {framework!r} for {adapter_id}; choose from {', '.join(FUNCTION_FRAMEWORKS)}")
     wrap = getattr(importlib.import_module(IMPLEMENTATION_MODULES[framework][0]), "from_function", None)
     if wrap is None:
         raise UsageError(f"{framework} adapters cannot wrap a plain function yet")
-    return [register(wrap(obj, adapter_id=spec), source)]
+    return wrap(fn, adapter_id=adapter_id)
 
 
 def _framework_of(fn, spec: str) -> str:

@@ -466,9 +466,6 @@ def bench(
     if device == "cuda":  # JAX would otherwise take 75% of the GPU before torch allocates
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     started = dt.datetime.now(dt.timezone.utc)
-    t_start = time.perf_counter()
-    device_name, device_gbps, bandwidth_note = device_bandwidth(device, bandwidth_bytes)
-    bandwidth_seconds = time.perf_counter() - t_start
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_id = meta_before["run_id"]
@@ -477,6 +474,9 @@ def bench(
         run_id = run_dir.name
     else:
         run_id = started.strftime("%Y%m%d-%H%M%S") + f"-s{seed}"
+    t_start = time.perf_counter()
+    device_name, device_gbps, bandwidth_note = device_bandwidth(device, bandwidth_bytes)
+    bandwidth_seconds = time.perf_counter() - t_start
     info = {
         "started": started.isoformat(timespec="seconds"),
         "command": command if command is not None else " ".join(sys.argv),

@@ -31,15 +31,23 @@ def _csv(text: str) -> list[str]:
     return items
 
 
-def _shapes(text: str) -> list[tuple[int, int]]:
+def _shapes(text: str, dims=(2,)) -> list[tuple[int, ...]]:
+    """ROWSxCLASSES items (or, where `dims` allows 3, ROWSxTIMExCLASSES)."""
     out = []
     for item in _csv(text):
         try:
-            n, v = (int(x) for x in item.lower().split("x"))
+            shape = tuple(int(x) for x in item.lower().split("x"))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"bad shape {item!r}: write ROWSxCLASSES, e.g. 64x32000") from None
-        out.append((n, v))
+            shape = ()
+        if len(shape) not in dims:
+            forms = "ROWSxCLASSES, e.g. 64x32000" + (", or ROWSxTIMExCLASSES, e.g. 4x128x32000" if 3 in dims else "")
+            raise argparse.ArgumentTypeError(f"bad shape {item!r}: write {forms}")
+        out.append(shape)
     return out
+
+
+def _regime_shapes(text: str) -> list[tuple[int, ...]]:
+    return _shapes(text, dims=(2, 3))
 
 
 def _number(parse, valid, what: str):
@@ -71,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtypes", type=_csv, help=f"comma-separated, from {', '.join(DTYPE_NAMES)} (default: all)")
     run.add_argument("--regimes", type=_csv, help=f"comma-separated, from {', '.join(regime_table.REGIMES)} (default: all)")
     run.add_argument("--label-kinds", type=_csv, help=f"comma-separated, from {', '.join(LABEL_KINDS)} (default: all)")
-    run.add_argument("--shapes", type=_shapes, help="comma-separated ROWSxCLASSES (default: %s)" % ",".join(f"{n}x{v}" for n, v in regime_table.DEFAULT_SHAPES))
+    run.add_argument("--shapes", type=_regime_shapes, help="comma-separated ROWSxCLASSES or ROWSxTIMExCLASSES (default: %s)" % ",".join(f"{n}x{v}" for n, v in regime_table.DEFAULT_SHAPES))
     run.add_argument("--seed", type=_seed, default=0, help="seed of every case (default 0)")
     run.add_argument(
         "--adapter",
@@ -94,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     repro = sub.add_parser("repro", help="replay a case (a search's .npz, or any case id of a results table)")
     repro.add_argument("path", help="RUN_DIR/worst/....npz, or a case id such as typical/float16/16x1000/index/s0")
     repro.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: the one it was found with)")
+    repro.add_argument("--adapter", dest="plugins", action="append", default=[], metavar="MODULE:FUNCTION[@FRAMEWORK]",
+                       help="also load your own implementation, as in cestab run (repeatable)")
     repro.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take (default 120)")
 
     probe = sub.add_parser("probe", help="run every adapter on your own batch (.npy/.npz) and print the errors")
@@ -125,12 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the stability report (Markdown, HTML, figures) from run folders")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (results.parquet, run.json)")
     report.add_argument("--out", default="reports", help="output folder (default: reports)")
+    _bench_parser(sub)
     return parser
 
 
 def cmd_run(args) -> int:
     from .runner import run
-    from .summary import format_summary, summarize
+    from .summary import format_summary, format_timing, summarize
 
     df = run(
         adapters=args.adapters,
@@ -151,6 +162,7 @@ def cmd_run(args) -> int:
     )
     if not args.quiet:
         print(format_summary(summarize(df)))
+        print(format_timing(df.attrs["timing"]))
     print(f"results: {df.attrs['run_dir']}")
     return 0
 
@@ -189,7 +201,7 @@ def cmd_repro(args) -> int:
 
     case, info = replay.load(args.path)
     adapters = args.adapters or ([info["adapter"]] if "adapter" in info else None)
-    df = run(adapters=adapters, cases=[case], timeout=args.timeout)
+    df = run(adapters=adapters, cases=[case], timeout=args.timeout, plugins=tuple(args.plugins))
     if "adapter" in info:
         print(f"found with {info['adapter']}: {info.get('status')} (score {info.get('score', float('nan')):.3g}) {info.get('message', '')}")
     _print_errors(case, df)
@@ -245,6 +257,64 @@ def cmd_check(args) -> int:
 
 
 COMMANDS["check"] = cmd_check
+
+
+def _bench_parser(sub) -> None:
+    bench = sub.add_parser("bench", help="time forward and forward+backward per adapter x dtype x shape (bench.parquet)")
+    bench.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: all available)")
+    bench.add_argument("--dtypes", type=_csv, help="comma-separated dtypes (default: float32 on cpu; float32,bfloat16 on cuda)")
+    bench.add_argument("--shapes", type=_shapes, help="comma-separated ROWSxCLASSES (default: 256x32000,4096x32000 on cpu; "
+                       "4096x32000,8192x128256 and 16384x256000 in bfloat16 on cuda)")
+    bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    bench.add_argument("--seed", type=_seed, default=0, help="seed of the batches (default 0)")
+    bench.add_argument("--adapter", dest="plugins", action="append", default=[], metavar="MODULE:FUNCTION[@FRAMEWORK]",
+                       help="also time your own implementation (repeatable)")
+    bench.add_argument("--repeats", type=_count, help="at least this many timed calls per pass (default 3 cpu, 10 cuda)")
+    bench.add_argument("--min-time", type=_seconds, help="and at least this many seconds per pass (default 0.3)")
+    bench.add_argument("--max-time", type=_seconds, help="stop a pass's timed calls after this many seconds (default 3 cpu, 2 cuda)")
+    bench.add_argument("--time-budget", type=_seconds, help="seconds for the whole bench; what is left is marked skipped")
+    bench.add_argument("--timeout", type=_positive, default=600.0, help="seconds one adapter may take on one batch (default 600)")
+    where = bench.add_mutually_exclusive_group()
+    where.add_argument("--out", default="runs", help="parent folder of a new run folder (default: runs)")
+    where.add_argument("--run-dir", help="an existing run folder: add bench.parquet/bench.csv beside its results")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+
+
+_count = _number(int, lambda v: v >= 1, "repeats must be a positive integer")
+_seconds = _number(float, lambda v: v > 0, "time must be positive seconds")
+
+
+def cmd_bench(args) -> int:
+    from dataclasses import replace
+
+    from .bench import DEFAULT_TIMING, bench, format_compare
+
+    timing = DEFAULT_TIMING.get(args.device)
+    if timing is not None:
+        overrides = {"min_repeats": args.repeats, "min_time": args.min_time, "max_time": args.max_time}
+        timing = replace(timing, **{k: v for k, v in overrides.items() if v is not None})
+    df = bench(
+        adapters=args.adapters,
+        dtypes=args.dtypes,
+        shapes=args.shapes,
+        device=args.device,
+        out_dir=None if args.run_dir else args.out,
+        run_dir=args.run_dir,
+        seed=args.seed,
+        timing=timing,
+        time_budget=args.time_budget,
+        timeout=args.timeout,
+        plugins=tuple(args.plugins),
+        progress=not args.quiet,
+        command=shlex.join(["cestab", *sys.argv[1:]]),
+    )
+    if not args.quiet:
+        print(format_compare(df))
+    print(f"bench: {df.attrs['run_dir']}")
+    return 0
+
+
+COMMANDS["bench"] = cmd_bench
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from harness.adapters import Adapter, Output, Unsupported, first_line, register
+from harness.adapters import Adapter, Output, Prepared, Unsupported, first_line, register
 from harness.cases import Case
 
 DENSE_KINDS = ("onehot", "soft", "smoothing")
@@ -74,18 +74,21 @@ def inputs(case: Case, device: str, dense: bool):
     `optax.smooth_labels(jax.nn.one_hot(target, V), eps)` in the tested dtype, outside
     the differentiated function (a data pipeline's job), so eager and jit see equal labels.
     `keep` is None, or the rows to count (bool, N) when some rows are ignored.
+    A 3-D case's arrays go in as (N, T, V) logits and (N, T) labels: optax takes any
+    leading axes, and XLA fuses the reductions of a 3-D batch differently.
     """
     jax = _jax()
     dev = jax_device(device)
-    logits = jax.device_put(case.logits, dev)
+    logits = jax.device_put(case.unflatten(case.logits), dev)
+    target = case.unflatten(case.target.astype(np.int32))
     if not dense:
-        labels = jax.device_put(case.target.astype(np.int32), dev)
+        labels = jax.device_put(target, dev)
     elif case.label_kind == "smoothing":
-        onehot = jax.nn.one_hot(jax.device_put(case.target.astype(np.int32), dev), case.shape[1], dtype=logits.dtype)
+        onehot = jax.nn.one_hot(jax.device_put(target, dev), case.shape[1], dtype=logits.dtype)
         labels = _optax().smooth_labels(onehot, case.smoothing)
     else:
-        labels = jax.device_put(case.target_distribution().astype(case.logits.dtype), dev)
-    keep = jax.device_put(~case.ignored, dev) if case.has_ignored else None
+        labels = jax.device_put(case.unflatten(case.target_distribution().astype(case.logits.dtype)), dev)
+    keep = jax.device_put(case.unflatten(~case.ignored), dev) if case.has_ignored else None
     return logits, labels, keep
 
 
@@ -117,7 +120,7 @@ def log_softmax_gather(logits, labels, keep):
     """-log_softmax(z)[target]: the pattern users write when they skip optax."""
     jnp = _jax().numpy
     log_p = _jax().nn.log_softmax(logits, axis=-1)
-    return masked(-jnp.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0], keep)
+    return masked(-jnp.take_along_axis(log_p, labels[..., None], axis=-1)[..., 0], keep)
 
 
 def _summed(per_row):
@@ -137,7 +140,7 @@ def _run(adapter_id: str, per_row, dense: bool, jit: bool, case: Case, device: s
     fn = _summed(per_row)
     compile_seconds = 0.0
     if jit:
-        key = (adapter_id, case.dtype, case.label_kind, case.shape, device, args[2] is not None)
+        key = (adapter_id, case.dtype, case.label_kind, case.nd_shape, device, args[2] is not None)
         if key not in _compiled:
             t0 = time.perf_counter()
             _compiled[key] = _jax().jit(fn).lower(*args).compile()
@@ -146,6 +149,53 @@ def _run(adapter_id: str, per_row, dense: bool, jit: bool, case: Case, device: s
     (_, loss), grad = fn(*args)
     grad.block_until_ready()
     return Output(np.asarray(loss), np.asarray(grad), compile_seconds=compile_seconds)
+
+
+def bench_inputs(case: Case, device: str, dense: bool):
+    """`inputs` for the bench: dense labels of a one-hot case built on the device by
+    `jax.nn.one_hot` in the tested dtype (the same values as `inputs` gives, without a
+    float64 N x V matrix on the host: the GPU batches reach 4e9 elements)."""
+    if not dense or case.label_kind != "onehot" or case.has_ignored:
+        return inputs(case, device, dense)
+    jax = _jax()
+    logits, labels, _ = inputs(case, device, dense=False)
+    return logits, jax.nn.one_hot(labels, case.shape[1], dtype=logits.dtype), None
+
+
+def device_memory(device: str) -> dict:
+    """Prepared's memory hooks on a GPU: XLA's peak bytes in use, which JAX cannot reset, so
+    it is the worker's peak so far (batches run smallest first, so it is the largest one's);
+    on CPU none (the bench reads the worker's RSS)."""
+    if device != "cuda":
+        return {}
+    dev = jax_device(device)
+
+    def stat(name):
+        return lambda: int((dev.memory_stats() or {}).get(name, 0))
+
+    return dict(peak_memory=stat("peak_bytes_in_use"), memory_in_use=stat("bytes_in_use"), memory_kind="xla_peak_bytes_in_use")
+
+
+def _prepare(per_row, dense: bool, jit: bool, case: Case, device: str) -> Prepared:
+    """Forward: the per-row losses; forward_backward: `_summed` (value_and_grad), the call the
+    accuracy run makes. Under jit both are compiled ahead of time here, timed apart."""
+    jax = _jax()
+    args = bench_inputs(case, device, dense)
+    passes = {"forward": per_row, "forward_backward": _summed(per_row)}
+    compile_seconds = {}
+    if jit:
+        for name, fn in passes.items():
+            t0 = time.perf_counter()
+            passes[name] = jax.jit(fn).lower(*args).compile()
+            compile_seconds[name] = time.perf_counter() - t0
+    forward, forward_backward = passes["forward"], passes["forward_backward"]
+    return Prepared(
+        forward=lambda: forward(*args),
+        forward_backward=lambda: forward_backward(*args),
+        sync=jax.block_until_ready,
+        compile_seconds=compile_seconds,
+        **device_memory(device),
+    )
 
 
 def _register(api: str, per_row, dense: bool, description: str, supports_ignore: bool = True) -> None:
@@ -163,6 +213,7 @@ def _register(api: str, per_row, dense: bool, description: str, supports_ignore:
                 label_kinds=kinds,
                 devices=("cpu", "cuda"),
                 supports_ignore=supports_ignore,
+                prepare=functools.partial(_prepare, per_row, dense, jit),
             )
         )
 

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from harness.adapters import Adapter, Output, Unsupported, first_line, register
+from harness.adapters import Adapter, Output, Prepared, Unsupported, first_line, register
 from harness.cases import Case
 
 DENSE_KINDS = ("onehot", "soft", "smoothing")
@@ -75,9 +75,10 @@ def refusals_as_unsupported():
 
 
 def logits_tensor(case: Case):
-    """The case's logits as a tf tensor of the same dtype and bits."""
+    """The case's logits as a tf tensor of the same dtype and bits, (N, T, V) for a 3-D case:
+    tf.nn and Keras take any leading axes, labels shaped alike (`case.unflatten`)."""
     tf, _ = frameworks()
-    z = tf.constant(case.logits)
+    z = tf.constant(case.unflatten(case.logits))
     if z.dtype.name != case.dtype:
         raise TypeError(f"logits became {z.dtype.name}, expected {case.dtype}")
     return z
@@ -90,7 +91,7 @@ def dense_labels(case: Case):
         y[np.arange(case.shape[0]), case.target] = 1.0
     else:
         y = case.target_distribution()
-    return frameworks()[0].constant(y.astype(case.logits.dtype))
+    return frameworks()[0].constant(case.unflatten(y.astype(case.logits.dtype)))
 
 
 def loss_and_grad(loss_fn, z, labels):
@@ -127,7 +128,7 @@ def tf_sparse(z, target):
 
 
 def tf_inputs(case: Case, sparse: bool):
-    labels = frameworks()[0].constant(case.target) if sparse else dense_labels(case)
+    labels = frameworks()[0].constant(case.unflatten(case.target)) if sparse else dense_labels(case)
     return logits_tensor(case), labels
 
 
@@ -160,11 +161,11 @@ def tf_xla(sparse: bool):
         z, labels = tf_inputs(case, sparse)
         compile_seconds = 0.0
         with refusals_as_unsupported():
-            if case.shape not in compiled:
+            if case.nd_shape not in compiled:
                 t0 = time.perf_counter()
                 fn(z, labels)[0].numpy()  # .numpy(): wait for the run to finish
                 compile_seconds = time.perf_counter() - t0
-                compiled.add(case.shape)
+                compiled.add(case.nd_shape)
             return to_output(*fn(z, labels), compile_seconds=compile_seconds)
 
     return compute
@@ -173,12 +174,12 @@ def tf_xla(sparse: bool):
 # --- Keras ---------------------------------------------------------------------------------
 
 
-def keras_dense(from_logits: bool):
+def keras_dense_build(from_logits: bool):
     """CategoricalCrossentropy; with from_logits=False it is fed tf.nn.softmax(z), the
     probability path users write. tf.nn.softmax (not keras.ops.softmax) on purpose:
     keras.ops.softmax tags its output with the logits and the loss quietly uses those."""
 
-    def compute(case: Case, device: str) -> Output:
+    def build(case: Case) -> tuple:
         tf, keras = frameworks()
         loss = keras.losses.CategoricalCrossentropy(
             from_logits=from_logits, label_smoothing=case.smoothing, reduction=None, dtype=case.dtype
@@ -187,13 +188,27 @@ def keras_dense(from_logits: bool):
         def loss_fn(z, y):
             return loss(y, z if from_logits else tf.nn.softmax(z))
 
+        return loss_fn, logits_tensor(case), dense_labels(case)
+
+    return build
+
+
+def keras_dense(from_logits: bool):
+    build = keras_dense_build(from_logits)
+
+    def compute(case: Case, device: str) -> Output:
         with refusals_as_unsupported():
-            return to_output(*loss_and_grad(loss_fn, logits_tensor(case), dense_labels(case)))
+            return to_output(*loss_and_grad(*build(case)))
 
     return compute
 
 
 def keras_sparse(case: Case, device: str) -> Output:
+    with refusals_as_unsupported():
+        return to_output(*loss_and_grad(*keras_sparse_build(case)))
+
+
+def keras_sparse_build(case: Case) -> tuple:
     """SparseCategoricalCrossentropy(from_logits=True); ignored rows via `ignore_class`,
     which zeroes their logits before the loss and their loss after it (loss 0, gradient 0)."""
     tf, keras = frameworks()
@@ -205,8 +220,52 @@ def keras_sparse(case: Case, device: str) -> Output:
     loss = keras.losses.SparseCategoricalCrossentropy(
         from_logits=True, ignore_class=ignore_class, reduction=None, dtype=case.dtype
     )
-    with refusals_as_unsupported():
-        return to_output(*loss_and_grad(lambda z, t: loss(t, z), logits_tensor(case), tf.constant(target)))
+    return (lambda z, t: loss(t, z)), logits_tensor(case), tf.constant(case.unflatten(target))
+
+
+# --- timing (cestab bench) -----------------------------------------------------------------
+
+
+def tf_build(sparse: bool):
+    """(loss_fn, logits, labels) of a tf.nn adapter, as its compute builds them."""
+
+    def build(case: Case) -> tuple:
+        return (tf_sparse if sparse else tf_dense(case.smoothing)), *tf_inputs(case, sparse)
+
+    return build
+
+
+def materialize(result):
+    """Prepared.sync: `.numpy()` of every tensor, so the work behind them has been done."""
+    for t in frameworks()[0].nest.flatten(result):
+        t.numpy()
+    return result
+
+
+def preparer(build, xla: bool = False):
+    """Adapter.prepare from `build(case) -> (loss_fn, logits, labels)`. Under XLA both
+    passes are tf.function(jit_compile=True); their first call traces and compiles."""
+
+    def prepare(case: Case, device: str) -> Prepared:
+        tf, _ = frameworks()
+        loss_fn, z, labels = build(case)
+        forward, forward_backward = loss_fn, functools.partial(loss_and_grad, loss_fn)
+        if xla:
+            forward = tf.function(forward, jit_compile=True)
+            forward_backward = tf.function(forward_backward, jit_compile=True)
+
+        def call(fn):
+            with refusals_as_unsupported():
+                return fn(z, labels)
+
+        return Prepared(
+            forward=lambda: call(forward),
+            forward_backward=lambda: call(forward_backward),
+            sync=materialize,
+            compiles_on_first_call=xla,
+        )
+
+    return prepare
 
 
 register(
@@ -216,6 +275,7 @@ register(
         tf_eager(sparse=False),
         "fused dense-label kernel, eager; smoothed labels built in the tested dtype",
         label_kinds=DENSE_KINDS,
+        prepare=preparer(tf_build(sparse=False)),
     )
 )
 register(
@@ -225,6 +285,7 @@ register(
         tf_xla(sparse=False),
         "dense-label kernel under tf.function(jit_compile=True)",
         label_kinds=DENSE_KINDS,
+        prepare=preparer(tf_build(sparse=False), xla=True),
     )
 )
 register(
@@ -234,6 +295,7 @@ register(
         tf_eager(sparse=True),
         "fused integer-label kernel, eager",
         label_kinds=("index",),
+        prepare=preparer(tf_build(sparse=True)),
     )
 )
 register(
@@ -243,6 +305,7 @@ register(
         tf_xla(sparse=True),
         "integer-label kernel under tf.function(jit_compile=True)",
         label_kinds=("index",),
+        prepare=preparer(tf_build(sparse=True), xla=True),
     )
 )
 register(
@@ -252,6 +315,7 @@ register(
         keras_dense(from_logits=True),
         "CategoricalCrossentropy(from_logits=True, label_smoothing=eps), loss dtype = tested dtype",
         label_kinds=DENSE_KINDS,
+        prepare=preparer(keras_dense_build(from_logits=True)),
     )
 )
 register(
@@ -262,6 +326,7 @@ register(
         "SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1); y_true cast to the loss dtype",
         label_kinds=("index",),
         supports_ignore=True,
+        prepare=preparer(keras_sparse_build),
     )
 )
 register(
@@ -271,6 +336,7 @@ register(
         keras_dense(from_logits=False),
         "CategoricalCrossentropy(from_logits=False) fed tf.nn.softmax(z): clips p to [1e-7, 1 - 1e-7]",
         label_kinds=DENSE_KINDS,
+        prepare=preparer(keras_dense_build(from_logits=False)),
     )
 )
 

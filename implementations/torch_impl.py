@@ -23,7 +23,7 @@ import types
 import ml_dtypes
 import numpy as np
 
-from harness.adapters import Adapter, Output, Unsupported, first_line, register
+from harness.adapters import Adapter, Output, Prepared, Unsupported, first_line, register
 from harness.cases import Case
 
 IGNORE_INDEX = -100  # torch's default ignore_index
@@ -138,7 +138,7 @@ def cross_entropy_target(case: Case, device: str) -> tuple:
     return "probabilities", dense_labels(case, device)
 
 
-def cross_entropy(case: Case, device: str) -> Output:
+def cross_entropy_fn(case: Case, device: str) -> tuple:
     """F.cross_entropy(reduction="none"), see `cross_entropy_target` for the labels."""
     F = _torch().nn.functional
     _, target = cross_entropy_target(case, device)
@@ -146,11 +146,10 @@ def cross_entropy(case: Case, device: str) -> Output:
     def loss_fn(z, t):
         return F.cross_entropy(z, t, reduction="none", label_smoothing=case.smoothing, ignore_index=IGNORE_INDEX)
 
-    loss, grad = loss_and_grad(loss_fn, logits(case, device), target)
-    return Output(to_numpy(loss), to_numpy(grad))
+    return loss_fn, target
 
 
-def log_softmax_nll(case: Case, device: str) -> Output:
+def log_softmax_nll_fn(case: Case, device: str) -> tuple:
     """F.log_softmax, then F.nll_loss for class indices (with ignore_index) or
     -(y * log_softmax).sum(1) for dense labels (rows dropped by a mask). nll_loss has no
     label smoothing, so "smoothing" is not declared."""
@@ -167,11 +166,10 @@ def log_softmax_nll(case: Case, device: str) -> Output:
         def loss_fn(z, t):
             return F.nll_loss(F.log_softmax(z, dim=1), t, reduction="none", ignore_index=IGNORE_INDEX)
 
-    loss, grad = loss_and_grad(loss_fn, logits(case, device), target)
-    return Output(to_numpy(loss), to_numpy(grad))
+    return loss_fn, target
 
 
-def softmax_log(case: Case, device: str) -> Output:
+def softmax_log_fn(case: Case, device: str) -> tuple:
     """The hand-written pattern p = softmax(z); -log p at the target (indices, gathered) or
     -(y * log p).sum(1) (dense and smoothed labels). log(0) = -inf once p underflows, and
     0 * -inf = NaN on masked classes: expected to break, which is the point."""
@@ -188,8 +186,83 @@ def softmax_log(case: Case, device: str) -> Output:
         def loss_fn(z, y):
             return keep_rows(case, -(y * torch.log(torch.softmax(z, dim=1))).sum(dim=1))
 
-    loss, grad = loss_and_grad(loss_fn, logits(case, device), target)
-    return Output(to_numpy(loss), to_numpy(grad))
+    return loss_fn, target
+
+
+def eager(build):
+    """An adapter's compute from `build(case, device) -> (loss_fn, target)`."""
+
+    def compute(case: Case, device: str) -> Output:
+        loss_fn, target = build(case, device)
+        loss, grad = loss_and_grad(loss_fn, logits(case, device), target)
+        return Output(to_numpy(loss), to_numpy(grad))
+
+    return compute
+
+
+def device_memory(device: str) -> dict:
+    """Prepared's memory hooks: torch's CUDA allocator on cuda; on CPU none (the bench reads
+    the worker's RSS, which is what torch's CPU allocator takes from the system)."""
+    if device != "cuda":
+        return {}
+    cuda = _torch().cuda
+    return dict(
+        peak_memory=cuda.max_memory_allocated,
+        reset_peak_memory=cuda.reset_peak_memory_stats,
+        memory_in_use=cuda.memory_allocated,
+        memory_kind="cuda_max_allocated",
+        release=cuda.empty_cache,
+    )
+
+
+def synchronizer(device: str):
+    """Prepared.sync: CUDA kernels run asynchronously; CPU ops have finished on return."""
+
+    def sync(result):
+        _synchronize(device)
+        return result
+
+    return sync
+
+
+def prepared_calls(case: Case, device: str, call, **extra) -> Prepared:
+    """Prepared from `call(z) -> (loss, total)`: forward is the per-row losses with autograd
+    recording (as in training), forward_backward adds autograd.grad of `total` w.r.t. z."""
+    torch = _torch()
+    z = logits(case, device)
+
+    def forward():
+        with torch_refusals():
+            return call(z)[0]
+
+    def forward_backward():
+        with torch_refusals():
+            loss, total = call(z)
+            (grad,) = torch.autograd.grad(total, z)
+        return loss, grad
+
+    return Prepared(forward, forward_backward, sync=synchronizer(device), **device_memory(device), **extra)
+
+
+def eager_preparer(build):
+    """Adapter.prepare for `build(case, device) -> (loss_fn, target)`, the same loss_fn the
+    accuracy run calls."""
+
+    def prepare(case: Case, device: str) -> Prepared:
+        loss_fn, target = build(case, device)
+
+        def call(z):
+            loss = loss_fn(z, target)
+            return loss, loss.sum()
+
+        return prepared_calls(case, device, call)
+
+    return prepare
+
+
+cross_entropy = eager(cross_entropy_fn)
+log_softmax_nll = eager(log_softmax_nll_fn)
+softmax_log = eager(softmax_log_fn)
 
 
 def _cross_entropy_sum(smoothing: float):
@@ -269,6 +342,20 @@ def compiled(case: Case, device: str) -> Output:
     return Output(to_numpy(loss), to_numpy(grad), compile_seconds=compile_seconds)
 
 
+def prepare_compiled(case: Case, device: str) -> Prepared:
+    """The compiled function timed as the accuracy run calls it; the first call of each pass
+    compiles (forward graph, then the backward graph), so it is the warm-up."""
+    torch = _torch()
+    form, target = cross_entropy_target(case, device)
+    fn = compiled_cross_entropy(case.dtype, form, case.smoothing, device)
+
+    def call(z):
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            return fn(z, target)
+
+    return prepared_calls(case, device, call, compiles_on_first_call=True)
+
+
 register(
     Adapter(
         "torch.cross_entropy",
@@ -277,6 +364,7 @@ register(
         "F.cross_entropy(reduction='none'): indices with ignore_index/label_smoothing, or probabilities",
         devices=DEVICES,
         supports_ignore=True,  # index and smoothing; one-hot/soft with ignored rows: Unsupported
+        prepare=eager_preparer(cross_entropy_fn),
     )
 )
 register(
@@ -288,6 +376,7 @@ register(
         label_kinds=("index", "onehot", "soft"),
         devices=DEVICES,
         supports_ignore=True,
+        prepare=eager_preparer(log_softmax_nll_fn),
     )
 )
 register(
@@ -298,6 +387,7 @@ register(
         "hand-written: p = torch.softmax(z); -log p at the target, or -(y * log p).sum(1)",
         devices=DEVICES,
         supports_ignore=True,
+        prepare=eager_preparer(softmax_log_fn),
     )
 )
 register(
@@ -308,6 +398,7 @@ register(
         "torch.compile(dynamic=True) of F.cross_entropy(reduction='none') and its sum",
         devices=DEVICES,
         supports_ignore=True,  # as torch.cross_entropy
+        prepare=prepare_compiled,
     )
 )
 
@@ -325,9 +416,8 @@ def from_function(fn, adapter_id: str) -> Adapter:
     kernel author's entry point: `cestab run --adapter mypkg.mymodule:my_loss`.
     """
 
-    def compute(case: Case, device: str) -> Output:
-        target = to_torch(case.target.astype(np.int64), device)
-        loss, grad = loss_and_grad(fn, logits(case, device), target)
-        return Output(to_numpy(loss), to_numpy(grad))
+    def build(case: Case, device: str) -> tuple:
+        return fn, to_torch(case.target.astype(np.int64), device)
 
-    return Adapter(adapter_id, "torch", compute, f"user function {adapter_id}", label_kinds=("index",), devices=DEVICES)
+    return Adapter(adapter_id, "torch", eager(build), f"user function {adapter_id}", label_kinds=("index",), devices=DEVICES,
+                   prepare=eager_preparer(build))

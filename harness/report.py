@@ -608,6 +608,13 @@ def render_figures(report: Report) -> dict[str, bytes]:
     return out
 
 
+def _publish(path: Path, write, *args, **kwargs) -> None:
+    """Write, then make the file world-readable: a report is meant to be served and shared
+    (the temporary file of an atomic write starts private)."""
+    write(*args, **kwargs)
+    path.chmod(0o644)
+
+
 def write_report(paths, out_dir: str | Path = "reports", command: str = "") -> dict[str, Path]:
     """Build the report from run folders and write stability.md, stability.html and figures/*.png.
 
@@ -629,11 +636,11 @@ def write_report(paths, out_dir: str | Path = "reports", command: str = "") -> d
     written = {}
     for name, png in figures.items():
         path = out_dir / "figures" / name
-        write_atomic(path, lambda p, data=png: p.write_bytes(data))
+        write_atomic(path, lambda p, data=png: _publish(p, p.write_bytes, data))
         written[name] = path
     md = report_markdown.render(blocks)
     page = report_html.render(blocks, figures)
     for name, text in (("stability.md", md), ("stability.html", page)):
-        write_atomic(out_dir / name, lambda p, t=text: p.write_text(t, encoding="utf-8"))
+        write_atomic(out_dir / name, lambda p, t=text: _publish(p, p.write_text, t, encoding="utf-8"))
         written[name] = out_dir / name
     return written

@@ -13,6 +13,7 @@ import re
 from .figures import STATUS_COLOURS
 from .report_text import FIGURE_TITLES
 
+_LONG_CELL = 62  # longer than any adapter id in backticks
 _DARK = ("nonfinite", "error", "crash", "timeout", "silent")
 
 _CSS = """
@@ -20,7 +21,9 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans",
        max-width: 1300px; padding: 0 1em; color: #212121; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.86em; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
+td.long { overflow-wrap: anywhere; min-width: 18em; }
+div.scroll { overflow-x: auto; }
 th { background: #f5f5f5; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.92em; }
@@ -38,14 +41,17 @@ def _inline(text: str) -> str:
 
 
 def _table(header, rows) -> str:
-    out = ["<table>", "<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
+    out = ['<div class="scroll"><table>', "<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
     for row in rows:
         cells = []
         for text, status in row:
-            cls = f' class="s-{status}"' if status in STATUS_COLOURS else ""
+            classes = [f"s-{status}"] if status in STATUS_COLOURS else []
+            if len(str(text)) > _LONG_CELL:
+                classes.append("long")  # a command line or path: may break anywhere rather than widen the page
+            cls = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{cls}>{_inline(text)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "\n".join(out)
 
 

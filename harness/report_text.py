@@ -77,13 +77,12 @@ def accuracy_rows(acc: pd.DataFrame, versions: dict) -> tuple[list[str], list[li
 def worst_rows(worst: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str]]]]:
     multi = worst["run"].nunique() > 1
     header = (["run"] if multi else []) + ["adapter", "dtype", "status", "case", "loss ulps", "grad ulps",
-                                           "error / tol", "replay"]
+                                           "error / tol"]
     rows = []
     for r in worst.itertuples(index=False):
         row = ([(r.run, "")] if multi else []) + [
             (f"`{r.adapter}`", ""), (r.dtype, ""), (f"{STATUS_MARKS.get(r.status, '?')} {r.status}", r.status),
             (f"`{r.case_id}`", ""), (num(r.loss_ulps), ""), (num(r.grad_ulps), ""), (num(r.tol_ratio), ""),
-            (f"`{r.repro}`", ""),
         ]
         rows.append(row)
     return header, rows
@@ -167,9 +166,11 @@ def blocks(report, command: str) -> list[tuple]:
 
     out.append(("h2", "Worst input per adapter"))
     out.append(("p", "The worst judged case of each adapter (failures first, then the largest error / "
-                     "tolerance); the last column replays it."))
+                     "tolerance; among equals a shrunk search finding, then the smallest batch)."))
     header, rows = worst_rows(report.worst)
     out.append(("table", header, rows))
+    out.append(("p", "Replay each of them (the same order):"))
+    out.append(("pre", "\n".join(report.worst["repro"])))
 
     out.append(("h2", "Error against logit scale and class count"))
     out.append(("p", "Largest error / tolerance (loss or gradient) per adapter: green within tolerance, red "

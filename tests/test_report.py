@@ -151,6 +151,7 @@ def test_html_is_self_contained_and_every_figure_exists(written):
         assert (written / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (written / "figures").iterdir()) == sorted(Path(n).name for n in linked)
     assert "No bench table" in md
+    assert md.count("\ncestab repro ") == 3  # one replay line per adapter
 
 
 def test_same_input_gives_the_same_bytes(written, tmp_path):

@@ -103,7 +103,8 @@ def throughput_rows(tp: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, s
         cells = {}
         for r in g.to_dict("records"):  # `pass` is a keyword: no itertuples
             if r["status"] == "ok":
-                mark = "~" if r.get("noisy") is True else ""
+                noisy = r.get("noisy")
+                mark = "~" if noisy is not None and not pd.isna(noisy) and bool(noisy) else ""
                 cells[(r["shape"], r["pass"])] = (f"{mark}{num(r['median_ms'])}", "")
             else:
                 cells[(r["shape"], r["pass"])] = (str(r["status"]), str(r["status"]))

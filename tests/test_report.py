@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from harness import casefile, cli, report
+from harness.bench_columns import bench_frame
 from harness.report_text import accuracy_cell, num
 
 RUN = Path(__file__).parent / "data" / "report_runs" / "20261128-070931-s0"
@@ -163,7 +164,8 @@ def test_same_input_gives_the_same_bytes(written, tmp_path):
 
 
 def _write_bench(run_dir: Path, raw: pd.DataFrame) -> pd.DataFrame:
-    """Fixture data in the bench table's schema: made-up, deterministic timings (not measured)."""
+    """Fixture data in the bench table's schema (harness.bench_columns): made-up, deterministic
+    timings, not measured, so that the join and the plot are checked against known numbers."""
     rows = []
     speeds = {"numpy.naive": 4e5, "numpy.stable": 2e5, "torch.cross_entropy": 1e6}
     for adapter, dtype in sorted(set(zip(raw["adapter"], raw["dtype"]))):
@@ -181,12 +183,7 @@ def _write_bench(run_dir: Path, raw: pd.DataFrame) -> pd.DataFrame:
                     "gbps": 1.0, "device_gbps": 10.0, "bandwidth_fraction": 0.1, "peak_memory_bytes": 1 << 20,
                     "peak_memory_kind": "rss", "memory_before_bytes": 1 << 19, "samples_ms": "[1.0]",
                 })
-    try:
-        from harness.bench_columns import bench_frame
-    except ImportError:  # the bench's schema module is not there yet: the columns the report reads
-        df = pd.DataFrame(rows)
-    else:
-        df = bench_frame(rows)
+    df = bench_frame(rows)
     df.to_parquet(run_dir / "bench.parquet", index=False)
     return df
 
@@ -256,3 +253,14 @@ def test_two_run_folders_side_by_side(tmp_path, capsys):
     # the same folder twice keeps two labels
     twice = report.load_runs([RUN, RUN])
     assert [r.label for r in twice] == ["20261128-070931-s0", "20261128-070931-s0#2"]
+
+
+def test_the_report_loads_no_framework(tmp_path):
+    """It only reads stored results: building it must not even import torch, jax or tensorflow."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from harness import report; report.write_report([{str(RUN)!r}], {str(tmp_path)!r}); "
+            "print(','.join(m for m in ('torch', 'jax', 'tensorflow', 'keras', 'optax', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

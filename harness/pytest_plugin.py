@@ -1,0 +1,25 @@
+"""pytest plugin (entry point `pytest11: cestab`): the `cestab` fixture for other projects' tests.
+
+    def test_my_kernel_is_no_worse(cestab):
+        cestab.assert_no_worse_than(my_loss, baseline="torch.cross_entropy", dtypes=("float32",))
+
+`my_loss(logits, labels) -> per-row loss` runs on cestab's regimes (small shapes) and corpus
+next to the baseline adapter; the test fails with cestab's mismatch report (the tolerance, the
+worst elements, the `cestab repro` line) wherever it is less accurate (`harness.comparison`).
+
+Installed with cestab, this module is loaded by every pytest session in the environment, so
+it imports nothing at import time beyond pytest: harness (numpy, pandas) and the frameworks
+load only when a test asks for the fixture. Disable it with `-p no:cestab`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def cestab(tmp_path):
+    """A `harness.comparison.Checker`; failing cases are saved under the test's tmp_path."""
+    from harness.comparison import Checker
+
+    return Checker(folder=tmp_path / "cestab-failures")

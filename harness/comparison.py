@@ -16,6 +16,8 @@ differ in the last bits from one CPU to the next. Cases the candidate does not s
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from . import adapters as registry
@@ -53,7 +55,9 @@ def as_adapter(candidate, framework: str = "") -> tuple[Adapter, str | None]:
 
 
 def _ratio(row: dict) -> float:
-    return max(float(row.get("loss_tol_ratio") or 0.0), float(row.get("grad_tol_ratio") or 0.0))
+    """The larger tolerance ratio of loss and gradient; NaN (a NaN error) counts as inf."""
+    ratios = [float(row.get(k) or 0.0) for k in ("loss_tol_ratio", "grad_tol_ratio")]
+    return max(math.inf if math.isnan(r) else r for r in ratios)
 
 
 def verdict(cand: dict, base: dict, rtol: float) -> str:
@@ -135,6 +139,7 @@ class Checker:
         tensorflow; `framework` if its module uses several), a `harness.Adapter`, or an
         adapter id / `module:attr` spec. Returns the comparison table when it passes.
         """
+        __tracebackhide__ = True  # pytest: show the caller's line and the report, not this code
         cand, spec = as_adapter(candidate, framework)
         base = registry.get(baseline)
         if cand.id == base.id:

@@ -1,6 +1,7 @@
-# Two entry points for a fresh machine (see README):
+# Entry points for a fresh machine (see README):
 #   make run   - create .venv from the lock file (once), run the comparison suite on CPU
 #   make test  - create .venv from the lock file (once), run the tests
+#   make check - the accuracy regression gate against reports/baseline.json
 # The venv is rebuilt only when requirements.lock or pyproject.toml change.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cestab-installed
 
-.PHONY: setup run test clean
+.PHONY: setup run test check clean
 
 setup: $(STAMP)
 
@@ -25,6 +26,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The CI gate: a fresh deterministic quick run against the committed baseline (README).
+check: $(STAMP)
+	$(VENV)/bin/cestab check --baseline reports/baseline.json --quick --quiet --out runs --junit runs/cestab-check.xml
 
 clean:
 	rm -rf $(VENV)

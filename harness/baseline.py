@@ -20,6 +20,7 @@ from pathlib import Path
 from . import columns
 from .errors import UsageError
 from .runfolder import write_atomic
+from .tolerances import STATUSES
 
 FORMAT = "cestab-baseline"
 #: Bump when the meaning of a group's fields changes; a baseline of another version is refused.
@@ -27,10 +28,13 @@ FORMAT_VERSION = 1
 
 #: One group's fields, in file order: the key, then the aggregates `check.aggregate` computes.
 KEY = ("adapter", "dtype", "regime")
-FIELDS = (*KEY, "framework", "cases", "worst_status", "statuses", "loss_ulps", "grad_ulps", "nonfinite", "failed")
+FIELDS = (
+    *KEY, "framework", "cases", "worst_status", "statuses",
+    "loss_ulps", "grad_ulps", "loss_tol", "grad_tol", "nonfinite", "failed",
+)
 _TEXT = {"adapter", "dtype", "regime", "framework", "worst_status"}
 _COUNTS = {"cases", "nonfinite", "failed"}
-_ULPS = {"loss_ulps", "grad_ulps"}
+_ULPS = {"loss_ulps", "grad_ulps", "loss_tol", "grad_tol"}  # numbers: 4 digits, "inf" or null
 
 
 def make(groups: list[dict], meta: dict, options: dict) -> dict:
@@ -167,4 +171,7 @@ def _problem(g) -> str | None:
             return f"{f} must be a number, \"inf\" or null"
     if not isinstance(g["statuses"], dict) or not all(isinstance(v, int) for v in g["statuses"].values()):
         return "statuses must map status names to counts"
+    unknown = sorted(({g["worst_status"]} | set(g["statuses"])) - set(STATUSES))
+    if unknown:
+        return f"unknown status {unknown[0]!r}"
     return None

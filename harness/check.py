@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import adapters as registry
 from . import baseline as baseline_file
-from . import columns
+from . import columns, tolerances
 from .errors import UsageError
 from .tolerances import STATUSES
 
@@ -108,6 +108,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
             "statuses": statuses,
             "loss_ulps": _max(g["loss_ulps"]),
             "grad_ulps": _max(g["grad_ulps"]),
+            "loss_tol": _max(g["loss_tol_ratio"]),
+            "grad_tol": _max(g["grad_tol_ratio"]),
             "nonfinite": int(g["n_loss_nonfinite"].fillna(0).sum() + g["n_grad_nonfinite"].fillna(0).sum()),
             "failed": int(g["status"].isin(FAILED).sum()),
         })
@@ -194,12 +196,14 @@ def _judge(b: dict, n: dict, rtol: float, slack: float) -> tuple[list[str], list
     elif sn < sb:
         better.append(f"status {b['worst_status']} -> {n['worst_status']}")
     for what in ("loss", "grad"):
-        old, new = baseline_file.number(b[f"{what}_ulps"]), float(n[f"{what}_ulps"])
+        old, new = baseline_file.number(b[f"{what}_ulps"]), baseline_file.number(n[f"{what}_ulps"])
         if math.isnan(old) or math.isnan(new):
             continue  # no finite figure on one side: the status says what happened
-        if new > allowance(old, rtol, slack):
+        old_tol, new_tol = baseline_file.number(b[f"{what}_tol"]), baseline_file.number(n[f"{what}_tol"])
+        tol_slack = slack / tolerances.get(b["dtype"]).ulps
+        if new > allowance(old, rtol, slack) and _grew(old_tol, new_tol, rtol, tol_slack):
             worse.append(f"{what} {_ulps(old)} -> {_ulps(new)} ulps (allowed {_ulps(allowance(old, rtol, slack))})")
-        elif old > allowance(new, rtol, slack):
+        elif old > allowance(new, rtol, slack) and _grew(new_tol, old_tol, rtol, tol_slack):
             better.append(f"{what} {_ulps(old)} -> {_ulps(new)} ulps")
     for what, label in (("nonfinite", "non-finite values"), ("failed", "error/crash/timeout rows")):
         old, new = b[what], int(n[what])
@@ -208,6 +212,23 @@ def _judge(b: dict, n: dict, rtol: float, slack: float) -> tuple[list[str], list
         elif new < old:
             better.append(f"{label} {old} -> {new}")
     return worse, better
+
+
+def _grew(old_tol: float, new_tol: float, rtol: float, tol_slack: float) -> bool:
+    """Whether the largest error over its tolerance grew by the same allowance (`tol_slack`:
+    the slack in units of the dtype's tolerance, slack / ulps of `tolerances.TABLE`); True
+    when either side is unknown, so the ulp figure alone decides.
+
+    Why both measures: the largest ulp error of a gradient usually sits on an
+    ill-conditioned element (p - y with p near 1, whose tiny truth has an ulp far below what
+    the arithmetic resolves). There it doubled between PyTorch's AVX2 and AVX-512 kernels on
+    the same machine (measured: 17 -> 33 and 1.1e5 -> 2.5e5 ulps) while the tolerance ratio
+    went from 0.3 to 0.58, well within tolerance. The ratio weighs each element by what its
+    dtype and condition allow: a real loss of accuracy moves both measures, CPU noise one.
+    """
+    if math.isnan(old_tol) or math.isnan(new_tol):
+        return True
+    return new_tol > old_tol * (1 + rtol) + tol_slack
 
 
 def _ulps(x: float) -> str:

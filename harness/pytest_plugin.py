@@ -8,8 +8,9 @@ next to the baseline adapter; the test fails with cestab's mismatch report (the 
 worst elements, the `cestab repro` line) wherever it is less accurate (`harness.comparison`).
 
 Installed with cestab, this module is loaded by every pytest session in the environment, so
-it imports nothing at import time beyond pytest: harness (numpy, pandas) and the frameworks
-load only when a test asks for the fixture. Disable it with `-p no:cestab`.
+it imports no framework (and no hypothesis) at import time: only the `harness` package itself
+(numpy, pandas); `harness.comparison` and the frameworks load when a test asks for the
+fixture. Disable it with `-p no:cestab`.
 """
 
 from __future__ import annotations

@@ -101,3 +101,11 @@ def test_candidate_forms():
     assert adapter.id == "numpy.stable" and spec is None
     with pytest.raises(UsageError):
         comparison.as_adapter(42)
+
+
+def test_plugin_imports_no_framework_at_import_time():
+    """Loaded by every pytest session in the environment: `harness` (numpy, pandas) only."""
+    code = "import sys, harness.pytest_plugin; print(sorted(m for m in ('torch', 'jax', 'tensorflow', 'scipy', 'hypothesis') if m in sys.modules))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

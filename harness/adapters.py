@@ -14,6 +14,7 @@ missing framework removes its adapters with one line saying why.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.metadata
@@ -218,7 +219,19 @@ def from_function(fn, adapter_id: str, framework: str = "") -> Adapter:
     wrap = getattr(importlib.import_module(IMPLEMENTATION_MODULES[framework][0]), "from_function", None)
     if wrap is None:
         raise UsageError(f"{framework} adapters cannot wrap a plain function yet")
-    return wrap(fn, adapter_id=adapter_id)
+    return _on_rows(wrap(fn, adapter_id=adapter_id))
+
+
+def _on_rows(adapter: Adapter) -> Adapter:
+    """A plain function gets every batch as rows, (N*T, V) for a 3-D case: it was written
+    for one layout, and a loss written for (N, V) is not wrong because it takes no (N, T, V)."""
+
+    def flat(call):
+        if call is None:
+            return None
+        return functools.wraps(call)(lambda case, device: call(case.rows(), device))
+
+    return dataclasses.replace(adapter, compute=flat(adapter.compute), prepare=flat(adapter.prepare))
 
 
 def _framework_of(fn, spec: str) -> str:

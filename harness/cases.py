@@ -6,6 +6,7 @@ immutable so that the reference computed once per case can be shared by all adap
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +89,10 @@ class Case:
     def nd_shape(self) -> tuple[int, ...]:
         """The logits' shape as the user holds them: (N, V) or (N, T, V)."""
         return (*self.batch_shape, self.shape[1]) if self.batch_shape else self.shape
+
+    def rows(self) -> "Case":
+        """The same case as a plain (N*T, V) batch."""
+        return dataclasses.replace(self, batch_shape=()) if self.batch_shape else self
 
     def unflatten(self, a: np.ndarray) -> np.ndarray:
         """A per-row (N*T,) or per-element (N*T, V) array in the user's layout: (N, T[, V])."""

@@ -77,19 +77,26 @@ def index_target(case: Case, device: str):
     target = case.target.astype(np.int64)
     if case.has_ignored:
         target[case.ignored] = IGNORE_INDEX
-    return to_torch(target, device)
+    return to_torch(case.unflatten(target), device)
 
 
 def dense_labels(case: Case, device: str):
     """The dense label matrix rounded to the tested dtype, as user code would hold it."""
-    return to_torch(case.target_distribution().astype(case.logits.dtype), device)
+    return to_torch(case.unflatten(case.target_distribution().astype(case.logits.dtype)), device)
 
 
 def keep_rows(case: Case, loss):
     """loss * mask, 0 on ignored rows: how hand-written losses drop padding."""
     if not case.has_ignored:
         return loss
-    return loss * to_torch((~case.ignored).astype(case.logits.dtype), loss.device.type)
+    return loss * to_torch(case.unflatten((~case.ignored).astype(case.logits.dtype)), loss.device.type)
+
+
+def classes_in_dim1(t):
+    """(N, T, V) -> (N, V, T): F.cross_entropy and F.nll_loss want the classes in dimension 1
+    for sequence batches (the K-dimensional form), so sequence models call them this way;
+    softmax then runs over a strided dimension, a different kernel from the 2-D one."""
+    return t.transpose(1, -1) if t.dim() == 3 else t
 
 
 def refused(exc: Exception) -> Unsupported | None:
@@ -122,8 +129,9 @@ def loss_and_grad(loss_fn, z, target) -> tuple:
 
 
 def logits(case: Case, device: str):
-    """The case's exact logits as a leaf tensor that autograd differentiates."""
-    return to_torch(case.logits, device).requires_grad_()
+    """The case's exact logits as a leaf tensor that autograd differentiates: (N, V), or
+    (N, T, V) for a 3-D case, as the model produced them."""
+    return to_torch(case.unflatten(case.logits), device).requires_grad_()
 
 
 def cross_entropy_target(case: Case, device: str) -> tuple:
@@ -141,10 +149,12 @@ def cross_entropy_target(case: Case, device: str) -> tuple:
 def cross_entropy_fn(case: Case, device: str) -> tuple:
     """F.cross_entropy(reduction="none"), see `cross_entropy_target` for the labels."""
     F = _torch().nn.functional
-    _, target = cross_entropy_target(case, device)
+    form, target = cross_entropy_target(case, device)
 
     def loss_fn(z, t):
-        return F.cross_entropy(z, t, reduction="none", label_smoothing=case.smoothing, ignore_index=IGNORE_INDEX)
+        t = classes_in_dim1(t) if form == "probabilities" else t
+        return F.cross_entropy(classes_in_dim1(z), t, reduction="none", label_smoothing=case.smoothing,
+                               ignore_index=IGNORE_INDEX)
 
     return loss_fn, target
 
@@ -158,13 +168,13 @@ def log_softmax_nll_fn(case: Case, device: str) -> tuple:
         target = dense_labels(case, device)
 
         def loss_fn(z, y):
-            return keep_rows(case, -(y * F.log_softmax(z, dim=1)).sum(dim=1))
+            return keep_rows(case, -(y * F.log_softmax(z, dim=-1)).sum(dim=-1))
 
     else:
         target = index_target(case, device)
 
         def loss_fn(z, t):
-            return F.nll_loss(F.log_softmax(z, dim=1), t, reduction="none", ignore_index=IGNORE_INDEX)
+            return F.nll_loss(classes_in_dim1(F.log_softmax(z, dim=-1)), t, reduction="none", ignore_index=IGNORE_INDEX)
 
     return loss_fn, target
 
@@ -175,16 +185,16 @@ def softmax_log_fn(case: Case, device: str) -> tuple:
     0 * -inf = NaN on masked classes: expected to break, which is the point."""
     torch = _torch()
     if case.label_kind == "index":
-        target = to_torch(case.target.astype(np.int64), device)
+        target = to_torch(case.unflatten(case.target.astype(np.int64)), device)
 
         def loss_fn(z, t):
-            return keep_rows(case, -torch.log(torch.softmax(z, dim=1).gather(1, t[:, None])).squeeze(1))
+            return keep_rows(case, -torch.log(torch.softmax(z, dim=-1).gather(-1, t[..., None])).squeeze(-1))
 
     else:
         target = dense_labels(case, device)
 
         def loss_fn(z, y):
-            return keep_rows(case, -(y * torch.log(torch.softmax(z, dim=1))).sum(dim=1))
+            return keep_rows(case, -(y * torch.log(torch.softmax(z, dim=-1))).sum(dim=-1))
 
     return loss_fn, target
 
@@ -270,7 +280,9 @@ def _cross_entropy_sum(smoothing: float):
     F = _torch().nn.functional
 
     def cross_entropy_sum(z, target):
-        rows = F.cross_entropy(z, target, reduction="none", label_smoothing=smoothing, ignore_index=IGNORE_INDEX)
+        target = classes_in_dim1(target) if target.is_floating_point() else target
+        rows = F.cross_entropy(classes_in_dim1(z), target, reduction="none", label_smoothing=smoothing,
+                               ignore_index=IGNORE_INDEX)
         return rows, rows.sum()
 
     return cross_entropy_sum

@@ -32,7 +32,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +72,13 @@ class TimingSpec:
     max_time: float = 3.0
 
 
-#: CPU: 2 cores shared, batches of 256-4096 rows take 5 ms to 2 s a call; GPU: sub-ms to
-#: tens of ms, so more repeats fit in less time.
-DEFAULT_TIMING = {"cpu": TimingSpec(), "cuda": TimingSpec(min_repeats=10, max_repeats=200, min_time=0.3, max_time=2.0)}
+#: CPU: batches of 256-4096 rows x 32000 take 20 ms to several seconds a call on 2 cores,
+#: so a pass stops after 1.5 s (a call slower than that gets one timed sample after its
+#: warm-up); GPU: sub-ms to tens of ms, so more repeats fit in less time.
+DEFAULT_TIMING = {
+    "cpu": TimingSpec(min_repeats=3, max_repeats=100, min_time=0.3, max_time=1.5),
+    "cuda": TimingSpec(min_repeats=10, max_repeats=200, min_time=0.3, max_time=2.0),
+}
 
 
 @dataclass(frozen=True)
@@ -110,21 +114,23 @@ class BenchCase:
         float64 normals for the largest GPU batch would take a minute per worker, and the
         time of softmax-CE does not depend on which finite values it reads.
         """
-        return _bench_case(self.dtype, self.n_rows, self.n_classes, self.seed, label_kind)
+        case = _bench_case(self.dtype, self.n_rows, self.n_classes, self.seed)
+        if label_kind == case.label_kind:
+            return case
+        return replace(case, label_kind=label_kind, case_id=case.case_id.replace("/index/", f"/{label_kind}/"))
 
 
-@functools.lru_cache(maxsize=2)
-def _bench_case(dtype: str, n: int, v: int, seed: int, label_kind: str) -> Case:
+@functools.lru_cache(maxsize=1)  # the worker's current batch; one-hot cases share its logits
+def _bench_case(dtype: str, n: int, v: int, seed: int) -> Case:
     rng = np.random.default_rng([seed, n, v])
     block = dtypes.exact(rng.normal(0.0, 3.0, (min(n, BLOCK_ROWS), v)), dtype)
     logits = np.resize(block, (n, v))
     return Case(
-        case_id=f"bench/{dtype}/{n}x{v}/{label_kind}/s{seed}",
+        case_id=f"bench/{dtype}/{n}x{v}/index/s{seed}",
         regime="typical",
         dtype=dtype,
         logits=logits,
         target=rng.integers(0, v, size=n).astype(np.int64),
-        label_kind=label_kind,
         seed=seed,
         source="bench",
     )
@@ -325,12 +331,14 @@ def device_bandwidth(device: str, nbytes: int | None = None) -> tuple[str, float
 # ---------------------------------------------------------------- the parent side
 
 #: Default batches per device (dtype, N, V), smallest first. CPU: float32 only, 256 and 4096
-#: rows of a 32000-class vocabulary (Llama-2's): all 22 CPU adapters finish in about 3-4
-#: minutes on 2 cores (the 4096-row batch is 0.5 GB of logits per call; more dtypes or
-#: shapes multiply that, so they are opt-in with --dtypes/--shapes). GPU: float32 and
-#: bfloat16 up to 8192 x 128256 (Llama-3's vocabulary), and 16384 x 256000 in bfloat16
-#: (8 GB of logits), marked unsupported where it does not fit.
-DEFAULT_SHAPES = {"cpu": ((256, 32000), (4096, 32000)), "cuda": ((4096, 32000), (8192, 128256))}
+#: rows of a 32000-class vocabulary (Llama-2's): the 22 CPU adapters take about 3-4 minutes
+#: on 2 quiet cores, most of it on the 4096-row batch (0.5 GB of logits, up to seconds a
+#: call, capped by DEFAULT_TIMING's 1.5 s per pass); every further dtype or shape adds
+#: about as much again, so they are opt-in with --dtypes/--shapes. GPU: float32 and
+#: bfloat16 at 8192 x 128256 (Llama-3's vocabulary), and 16384 x 256000 in bfloat16
+#: (8 GB of logits), marked unsupported where it does not fit: the sizes where a GPU
+#: kernel's memory traffic, not its launch, sets the time.
+DEFAULT_SHAPES = {"cpu": ((256, 32000), (4096, 32000)), "cuda": ((8192, 128256),)}
 DEFAULT_DTYPES = {"cpu": ("float32",), "cuda": ("float32", "bfloat16")}
 LARGE_16BIT_SHAPE = (16384, 256000)
 
@@ -516,6 +524,7 @@ def bench(
 
     pool = WorkerPool(timeout, runfolder.log_dir(run_dir))
     bar = Progress(len(cases) * len(adapter_list), progress)
+    info["state"] = "complete"
     try:
         for bench_case in cases:
             host_reason = host_memory_reason(bench_case, device)
@@ -529,13 +538,14 @@ def bench(
                     for _, answer in pool.run(bench_case, [adapter], device, task=TASK):
                         emit(adapter, bench_case, answer)
                 bar.step(f"{adapter.id} {bench_case.dtype} {bench_case.n_rows}x{bench_case.n_classes}")
+    except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: keep and write what was measured
+        info["state"] = "interrupted"
     finally:
         bar.close()
         pool.close()
         if journal:
             journal.close()
     df = bench_frame(rows)
-    info["state"] = "complete"
     info["timing"] = {
         "wall_seconds": round(time.perf_counter() - t_start, 3),
         "bandwidth_seconds": round(bandwidth_seconds, 3),

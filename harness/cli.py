@@ -264,7 +264,7 @@ def _bench_parser(sub) -> None:
     bench.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: all available)")
     bench.add_argument("--dtypes", type=_csv, help="comma-separated dtypes (default: float32 on cpu; float32,bfloat16 on cuda)")
     bench.add_argument("--shapes", type=_shapes, help="comma-separated ROWSxCLASSES (default: 256x32000,4096x32000 on cpu; "
-                       "4096x32000,8192x128256 and 16384x256000 in bfloat16 on cuda)")
+                       "8192x128256, and 16384x256000 in bfloat16, on cuda)")
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     bench.add_argument("--seed", type=_seed, default=0, help="seed of the batches (default 0)")
     bench.add_argument("--adapter", dest="plugins", action="append", default=[], metavar="MODULE:FUNCTION[@FRAMEWORK]",

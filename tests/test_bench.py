@@ -160,7 +160,9 @@ def test_default_cases_per_device():
 
 def test_batch_is_exact_in_its_dtype_and_deterministic():
     a = B.BenchCase("bfloat16", 600, 50, seed=3).case()
-    b = B._bench_case.__wrapped__("bfloat16", 600, 50, 3, "index")
+    b = B._bench_case.__wrapped__("bfloat16", 600, 50, 3)
+    onehot = B.BenchCase("bfloat16", 600, 50, seed=3).case("onehot")
+    assert onehot.logits is a.logits and onehot.label_kind == "onehot" and "/onehot/" in onehot.case_id
     assert a.logits.dtype == b.logits.dtype and str(a.logits.dtype) == "bfloat16"
     assert np.array_equal(a.logits.view(np.uint16), b.logits.view(np.uint16)) and np.array_equal(a.target, b.target)
     assert np.isfinite(a.logits.astype(np.float32)).all() and a.target.max() < 50

@@ -4,18 +4,20 @@ A run (an existing run folder, or a fresh deterministic `--quick` run) is boiled
 group per adapter x dtype x regime (`aggregate`; corpus rows by entry, as "corpus:<id>") and
 compared with a committed baseline of the same shape (`baseline`). A group regresses when
 
-- its largest loss or gradient error in ulps exceeds the baseline's x (1 + rtol) + slack;
+- its largest loss or gradient error in ulps exceeds the baseline's x (1 + rtol) + slack,
+  and its largest error over the tolerance grew by as much (the slack counted in units of
+  the dtype's tolerance; see `_grew` for the measurement behind this);
 - it has non-finite results (NaN/inf where the truth is finite) where the baseline had none,
   or more of them, or more error/crash/timeout rows;
 - its worst status got worse by `SEVERITY` (e.g. ok -> inaccurate, rejected -> silent).
 
 The allowance is relative *and* absolute because the same code differs by an ulp or so
 between CPUs (numpy, PyTorch and XLA pick AVX2 or AVX-512 kernels for exp, log and sums at
-run time): rtol = 0.5 and slack = 2 ulps absorb that and still catch a change of a few ulps
-on the 0.5-2 ulp errors of a good implementation. An improvement beyond the same allowance
-is reported as a stale baseline, not a failure. A group in the baseline but not in the run
-(its framework is not installed) is reported as missing, a regression only with `strict`;
-a group new in the run is reported as new.
+run time): rtol = 0.5 and slack = 2 ulps absorb that and still catch a change of a few
+ulps on the 0.5-2 ulp errors of a good implementation (tests/test_check.py plants one).
+An improvement beyond the same allowance is reported as a stale baseline, not a failure.
+A group in the baseline but not in the run (its framework is not installed) is reported as
+missing, a regression only with `strict`; a group new in the run is reported as new.
 
 Worst-case search rows (source "search") are not compared: hypothesis explores differently
 as soon as one output differs by an ulp, so its findings are not a stable quantity. The

@@ -55,11 +55,13 @@ def make(groups: list[dict], meta: dict, options: dict) -> dict:
         "versions": meta.get("versions", {}),
         "adapters": meta.get("adapters", {}),
         "machine": {k: env.get(k) for k in ("cpu", "cpu_count", "platform", "python")},
-        "groups": sorted((_encode(g) for g in groups), key=lambda g: tuple(g[k] for k in KEY)),
+        "groups": sorted((encode(g) for g in groups), key=lambda g: tuple(g[k] for k in KEY)),
     }
 
 
-def _encode(group: dict) -> dict:
+def encode(group: dict) -> dict:
+    """A group as stored: FIELDS only, figures to 4 digits. The gate compares the run's
+    groups in this form too, so an identical rerun is identical even with rtol = slack = 0."""
     out = {}
     for name in FIELDS:
         value = group[name]

@@ -263,7 +263,7 @@ def compare(base: dict, now: pd.DataFrame, now_meta: dict, rtol: float = DEFAULT
     sorted by `VERDICTS`: regression, missing (regression with `strict`), new, improved
     (the baseline is stale), same."""
     old = {tuple(g[k] for k in GROUP): g for g in base["groups"]}
-    cur = {tuple(r[k] for k in GROUP): r for r in now.to_dict("records")}
+    cur = {tuple(r[k] for k in GROUP): baseline_file.encode(r) for r in now.to_dict("records")}
     base_versions, now_versions = base.get("versions", {}), now_meta.get("versions", {})
     in_run = set(now_meta.get("adapters", {})) | set(now["adapter"])
     unavailable = now_meta.get("unavailable_frameworks", {})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .columns import Column
+from .columns import Column, frame
 
 #: Bump when a column changes meaning or disappears.
 BENCH_SCHEMA_VERSION = 1
@@ -63,5 +63,4 @@ BENCH_NAMES: tuple[str, ...] = tuple(c.name for c in BENCH_COLUMNS)
 
 def bench_frame(rows: list[dict]) -> pd.DataFrame:
     """A bench DataFrame with exactly the declared columns, order and dtypes."""
-    df = pd.DataFrame(rows, columns=list(BENCH_NAMES))
-    return df.astype({c.name: c.dtype for c in BENCH_COLUMNS})
+    return frame(rows, BENCH_COLUMNS)

@@ -70,7 +70,8 @@ NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 VOLATILE = ("run_id", "time", "host", "adapter_seconds", "compile_seconds", "reference_seconds")
 
 
-def frame(rows: list[dict]) -> pd.DataFrame:
-    """A results DataFrame with exactly the declared columns, order and dtypes."""
-    df = pd.DataFrame(rows, columns=list(NAMES))
-    return df.astype({c.name: c.dtype for c in COLUMNS})
+def frame(rows: list[dict], declared: tuple[Column, ...] = COLUMNS) -> pd.DataFrame:
+    """A DataFrame with exactly the `declared` columns (the results' by default), in their
+    order and with their dtypes."""
+    df = pd.DataFrame(rows, columns=[c.name for c in declared])
+    return df.astype({c.name: c.dtype for c in declared})

@@ -216,9 +216,9 @@ def accuracy_vs_speed(speed: pd.DataFrame, dtypes: list[str], styles: dict) -> b
     """Throughput (x) against the largest error/tolerance (y), one panel per dtype: bottom right is best."""
     _, plt = _pyplot()
     multi = speed["run"].nunique() > 1
-    shape = speed["shape"].iloc[0]
+    shapes = ", ".join(f"{run} {shape}" for run, shape in speed[["run", "shape"]].drop_duplicates().itertuples(index=False))
     with _style():
-        fig, axes = _dtype_axes(plt, dtypes, f"Accuracy against speed ({shape}, forward+backward): "
+        fig, axes = _dtype_axes(plt, dtypes, f"Accuracy against speed (forward+backward; {shapes}): "
                                              "lower right is accurate and fast")
         for ax, dtype in zip(axes, dtypes):
             t = speed[speed["dtype"].astype(str) == dtype].sort_values(["run", "adapter"])
@@ -227,8 +227,10 @@ def accuracy_vs_speed(speed: pd.DataFrame, dtypes: list[str], styles: dict) -> b
                 y = math.inf if row.nonfinite_cases else row.tol_ratio_max
                 ax.scatter([row.rows_per_second], _ratio_y([y], style), marker=style["marker"], color=style["color"],
                            s=36, edgecolors="black", linewidths=0.4, label=_row_label(row.run, row.adapter, multi))
-                ax.annotate(row.adapter, (row.rows_per_second, _ratio_y([y], style)[0]), xytext=(6, 0), va="center",
-                            textcoords="offset points", fontsize=6.5, color="#424242")
+                if len(t) <= 8:  # beyond that the labels overlap; the legend names every point
+                    ax.annotate(f"{row.run}: {row.adapter}" if multi else row.adapter,
+                                (row.rows_per_second, _ratio_y([y], style)[0]), xytext=(6, 0), va="center",
+                                textcoords="offset points", fontsize=6.5, color="#424242")
             ax.set_xscale("log")
             if len(t):  # room around the points (and for their labels), at least one decade wide
                 lo, hi = float(t["rows_per_second"].min()), float(t["rows_per_second"].max())

@@ -424,21 +424,26 @@ def speed_shape(tp: pd.DataFrame) -> tuple[int, int] | None:
 
 
 def speed_vs_accuracy(acc: pd.DataFrame, tp: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Per run x adapter x dtype: rows/s (forward_backward, at `speed_shape`) beside the accuracy cell."""
+    """Per run x adapter x dtype: rows/s (forward_backward, at the run's own `speed_shape`: a
+    CPU run and a GPU run time different batches) beside the accuracy cell."""
     if tp is None:
         return None
-    shape = speed_shape(tp)
-    if shape is None:
+    parts = []
+    for _, timed in tp.groupby("run", sort=True):
+        shape = speed_shape(timed)
+        if shape is not None:
+            parts.append(timed[(timed["status"] == "ok") & (timed["pass"] == "forward_backward")
+                               & (timed["n_rows"] == shape[0]) & (timed["n_classes"] == shape[1])]
+                         .assign(shape=f"{shape[0]}x{shape[1]}"))
+    if not parts:
         return None
-    sel = tp[(tp["status"] == "ok") & (tp["pass"] == "forward_backward")
-             & (tp["n_rows"] == shape[0]) & (tp["n_classes"] == shape[1])]
-    speed = sel.groupby(["run", "adapter", "dtype"], observed=True, sort=True)[["rows_per_second", "median_ms"]].median().reset_index()
+    sel = pd.concat(parts)
+    speed = sel.groupby(["run", "adapter", "dtype", "shape"], observed=True, sort=True)[["rows_per_second", "median_ms"]].median().reset_index()
     speed["dtype"] = speed["dtype"].astype(str)
     a = acc.assign(dtype=acc["dtype"].astype(str))
     out = speed.merge(a[["run", "adapter", "dtype", "status", "tol_ratio_max", "nonfinite_cases", *ACCURACY_FAILURES]],
                       on=["run", "adapter", "dtype"], how="inner")
     out["failing_cases"] = out[list(ACCURACY_FAILURES)].sum(axis=1)
-    out["shape"] = f"{shape[0]}x{shape[1]}"
     return out.drop(columns=list(ACCURACY_FAILURES))
 
 

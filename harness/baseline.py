@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from . import columns
+from . import columns, jsonfile
 from .errors import UsageError
 from .runfolder import write_atomic
 from .tolerances import STATUSES
@@ -110,25 +110,12 @@ def write(path: str | Path, baseline: dict) -> None:
         raise UsageError(f"cannot write baseline {path}: {exc.strerror or exc}") from None
 
 
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not JSON")
-
-
 def load(path: str | Path) -> dict:
     """Read and validate a baseline; UsageError (one line) if missing, corrupt or incompatible."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"baseline {path} does not exist (make one: cestab check --baseline {path} --quick --update-baseline)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"baseline {path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        data = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"baseline {path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except ValueError as exc:
-        raise UsageError(f"baseline {path}: not valid JSON: {exc}") from None
+    if not path.exists():
+        raise UsageError(f"baseline {path} does not exist (make one: cestab check --baseline {path} --quick --update-baseline)")
+    data = jsonfile.read(path, "baseline")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UsageError(f"baseline {path}: not a cestab baseline (no \"format\": \"{FORMAT}\")")
     for field, mine in (("format_version", FORMAT_VERSION), ("schema_version", columns.SCHEMA_VERSION)):

@@ -6,7 +6,7 @@ what went wrong there, and the input that triggered it, rebuilt small and exact.
 in one framework is a question for all the others, so every entry becomes a `Case` that
 every adapter runs.
 
-The file is JSON, read with `json.load` and validated field by field; anything malformed
+The file is JSON, read with `jsonfile.read` and validated field by field; anything malformed
 is a `UsageError` with one line naming the entry and the problem. Logits are written either
 literally (`rows`) or as a compact recipe the loader expands (`shape` + `fill` or a seeded
 `uniform` draw, then `set` overrides), so a report with 2000 classes stays a few lines.
@@ -18,7 +18,6 @@ where anything was rounded.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import dtypes as dt  # `dtypes` is the argument name of `cases`
+from . import jsonfile
 from .cases import LABEL_KINDS, Case
 from .errors import UsageError
 from .tolerances import STATUSES
@@ -94,18 +94,7 @@ class _Problem(Exception):
 def load(path=None) -> list[Entry]:
     """Every entry of the corpus file (default: the one shipped with cestab), validated."""
     path = Path(path) if path is not None else DEFAULT_PATH
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"corpus {path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"corpus {path}: not valid JSON: not UTF-8 text") from None
-    try:
-        raw = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"corpus {path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-    except _Problem as exc:
-        raise UsageError(f"corpus {path}: {exc}") from None
+    raw = jsonfile.read(path, "corpus", 'write non-finite values as the strings "inf", "-inf", "nan"')
     if not isinstance(raw, list):
         raise UsageError(f"corpus {path}: expected a JSON list of entries, got {type(raw).__name__}")
     entries: list[Entry] = []
@@ -141,10 +130,6 @@ def cases(dtypes=None, path=None) -> list[Case]:
 
 
 # --- validation ----------------------------------------------------------------------------
-
-
-def _refuse_constant(token: str):
-    raise _Problem(f"bare {token} is not JSON; write non-finite values as the strings \"inf\", \"-inf\", \"nan\"")
 
 
 def _entry(item) -> Entry:

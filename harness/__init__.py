@@ -9,12 +9,12 @@ Importing this package imports no framework (torch, jax, tensorflow, scipy): ada
 load their framework only when they run.
 """
 
-from .adapters import Adapter, Output, all_adapters, register
-from .cases import Case
-from .errors import UsageError
-from .reference import loss_and_grad as reference_loss_and_grad
-from .runner import run
-from .summary import summarize
+from harness.adapters import Adapter, Output, all_adapters, register
+from harness.numerics.cases import Case
+from harness.errors import UsageError
+from harness.numerics.reference import loss_and_grad as reference_loss_and_grad
+from harness.run.runner import run
+from harness.run.summary import summarize
 
 __all__ = [
     "Adapter",

@@ -10,11 +10,11 @@ import argparse
 import shlex
 import sys
 
-from . import adapters as registry
-from . import regimes as regime_table
-from .cases import LABEL_KINDS
-from .dtypes import DTYPE_NAMES
-from .errors import UsageError
+from harness.adapters import registry
+from harness.inputs import regimes as regime_table
+from harness.numerics.cases import LABEL_KINDS
+from harness.numerics.dtypes import DTYPE_NAMES
+from harness.errors import UsageError
 
 EXIT_USAGE = 2
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", choices=("none", "quick", "standard", "deep"), default="quick",
                      help="worst-case search per adapter x dtype (default quick; none to skip)")
     run.add_argument("--no-corpus", dest="corpus", action="store_false",
-                     help="leave out the corpus of public bug reports (harness/corpus.json)")
+                     help="leave out the corpus of public bug reports (harness/inputs/corpus.json)")
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run folder with its own options")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from .runner import run
-    from .summary import format_summary, format_timing, summarize
+    from harness.run.runner import run
+    from harness.run.summary import format_summary, format_timing, summarize
 
     df = run(
         adapters=args.adapters,
@@ -173,7 +173,7 @@ def cmd_list(args) -> int:
     for adapter in sorted(registry.all_adapters().values(), key=lambda a: a.id):
         devices = [d if d == "cpu" or gpu else f"{d}(no GPU)" for d in adapter.devices]
         rows.append(
-            (adapter.id, f"{adapter.framework} {adapter.version()}", ",".join(adapter.dtypes),
+            (adapter.id, f"{adapter.framework} {registry.framework_version(adapter.framework)}", ",".join(adapter.dtypes),
              ",".join(adapter.label_kinds) + ("+ignore" if adapter.supports_ignore else ""), ",".join(devices))
         )
     for framework, reason in registry.unavailable().items():
@@ -186,8 +186,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_probe(args) -> int:
-    from .probe import batch
-    from .runner import run
+    from harness.inputs.probe import batch
+    from harness.run.runner import run
 
     case = batch(args.logits, args.labels, args.dtype)
     df = run(adapters=args.adapters, cases=[case], timeout=args.timeout)
@@ -196,8 +196,8 @@ def cmd_probe(args) -> int:
 
 
 def cmd_repro(args) -> int:
-    from . import replay
-    from .runner import run
+    from harness.inputs import replay
+    from harness.run.runner import run
 
     case, info = replay.load(args.path)
     adapters = args.adapters or ([info["adapter"]] if "adapter" in info else None)
@@ -219,7 +219,7 @@ def _print_errors(case, df) -> None:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
+    from harness.report.write import write_report
 
     written = write_report(args.run_dirs, args.out, command=shlex.join(["cestab", *sys.argv[1:]]))
     print(f"report: {written['stability.md']} and {written['stability.html']}")
@@ -230,7 +230,8 @@ COMMANDS = {"run": cmd_run, "probe": cmd_probe, "repro": cmd_repro, "list": cmd_
 
 
 def cmd_check(args) -> int:
-    from . import check, checkreport
+    from harness.gate import check
+    from harness.gate import checkreport
 
     gate = check.gate(
         args.baseline,
@@ -287,7 +288,9 @@ _seconds = _number(float, lambda v: v > 0, "time must be positive seconds")
 def cmd_bench(args) -> int:
     from dataclasses import replace
 
-    from .bench import DEFAULT_TIMING, bench, format_compare
+    from harness.bench.measure import DEFAULT_TIMING
+    from harness.bench.runner import bench
+    from harness.bench.table import format_compare
 
     timing = DEFAULT_TIMING.get(args.device)
     if timing is not None:

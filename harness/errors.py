@@ -7,3 +7,10 @@ and keeps its traceback.
 
 class UsageError(ValueError):
     """Bad input from the user: unknown adapter/dtype/regime, bad option value, unwritable path."""
+
+
+def first_line(text) -> str:
+    """The first line of a message (an exception's, usually), at most 500 characters: rows,
+    tables and terminals get one line, never a traceback."""
+    lines = str(text).strip().splitlines()
+    return (lines[0] if lines else "")[:500]

@@ -26,8 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from harness.adapters import Adapter, Output, Prepared, Unsupported, first_line, register
-from harness.cases import Case
+from harness.adapters import Adapter, Framework, Output, Prepared, Unsupported, first_line, register, register_framework
+from harness.numerics.cases import Case
 
 DENSE_KINDS = ("onehot", "soft", "smoothing")
 
@@ -238,21 +238,41 @@ _register(
 _register("log_softmax_gather", log_softmax_gather, False, "jax.nn.log_softmax + take_along_axis, loss * mask for ignored rows")
 
 
-def warm_up() -> None:
-    """Import jax (x64 on) and optax when a worker starts: start-up, not adapter time."""
-    _jax()
-    try:
-        _optax()
-    except Unsupported:
-        pass
+class Jax(Framework):
+    """JAX's glue: x64 enabled before any array exists (float64 cases), optax imported
+    with it, `block_until_ready` as the sync, user functions through `jax.value_and_grad`."""
+
+    name = "jax"
+    package = "jax"
+
+    def warm_up(self) -> None:
+        _jax()
+        try:
+            _optax()
+        except Unsupported:
+            pass
+
+    def to_native(self, a: np.ndarray, device: str):
+        return _jax().device_put(a, jax_device(device))
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.array(x, copy=True)
+
+    def sync(self, x):
+        return _jax().block_until_ready(x)
+
+    def wrap_function(self, fn, adapter_id: str) -> Adapter:
+        """`fn(logits, labels) -> per-row loss` gets the exact logits and int32 class
+        indices; jax.value_and_grad of the summed loss gives the gradient, run eagerly (wrap
+        `fn` in jax.jit yourself to test jit)."""
+        return _user_function(fn, adapter_id)
 
 
-def from_function(fn, adapter_id: str) -> Adapter:
-    """An adapter around a user's `fn(logits, labels) -> per-row loss` written in JAX.
+FRAMEWORK = register_framework(Jax())
 
-    `fn` gets the exact logits and int32 class indices; jax.value_and_grad of the summed
-    loss gives the gradient, run eagerly (wrap `fn` in jax.jit yourself to test jit).
-    """
+
+def _user_function(fn, adapter_id: str) -> Adapter:
+    """See `Jax.wrap_function`."""
 
     def per_row(logits, labels, keep):
         return fn(logits, labels)

@@ -24,8 +24,8 @@ from __future__ import annotations
 import functools
 from dataclasses import replace
 
-from harness.adapters import Adapter, Output, Prepared, Unsupported, register
-from harness.cases import Case
+from harness.adapters import Adapter, Framework, Output, Prepared, Unsupported, register, register_framework
+from harness.numerics.cases import Case
 from implementations import torch_impl
 
 
@@ -72,6 +72,18 @@ register(
 )
 
 
-def warm_up() -> None:
-    """Import torch when the worker starts (liger itself loads on first use: Triton needs a GPU)."""
-    torch_impl.warm_up()
+class Liger(torch_impl.Torch):
+    """Liger-Kernel's glue: torch's, but the package it needs is liger_kernel; the worker
+    imports torch at start (liger itself loads on first use: Triton needs a GPU)."""
+
+    name = "liger"
+    package = "liger_kernel"
+
+    def warm_up(self) -> None:
+        torch_impl.FRAMEWORK.warm_up()
+
+    def wrap_function(self, fn, adapter_id: str) -> Adapter:
+        return Framework.wrap_function(self, fn, adapter_id)
+
+
+FRAMEWORK = register_framework(Liger())

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.adapters import Adapter, Output, Prepared, register
-from harness.cases import Case
+from harness.adapters import Adapter, Framework, Output, Prepared, register, register_framework
+from harness.numerics.cases import Case
+
+
+class Numpy(Framework):
+    """numpy's glue: the defaults (exact copies, nothing to sync, no autodiff, so no plain
+    user functions)."""
+
+    name = "numpy"
+    package = "numpy"
+
+
+FRAMEWORK = register_framework(Numpy())
 
 
 def labels_in(case: Case, dtype) -> np.ndarray:

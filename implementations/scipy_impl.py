@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.adapters import Adapter, Output, register
-from harness.cases import Case
+from harness.adapters import Adapter, Framework, Output, register, register_framework
+from harness.numerics.cases import Case
 from implementations.numpy_impl import drop_ignored, preparer
+
+
+class Scipy(Framework):
+    """scipy's glue: numpy's defaults; the package it needs is scipy."""
+
+    name = "scipy"
+    package = "scipy"
+
+
+FRAMEWORK = register_framework(Scipy())
 
 
 def log_softmax_math(z: np.ndarray, y: np.ndarray, with_grad: bool = True):

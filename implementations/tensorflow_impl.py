@@ -20,15 +20,14 @@ The gradient is TF's own autodiff (`tf.GradientTape`) of the sum of per-row loss
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import time
 
 import numpy as np
 
-from harness.adapters import Adapter, Output, Prepared, Unsupported, first_line, register
-from harness.cases import Case
+from harness.adapters import Adapter, Framework, Output, Prepared, register, register_framework
+from harness.numerics.cases import Case
 
 DENSE_KINDS = ("onehot", "soft", "smoothing")
 
@@ -61,17 +60,43 @@ def frameworks():
     return tf, keras
 
 
-@contextlib.contextmanager
+class Tensorflow(Framework):
+    """TensorFlow's (and Keras's: one runtime, one worker) glue: quiet logs and the TF
+    backend set before import, "no kernel for this dtype" errors as refusals, user
+    functions through a GradientTape."""
+
+    name = "tensorflow"
+    package = "tensorflow"
+    refusals = REFUSALS
+
+    def refusal_types(self):
+        tf, _ = frameworks()
+        return (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, TypeError)
+
+    def warm_up(self) -> None:
+        frameworks()
+
+    def to_native(self, a: np.ndarray, device: str):
+        return frameworks()[0].constant(a)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.array(x.numpy(), copy=True)
+
+    def sync(self, x):
+        return materialize(x)
+
+    def wrap_function(self, fn, adapter_id: str) -> Adapter:
+        """`fn(logits, labels) -> per-row loss` gets the exact logits and int64 class
+        indices as tf tensors; a GradientTape of the summed loss gives the gradient."""
+        return _user_function(fn, adapter_id)
+
+
+FRAMEWORK = register_framework(Tensorflow())
+
+
 def refusals_as_unsupported():
     """Turn TensorFlow's "no kernel for this dtype" errors into `Unsupported` (first line)."""
-    tf, _ = frameworks()
-    try:
-        yield
-    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, TypeError) as exc:
-        text = getattr(exc, "message", str(exc))
-        if not any(phrase in text for phrase in REFUSALS):
-            raise
-        raise Unsupported(first_line(text)) from exc
+    return FRAMEWORK.refusals_as_unsupported()
 
 
 def logits_tensor(case: Case):
@@ -341,17 +366,8 @@ register(
 )
 
 
-def warm_up() -> None:
-    """Import TensorFlow and Keras when a worker starts: start-up, not adapter time."""
-    frameworks()
-
-
-def from_function(fn, adapter_id: str) -> Adapter:
-    """An adapter around a user's `fn(logits, labels) -> per-row loss` written in TensorFlow.
-
-    `fn` gets the exact logits and int64 class indices as tf tensors; a GradientTape of the
-    summed loss gives the gradient.
-    """
+def _user_function(fn, adapter_id: str) -> Adapter:
+    """See `Tensorflow.wrap_function`."""
 
     def compute(case: Case, device: str) -> Output:
         with refusals_as_unsupported():

@@ -15,7 +15,6 @@ poisons the gradient with NaN (0 * NaN): that is a finding, not something to fix
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 import types
@@ -23,8 +22,8 @@ import types
 import ml_dtypes
 import numpy as np
 
-from harness.adapters import Adapter, Output, Prepared, Unsupported, first_line, register
-from harness.cases import Case
+from harness.adapters import Adapter, Framework, Output, Prepared, Unsupported, first_line, register, register_framework
+from harness.numerics.cases import Case
 
 IGNORE_INDEX = -100  # torch's default ignore_index
 DENSE_KINDS = ("onehot", "soft")
@@ -32,6 +31,43 @@ DEVICES = ("cpu", "cuda")
 
 #: Phrases of torch's refusals ("... not implemented for 'Half'", "... not supported ...").
 REFUSALS = ("not implemented for", "not supported")
+
+
+class Torch(Framework):
+    """PyTorch's glue: bfloat16 through its bits, CUDA synchronisation, refusals by phrase
+    ("... not implemented for 'Half'"), user functions differentiated by autograd."""
+
+    name = "torch"
+    package = "torch"
+    refusals = REFUSALS
+
+    def refusal_types(self):
+        return (RuntimeError,)  # NotImplementedError and dynamo's errors are RuntimeErrors
+
+    def warm_up(self) -> None:
+        _torch()
+
+    def to_native(self, a: np.ndarray, device: str):
+        return to_torch(a, device)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return to_numpy(x)
+
+    def sync(self, x):
+        torch = _torch()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        return x
+
+    def wrap_function(self, fn, adapter_id: str) -> Adapter:
+        """`fn(logits, target) -> per-row loss` gets the exact logits (a leaf tensor of the
+        tested dtype on the device) and int64 class indices; torch's autograd of the summed
+        loss gives the gradient. The kernel author's entry point:
+        `cestab run --adapter mypkg.mymodule:my_loss`."""
+        return _user_function(fn, adapter_id)
+
+
+FRAMEWORK = register_framework(Torch())
 
 
 @functools.cache
@@ -99,25 +135,9 @@ def classes_in_dim1(t):
     return t.transpose(1, -1) if t.dim() == 3 else t
 
 
-def refused(exc: Exception) -> Unsupported | None:
-    """torch's refusal of a dtype/device combination as `Unsupported` (its own words), or
-    None when `exc` is some other failure, which must stay an error."""
-    for line in str(exc).splitlines():
-        if any(phrase in line for phrase in REFUSALS):
-            return Unsupported(line.strip())
-    return None
-
-
-@contextlib.contextmanager
 def torch_refusals():
     """Turn torch's refusal of a combination into `Unsupported`; other errors pass."""
-    try:
-        yield
-    except RuntimeError as exc:  # NotImplementedError and dynamo's errors are RuntimeErrors
-        unsupported = refused(exc)
-        if unsupported is None:
-            raise
-        raise unsupported from exc
+    return FRAMEWORK.refusals_as_unsupported()
 
 
 def loss_and_grad(loss_fn, z, target) -> tuple:
@@ -415,18 +435,8 @@ register(
 )
 
 
-def warm_up() -> None:
-    """Import torch when a worker starts, so the import counts as start-up, not adapter time."""
-    _torch()
-
-
-def from_function(fn, adapter_id: str) -> Adapter:
-    """An adapter around a user's `fn(logits, target) -> per-row loss` written in torch.
-
-    `fn` gets the exact logits (a leaf tensor of the tested dtype on the device) and int64
-    class indices; torch's autograd of the summed loss gives the gradient. This is the
-    kernel author's entry point: `cestab run --adapter mypkg.mymodule:my_loss`.
-    """
+def _user_function(fn, adapter_id: str) -> Adapter:
+    """See `Torch.wrap_function`."""
 
     def build(case: Case, device: str) -> tuple:
         return fn, to_torch(case.target.astype(np.int64), device)

@@ -77,7 +77,7 @@ DEVICE=$DEVICE CHECK_SHAPE=$CHECK_SHAPE OUT=$OUT timeout $(( $(left) > 80 ? 45 :
 F.cross_entropy's forward, interleaved in rounds, samples pooled."""
 import json, os, statistics
 import torch
-import harness.bench as B
+import harness.bench.measure as B
 from harness.adapters import get
 from torch.utils.benchmark import Timer
 

@@ -9,7 +9,9 @@ a plain float32 implementation on the largest default CPU batch (4096 x 32000).
 import numpy as np
 import pytest
 
-from harness import metrics, reference, regimes
+from harness.numerics import metrics
+from harness.numerics import reference
+from harness.inputs import regimes
 from implementations import numpy_impl
 
 SHAPE = (4096, 32000)

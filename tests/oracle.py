@@ -1,6 +1,6 @@
 """An independent oracle for the reference: mpmath at 50 significant digits, row by row.
 
-It shares no code with `harness.reference`: in arbitrary precision, for each class j,
+It shares no code with `harness.numerics.reference`: in arbitrary precision, for each class j,
 R_j = sum_{k != j} exp(z_k - z_j), -log p_j = log1p(R_j) and p_j = 1 / (1 + R_j).
 Slow (microseconds per exp), so it is for small cases and single large rows.
 """

@@ -11,7 +11,7 @@ with a baseline of the honest `numpy.stable` through `--compare-as ID=numpy.stab
 
 import numpy as np
 
-from harness import dtypes
+from harness.numerics import dtypes
 from harness.adapters import Adapter, Output
 from implementations.numpy_impl import stable
 

@@ -4,11 +4,11 @@ and must still give p - y per row; plain functions get rows."""
 import numpy as np
 import pytest
 
-from harness import adapters as registry
-from harness import replay
-from harness.regimes import make_case
-from harness.runner import rows_for_case
-from harness.workers import InProcess, call_adapter
+from harness.adapters import registry
+from harness.inputs import replay
+from harness.inputs.regimes import make_case
+from harness.run.runner import rows_for_case
+from harness.adapters.workers import InProcess, call_adapter
 
 
 def _rows(case):
@@ -68,7 +68,7 @@ def test_plain_functions_get_rows(tmp_path):
 
 
 def test_3d_case_ids_replay_and_case_files_keep_the_batch_shape(tmp_path):
-    from harness import casefile
+    from harness.store import casefile
 
     case, _ = replay.load("near_ties/bfloat16/2x4x257/soft/s0")
     assert case.batch_shape == (2, 4) and case.shape == (8, 257)

@@ -12,12 +12,12 @@ import pytest
 import crashy_adapters  # noqa: F401  (registers crashtest.*: no timing hook)
 import crashy_bench_adapters  # noqa: F401  (registers crashtest.bench_*)
 import harness
-from harness import bench as B
+from harness.bench import bandwidth, measure, runner, table
 from harness import cli
 from harness.adapters import get
-from harness.bench_columns import BENCH_NAMES, BENCH_STATUSES, bench_frame
+from harness.bench.table import BENCH_NAMES, BENCH_STATUSES, bench_frame
 
-QUICK = B.TimingSpec(min_repeats=3, max_repeats=20, min_time=0.02, max_time=0.2)
+QUICK = measure.TimingSpec(min_repeats=3, max_repeats=20, min_time=0.02, max_time=0.2)
 
 #: The columns the report reads (the brief's contract with it).
 REQUIRED = (
@@ -30,7 +30,7 @@ REQUIRED = (
 @pytest.fixture(scope="module")
 def crashy_bench(tmp_path_factory):
     ids = ["numpy.stable", "crashtest.bench_segfault", "crashtest.bench_hang", "scipy.log_softmax", "crashtest.segfault"]
-    return B.bench(adapters=ids, shapes=[(64, 500)], out_dir=tmp_path_factory.mktemp("runs"), timing=QUICK,
+    return runner.bench(adapters=ids, shapes=[(64, 500)], out_dir=tmp_path_factory.mktemp("runs"), timing=QUICK,
                          timeout=5.0, bandwidth_bytes=1 << 24)
 
 
@@ -51,7 +51,7 @@ def test_harness_median_agrees_with_torch_timer():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # Timer's default; one thread is also far less noisy here
     try:
-        bench_case = B.BenchCase("float32", 512, 8192, timing=B.TimingSpec(5, 100, 0.1, 0.5))
+        bench_case = measure.BenchCase("float32", 512, 8192, timing=measure.TimingSpec(5, 100, 0.1, 0.5))
         case = bench_case.case()
         prepared = get("torch.cross_entropy").prepare(case, "cpu")
         z = torch.from_numpy(case.logits.copy()).requires_grad_()
@@ -61,7 +61,7 @@ def test_harness_median_agrees_with_torch_timer():
             globals={"F": torch.nn.functional, "z": z, "t": t},
         )
         def harness_samples():
-            return list(B.measure_pass(prepared, "forward", bench_case.timing).samples)
+            return list(measure.measure_pass(prepared, "forward", bench_case.timing).samples)
 
         def timer_samples():
             m = timer.blocked_autorange(min_run_time=0.1)
@@ -83,16 +83,16 @@ def test_harness_median_agrees_with_torch_timer():
 
 
 def test_cpu_copy_bandwidth_is_plausible():
-    gbps = B.cpu_copy_bandwidth(1 << 25, repeats=3)
+    gbps = bandwidth.cpu_copy_bandwidth(1 << 25, repeats=3)
     assert 0.2 < gbps < 1000  # a CPU core copies between a few hundred MB/s and a few hundred GB/s
 
 
 def test_bandwidth_arithmetic_for_a_known_measurement():
-    bench_case = B.BenchCase("bfloat16", 1000, 2000)
-    m = B.Measurement("forward_backward", (0.002, 0.004, 0.003), 0.5, 0.0, 10**9, 10**8, "rss")
+    bench_case = measure.BenchCase("bfloat16", 1000, 2000)
+    m = measure.Measurement("forward_backward", (0.002, 0.004, 0.003), 0.5, 0.0, 10**9, 10**8, "rss")
     common = dict(run_id="r", time="t", host="h", device="cpu", device_name="x", device_gbps=2.0)
-    (fwd,) = [r for r in B.rows_for(get("numpy.stable"), bench_case, [B.PassResult("forward", "ok", measurement=m)], common)]
-    (row,) = B.rows_for(get("numpy.stable"), bench_case, [B.PassResult("forward_backward", "ok", measurement=m)], common)
+    (fwd,) = [r for r in runner.rows_for(get("numpy.stable"), bench_case, [measure.PassResult("forward", "ok", measurement=m)], common)]
+    (row,) = runner.rows_for(get("numpy.stable"), bench_case, [measure.PassResult("forward_backward", "ok", measurement=m)], common)
     assert fwd["min_bytes"] == 1000 * 2000 * 2
     assert row["min_bytes"] == 2 * 1000 * 2000 * 2  # read logits once, write the gradient once
     assert row["median_ms"] == pytest.approx(3.0)
@@ -138,14 +138,14 @@ def test_run_folder_holds_both_formats_and_run_json(crashy_bench):
     assert len(parquet) == len(csv) == len(crashy_bench)
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["kind"] == "bench" and meta["state"] == "complete" and meta["device_gbps"] > 0
-    assert not (run_dir / B.JOURNAL).exists()
+    assert not (run_dir / runner.JOURNAL).exists()
 
 
 def test_bench_joins_an_accuracy_run_folder(tmp_path):
     acc = harness.run(adapters=["numpy.stable"], dtypes=["float32"], regimes_=["typical"], shapes=[(4, 10)],
                       label_kinds=["index"], corpus=False, out_dir=tmp_path)
     run_dir = Path(acc.attrs["run_dir"])
-    df = B.bench(adapters=["numpy.stable"], shapes=[(32, 100)], run_dir=run_dir, timing=QUICK, bandwidth_bytes=1 << 24)
+    df = runner.bench(adapters=["numpy.stable"], shapes=[(32, 100)], run_dir=run_dir, timing=QUICK, bandwidth_bytes=1 << 24)
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["state"] == "complete" and meta["bench"]["state"] == "complete"  # the accuracy run's meta is kept
     assert set(df["run_id"]) == set(acc["run_id"])
@@ -154,22 +154,22 @@ def test_bench_joins_an_accuracy_run_folder(tmp_path):
 
 
 def test_time_budget_marks_the_rest_skipped():
-    df = B.bench(adapters=["numpy.stable"], shapes=[(8, 10)], time_budget=1e-9, timing=QUICK, bandwidth_bytes=1 << 20)
+    df = runner.bench(adapters=["numpy.stable"], shapes=[(8, 10)], time_budget=1e-9, timing=QUICK, bandwidth_bytes=1 << 20)
     assert (df["status"] == "skipped").all() and df["median_ms"].isna().all()
 
 
 def test_default_cases_per_device():
-    cpu = B.bench_cases("cpu")
+    cpu = runner.bench_cases("cpu")
     assert [(c.dtype, c.n_rows, c.n_classes) for c in cpu] == [("float32", 256, 32000), ("float32", 4096, 32000)]
-    cuda = {(c.dtype, c.n_rows, c.n_classes) for c in B.bench_cases("cuda")}
+    cuda = {(c.dtype, c.n_rows, c.n_classes) for c in runner.bench_cases("cuda")}
     assert ("bfloat16", 16384, 256000) in cuda and ("float32", 16384, 256000) not in cuda
     assert ("float32", 8192, 128256) in cuda
 
 
 def test_batch_is_exact_in_its_dtype_and_deterministic():
-    a = B.BenchCase("bfloat16", 600, 50, seed=3).case()
-    b = B._bench_case.__wrapped__("bfloat16", 600, 50, 3)
-    onehot = B.BenchCase("bfloat16", 600, 50, seed=3).case("onehot")
+    a = measure.BenchCase("bfloat16", 600, 50, seed=3).case()
+    b = measure._bench_case.__wrapped__("bfloat16", 600, 50, 3)
+    onehot = measure.BenchCase("bfloat16", 600, 50, seed=3).case("onehot")
     assert onehot.logits is a.logits and onehot.label_kind == "onehot" and "/onehot/" in onehot.case_id
     assert a.logits.dtype == b.logits.dtype and str(a.logits.dtype) == "bfloat16"
     assert np.array_equal(a.logits.view(np.uint16), b.logits.view(np.uint16)) and np.array_equal(a.target, b.target)
@@ -201,5 +201,5 @@ def test_cli_prints_a_compare_table(tmp_path, capsys):
     run_dir = Path(capsys.readouterr().out.strip().split("bench: ")[-1])
     df = pd.read_parquet(run_dir / "bench.parquet")
     assert (df["status"] == "ok").all() and set(df["pass"]) == {"forward", "forward_backward"}
-    table = B.format_compare(df)
+    table = table.format_compare(df)
     assert "numpy.naive" in table and "float32 16x64" in table and "GB/s" in table

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 
 import harness
-from harness import baseline as baseline_file
-from harness import check, checkreport, columns
+from harness.gate import baseline as baseline_file
+from harness.gate import check
+from harness.gate import checkreport
+from harness.store import columns
 from harness.cli import main
-from harness.tolerances import STATUSES
+from harness.numerics.tolerances import STATUSES
 
 TESTS = Path(__file__).parent
 REGIMES = ["typical", "near_ties", "large_offset"]
@@ -235,7 +237,7 @@ def test_corpus_rows_group_by_entry_and_search_rows_are_left_out():
     df = harness.run(adapters=["numpy.stable"], dtypes=["float64"], regimes_=["typical"], shapes=[(4, 3)],
                      label_kinds=["index"], isolate=False, corpus=True)
     corpus_ids = {c.split("/")[1] for c in df.loc[df["source"] == "corpus", "case_id"]}
-    assert corpus_ids  # the float64 entries of harness/corpus.json
+    assert corpus_ids  # the float64 entries of harness/inputs/corpus.json
     df.loc[df.index[0], "source"] = "search"  # a search row never reaches a group
     groups = check.aggregate(df)
     assert set(groups["regime"]) == {f"corpus:{i}" for i in corpus_ids}

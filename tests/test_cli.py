@@ -67,13 +67,17 @@ def test_list_names_a_missing_framework_and_keeps_the_others():
     code = (
         "import sys\n"
         "from harness import adapters, cli\n"
-        "adapters.IMPLEMENTATION_MODULES['nosuchfw'] = ('implementations.nosuchfw_impl', 'nosuchfw')\n"
+        "class NoSuch(adapters.Framework):\n"
+        "    name, package = 'nosuchfw', 'nosuchfw'\n"
+        "adapters.register_framework(NoSuch())\n"
+        "adapters.register(adapters.Adapter('nosuchfw.ce', 'nosuchfw', print))\n"
         "sys.exit(cli.main(['list']))\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "nosuchfw.*" in p.stdout and "nosuchfw is not installed (pip install 'cestab[nosuchfw]')" in p.stdout
     assert "numpy.stable" in p.stdout and "torch.cross_entropy" in p.stdout
+    assert "nosuchfw.ce" not in p.stdout  # its adapters are gone with it
 
 
 def test_list_shows_versions_dtypes_labels_and_devices():

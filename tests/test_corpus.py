@@ -10,7 +10,11 @@ import re
 import numpy as np
 import pytest
 
-from harness import adapters, corpus, dtypes, metrics, reference
+from harness import adapters
+from harness.inputs import corpus
+from harness.numerics import dtypes
+from harness.numerics import metrics
+from harness.numerics import reference
 from harness.adapters import Unsupported
 from harness.errors import UsageError
 

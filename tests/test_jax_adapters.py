@@ -12,8 +12,13 @@ import pytest
 pytest.importorskip("jax")
 pytest.importorskip("optax")
 
-from harness import adapters, dtypes, metrics, reference, regimes  # noqa: E402
-from harness.cases import Case  # noqa: E402
+from harness.adapters import registry
+from harness import adapters
+from harness.numerics import dtypes
+from harness.numerics import metrics
+from harness.numerics import reference
+from harness.inputs import regimes  # noqa: E402
+from harness.numerics.cases import Case  # noqa: E402
 from implementations import jax_impl  # noqa: E402
 
 DENSE = ["jax.optax.softmax_cross_entropy", "jax.optax.safe_softmax_cross_entropy"]
@@ -48,7 +53,7 @@ def test_registry_declares_every_jax_adapter():
     assert {a for a in found if a.startswith("jax.")} == set(ALL)
     for adapter_id in ALL:
         a = found[adapter_id]
-        assert a.framework == "jax" and a.version() != "unknown"
+        assert a.framework == "jax" and registry.framework_version(a.framework) != "unknown"
         assert set(a.dtypes) == set(dtypes.DTYPE_NAMES) and a.devices == ("cpu", "cuda")
         assert a.label_kinds == (("index",) if adapter_id.removesuffix(".jit") in INDEX else jax_impl.DENSE_KINDS)
         assert a.supports_ignore
@@ -97,7 +102,8 @@ def test_float64_is_float64_inside_jax():
 X64_OFF_PROBE = """
 import json, sys
 import numpy as np
-from harness import adapters, regimes
+from harness import adapters
+from harness.inputs import regimes
 from implementations import jax_impl
 jax = jax_impl._jax()
 jax.config.update("jax_enable_x64", False)  # undo it: the same code as in the default JAX

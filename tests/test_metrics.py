@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from harness import dtypes, metrics, reference
-from harness.cases import Case
-from harness.reference import Reference
+from harness.numerics import dtypes
+from harness.numerics import metrics
+from harness.numerics import reference
+from harness.numerics.cases import Case
+from harness.numerics.reference import Reference
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from harness.errors import UsageError
-from harness.probe import batch
+from harness.inputs.probe import batch
 
 
 def probe(*args):

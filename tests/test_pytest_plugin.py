@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from harness import comparison
+from harness.testing import comparison
 
 USER_TESTS = '''
 import torch
@@ -105,7 +105,7 @@ def test_candidate_forms():
 
 def test_plugin_imports_no_framework_at_import_time():
     """Loaded by every pytest session in the environment: `harness` (numpy, pandas) only."""
-    code = "import sys, harness.pytest_plugin; print(sorted(m for m in ('torch', 'jax', 'tensorflow', 'scipy', 'hypothesis') if m in sys.modules))"
+    code = "import sys, harness.testing.pytest_plugin; print(sorted(m for m in ('torch', 'jax', 'tensorflow', 'scipy', 'hypothesis') if m in sys.modules))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ regime and label kind; for float64 inputs the extended-precision reference is wi
 
 One allowance, soft labels and smoothing only: p_j - y_j with fractional y_j cancels for
 every algorithm, so there the gradient may also be off by 2**-60 * max(p_j, y_j) (the
-extended-precision floor; 2**-37 of a float32 ulp of p_j). See `harness.reference`.
+extended-precision floor; 2**-37 of a float32 ulp of p_j). See `harness.numerics.reference`.
 """
 
 import mpmath
@@ -17,8 +17,10 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 import oracle
-from harness import dtypes, reference, regimes
-from harness.cases import LABEL_KINDS, Case
+from harness.numerics import dtypes
+from harness.numerics import reference
+from harness.inputs import regimes
+from harness.numerics.cases import LABEL_KINDS, Case
 
 FINITE_REGIMES = [name for name, r in regimes.REGIMES.items() if r.finite and not r.invalid]
 

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from harness import dtypes, reference, regimes
-from harness.cases import LABEL_KINDS
+from harness.numerics import dtypes
+from harness.numerics import reference
+from harness.inputs import regimes
+from harness.numerics.cases import LABEL_KINDS
 from harness.errors import UsageError
 
 
@@ -74,7 +76,7 @@ def test_near_ties_are_within_a_few_ulps(dtype):
     case = regimes.make_case("near_ties", dtype, (16, 50), "index", seed=0)
     z = logits64(case)
     spread = z.max(axis=1) - z.min(axis=1)
-    from harness.metrics import ulp
+    from harness.numerics.metrics import ulp
 
     assert (spread <= 7 * ulp(np.abs(z).max(axis=1), dtype)).all()
     assert (spread > 0).any()

@@ -16,9 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import casefile, cli, report
-from harness.bench_columns import bench_frame
-from harness.report_text import accuracy_cell, num
+from harness.store import casefile
+from harness import cli
+from harness.report import content as report
+from harness.report.write import write_report
+from harness.bench.table import bench_frame
+from harness.report.text import accuracy_cell, num
 
 RUN = Path(__file__).parent / "data" / "report_runs" / "20261128-070931-s0"
 COMMAND = "cestab report tests/data/report_runs/20261128-070931-s0 --out OUT"
@@ -37,7 +40,7 @@ def built():
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    report.write_report([RUN], out, command=COMMAND)
+    write_report([RUN], out, command=COMMAND)
     return out
 
 
@@ -125,7 +128,7 @@ def test_findings_count_nonfinite_cases_per_adapter(raw, built):
 
 
 def test_logit_scale_is_the_largest_finite_logit_of_the_case(built):
-    from harness import replay
+    from harness.inputs import replay
 
     points = built.points
     row = points[points["case_id"].str.startswith("large_offset/float32/64x10")].iloc[0]
@@ -156,7 +159,7 @@ def test_html_is_self_contained_and_every_figure_exists(written):
 
 
 def test_same_input_gives_the_same_bytes(written, tmp_path):
-    report.write_report([RUN], tmp_path, command=COMMAND)
+    write_report([RUN], tmp_path, command=COMMAND)
     files = sorted(p.relative_to(written) for p in written.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     for rel in files:
@@ -164,7 +167,7 @@ def test_same_input_gives_the_same_bytes(written, tmp_path):
 
 
 def _write_bench(run_dir: Path, raw: pd.DataFrame) -> pd.DataFrame:
-    """Fixture data in the bench table's schema (harness.bench_columns): made-up, deterministic
+    """Fixture data in the bench table's schema (harness.bench.table): made-up, deterministic
     timings, not measured, so that the join and the plot are checked against known numbers."""
     rows = []
     speeds = {"numpy.naive": 4e5, "numpy.stable": 2e5, "torch.cross_entropy": 1e6}
@@ -193,7 +196,7 @@ def test_throughput_joins_accuracy_by_adapter_and_dtype(raw, tmp_path):
     shutil.copytree(RUN, run_dir)
     bench = _write_bench(run_dir, raw)
     out = tmp_path / "out"
-    report.write_report([run_dir], out, command="cestab report RUN")
+    write_report([run_dir], out, command="cestab report RUN")
     built = report.build([run_dir])
     speed = built.speed.set_index(["adapter", "dtype"])
     assert set(speed["shape"]) == {"16x1000"}  # the largest timed shape
@@ -260,7 +263,7 @@ def test_the_report_loads_no_framework(tmp_path):
     import subprocess
     import sys
 
-    code = (f"import sys; from harness import report; report.write_report([{str(RUN)!r}], {str(tmp_path)!r}); "
+    code = (f"import sys; from harness import report; write_report([{str(RUN)!r}], {str(tmp_path)!r}); "
             "print(','.join(m for m in ('torch', 'jax', 'tensorflow', 'keras', 'optax', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

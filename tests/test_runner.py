@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 import harness
-from harness import columns, reference
-from harness.summary import summarize
+from harness.store import columns
+from harness.numerics import reference
+from harness.run.summary import summarize
 
 SMALL = dict(
     adapters=["numpy.naive", "numpy.stable", "scipy.log_softmax"],
@@ -31,11 +32,11 @@ def test_table_has_the_declared_columns_in_order(small_run):
 
 
 def test_one_row_per_case_and_adapter(small_run):
-    shapes_per_regime = [2 if r.every_shape else 1 for r in harness.regimes.REGIMES.values()]  # empty_batch: 1
+    shapes_per_regime = [2 if r.every_shape else 1 for r in harness.inputs.regimes.REGIMES.values()]  # empty_batch: 1
     n_cases = sum(shapes_per_regime) * 4 * 2
     assert len(small_run) == n_cases * 3
     assert not small_run.duplicated(["case_id", "adapter"]).any()
-    assert set(small_run["status"]) <= set(harness.tolerances.STATUSES)
+    assert set(small_run["status"]) <= set(harness.numerics.tolerances.STATUSES)
 
 
 def test_run_folder_holds_parquet_csv_and_run_json(small_run):

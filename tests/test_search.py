@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 import harness
-from harness import casefile, regimes, search
+from harness.store import casefile
+from harness.inputs import regimes
+from harness.run import search
 from harness.errors import UsageError
 
 
@@ -85,7 +87,7 @@ def test_same_seed_finds_the_same_worst_inputs():
 
 
 def test_every_case_id_of_a_results_table_replays():
-    from harness import replay
+    from harness.inputs import replay
 
     case, _ = replay.load("dominant_target/bfloat16/16x1000/soft/s3")
     again = regimes.make_case("dominant_target", "bfloat16", (16, 1000), "soft", 3)

@@ -1,9 +1,9 @@
 """Stability tests: hypothesis-drawn extreme inputs against every available adapter x dtype.
 
-Each adapter x dtype gets a few derandomized examples from `harness.strategies.cases` (the
+Each adapter x dtype gets a few derandomized examples from `harness.inputs.strategies.cases` (the
 same examples on every machine), run in this process. A result outside the tolerance table
-fails the test with the mismatch report (`harness.mismatch`) and its `cestab repro` line,
-unless `harness/known_failures.json` lists it with its public source: then the test is
+fails the test with the mismatch report (`harness.testing.mismatch`) and its `cestab repro` line,
+unless `harness/testing/known_failures.json` lists it with its public source: then the test is
 reported as an expected failure (XFAIL, with the entries in the reason), never skipped.
 
 The deep run (`pytest -m deep tests/test_stability.py`) uses the `deep` hypothesis profile
@@ -21,11 +21,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from harness import adapters as registry
-from harness import casefile, dtypes, known_failures, metrics, mismatch, reference, regimes
-from harness import strategies as S
+from harness.adapters import registry
+from harness.store import casefile
+from harness.numerics import dtypes
+from harness.testing import known_failures
+from harness.numerics import metrics
+from harness.testing import mismatch
+from harness.numerics import reference
+from harness.inputs import regimes
+from harness.inputs import strategies as S
 from harness.adapters import Adapter, Output
-from harness.outcomes import outcomes
+from harness.testing.outcomes import outcomes
 
 #: The CI budget: a few examples per adapter x dtype on two shapes (JAX and XLA compile once
 #: per shape): V = 2, and a 3-D (2, 3, 10) batch.

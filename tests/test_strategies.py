@@ -12,9 +12,10 @@ import pytest
 from hypothesis import find, given, note, settings
 from hypothesis import strategies as st
 
-from harness import dtypes, reference
-from harness import strategies as S
-from harness.cases import LABEL_KINDS, Case
+from harness.numerics import dtypes
+from harness.numerics import reference
+from harness.inputs import strategies as S
+from harness.numerics.cases import LABEL_KINDS, Case
 from harness.errors import UsageError
 
 FORMATS = [dtypes.get(name) for name in dtypes.DTYPE_NAMES]

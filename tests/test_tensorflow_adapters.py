@@ -14,9 +14,14 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from harness import adapters, dtypes, metrics, reference, regimes  # noqa: E402
+from harness.adapters import registry
+from harness import adapters
+from harness.numerics import dtypes
+from harness.numerics import metrics
+from harness.numerics import reference
+from harness.inputs import regimes  # noqa: E402
 from harness.adapters import Unsupported  # noqa: E402
-from harness.cases import Case  # noqa: E402
+from harness.numerics.cases import Case  # noqa: E402
 from implementations import tensorflow_impl  # noqa: E402
 
 DENSE = [
@@ -80,7 +85,7 @@ def test_registry_declares_what_each_adapter_supports():
         assert set(a.dtypes) == set(dtypes.DTYPE_NAMES)
         assert a.label_kinds == (("index",) if adapter_id in SPARSE else ("onehot", "soft", "smoothing"))
         assert a.supports_ignore == (adapter_id == "keras.sparse_categorical_crossentropy")
-        assert a.version() != "unknown"
+        assert registry.framework_version(a.framework) != "unknown"
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

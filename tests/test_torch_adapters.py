@@ -8,9 +8,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness import adapters, dtypes, metrics, reference, regimes  # noqa: E402
+from harness.adapters import registry
+from harness import adapters
+from harness.numerics import dtypes
+from harness.numerics import metrics
+from harness.numerics import reference
+from harness.inputs import regimes  # noqa: E402
 from harness.adapters import Unsupported  # noqa: E402
-from harness.cases import Case  # noqa: E402
+from harness.numerics.cases import Case  # noqa: E402
 from implementations import torch_impl  # noqa: E402
 
 EAGER = ["torch.cross_entropy", "torch.log_softmax_nll", "torch.softmax_log"]
@@ -147,8 +152,8 @@ def test_compile_reports_compilation_once_per_signature_and_matches_eager():
 
 def test_refusals_become_unsupported_with_torchs_own_words():
     exc = NotImplementedError('"log_softmax_lastdim_kernel_impl" not implemented for \'Half\'\nmore detail')
-    assert str(torch_impl.refused(exc)) == '"log_softmax_lastdim_kernel_impl" not implemented for \'Half\''
-    assert torch_impl.refused(RuntimeError("CUDA out of memory")) is None
+    assert str(torch_impl.FRAMEWORK.refused(exc)) == '"log_softmax_lastdim_kernel_impl" not implemented for \'Half\''
+    assert torch_impl.FRAMEWORK.refused(RuntimeError("CUDA out of memory")) is None
     with pytest.raises(Unsupported):
         with torch_impl.torch_refusals():
             raise exc
@@ -169,7 +174,7 @@ def test_registry_declares_what_each_adapter_supports():
         a = found[adapter_id]
         assert a.framework == "torch" and a.label_kinds == label_kinds and a.supports_ignore
         assert set(a.dtypes) == set(dtypes.DTYPE_NAMES) and a.devices == ("cpu", "cuda")
-        assert a.version().startswith(torch.__version__.split("+")[0])
+        assert registry.framework_version(a.framework).startswith(torch.__version__.split("+")[0])
 
 
 def test_cuda_runs_on_a_gpu_or_is_unsupported_with_torchs_own_reason():

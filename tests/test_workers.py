@@ -16,7 +16,7 @@ import pytest
 
 import crashy_adapters  # noqa: F401  (registers the crashtest.* adapters)
 import harness
-from harness import columns
+from harness.store import columns
 
 SMALL = dict(dtypes=["float32"], regimes_=["typical", "large_offset", "near_ties"], shapes=[(4, 10)], label_kinds=["index"],
              corpus=False)

@@ -1,0 +1,260 @@
+"""Running adapters: in this process, or one spawned worker process per framework.
+
+A segfault, abort, out-of-memory kill or hang inside one framework must not lose the run.
+So each framework's adapters run in a worker process of their own (spawned, never forked:
+frameworks hold threads and GPU contexts that do not survive a fork). The parent sends a
+case and the adapter ids; the worker answers once per adapter. If the worker dies, the
+adapter it was running gets a `crash` attempt with the signal; if it does not answer in
+time it is killed and the adapter gets `timeout`. Either way a fresh worker takes over the
+remaining adapters, and the run goes on.
+
+Both executors return `Attempt`s, so the runner does not care where an adapter ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.adapters import registry
+from harness.adapters.contract import Adapter, Output, Unsupported
+from harness.errors import first_line
+from harness.numerics.cases import Case
+
+#: Seconds a worker may take to import its framework before it counts as crashed.
+STARTUP_TIMEOUT = 300.0
+
+
+@dataclass
+class Attempt:
+    """What happened when one adapter met one case."""
+
+    status: str  # "ran", "unsupported", "error", "crash", "timeout"
+    output: Output | None = None
+    message: str = ""
+    seconds: float | None = None
+
+
+def call_adapter(adapter: Adapter, case: Case, device: str) -> Attempt:
+    """Run one adapter on one case, turning its failures into attempts."""
+    t0 = time.perf_counter()
+    try:
+        out = adapter.compute(case, device)
+    except Unsupported as exc:
+        return Attempt("unsupported", message=first_line(exc))
+    except Exception as exc:  # the adapter's failure is a result, not the run's
+        return Attempt("error", message=first_line(f"{type(exc).__name__}: {exc}"))
+    seconds = time.perf_counter() - t0 - out.compile_seconds
+    if case.batch_shape:  # fed (N, T, V): back to the N*T rows the reference has
+        try:
+            out = dataclasses.replace(out, loss=np.reshape(out.loss, case.shape[:1]), grad=np.reshape(out.grad, case.shape))
+        except ValueError as exc:
+            return Attempt("error", message=first_line(f"outputs of shape {np.shape(out.loss)}, {np.shape(out.grad)} "
+                                                       f"for logits {case.nd_shape}: {exc}"))
+    return Attempt("ran", out, seconds=seconds)
+
+
+class InProcess:
+    """Runs adapters here: fast, for tests and ad-hoc adapters; no crash isolation."""
+
+    def __init__(self):
+        self.startup_seconds: dict[str, float] = {}  # no workers to start
+
+    def run(self, case: Case, adapter_list: list[Adapter], device: str):
+        for adapter in adapter_list:
+            yield adapter, call_adapter(adapter, case, device)
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- the worker side
+
+
+def _serve(conn, sources: list[str], log_path: str | None) -> None:
+    """Worker main loop: load the adapters' sources, then answer case requests."""
+    # Framework chatter (TF, XLA) goes to the run folder's logs, never to the terminal.
+    fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    loaded = [a for source in sources for a in registry.load_source(source)]
+    for name in sorted({a.framework for a in loaded}):
+        framework = registry.framework(name)
+        if framework is not None:  # import the framework now: start-up time, not the first adapter's
+            framework.warm_up()
+    conn.send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "stop":
+            return
+        _, case, ids, device, *task = message
+        handle = _task(task[0]) if task else call_adapter
+        for adapter_id in ids:
+            attempt = handle(registry.get(adapter_id), case, device)
+            conn.send(("attempt", adapter_id, attempt))
+
+
+def _task(name: str):
+    """The function `module:function` a request names, e.g. "harness.bench.runner:measure": other
+    work than an accuracy call (the benchmark) gets the same isolation. `case` is then that
+    task's payload, and the answer whatever picklable value it returns."""
+    module_name, _, function = name.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+# ---------------------------------------------------------------- the parent side
+
+
+class Worker:
+    """One spawned process holding one framework's adapters."""
+
+    def __init__(self, name: str, sources: list[str], log_path: str | None):
+        ctx = mp.get_context("spawn")
+        self.name, self.sources, self.log_path = name, sources, log_path
+        self.conn, child = ctx.Pipe()
+        t0 = time.perf_counter()
+        self.process = ctx.Process(target=_serve, args=(child, sources, log_path), daemon=True, name=f"cestab-{name}")
+        with _main_without_missing_file():
+            self.process.start()
+        child.close()
+        ready = self._receive(STARTUP_TIMEOUT)
+        self.startup_seconds = time.perf_counter() - t0
+        if ready is None or ready[0] != "ready":
+            self.kill()
+            raise WorkerFailed(self.death_message() if ready is None else f"unexpected {ready!r}")
+
+    def _receive(self, timeout: float):
+        """The next message, None if the worker died, "timeout" if it stayed silent."""
+        try:
+            if not self.conn.poll(timeout):
+                return "timeout"
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return None
+
+    def run(self, case: Case, adapter_ids: list[str], device: str, timeout: float, task: str | None = None):
+        """Yield (adapter_id, Attempt) until all ran or the worker failed (then stop).
+
+        With `task` ("module:function"), the worker answers with that function's result
+        for (adapter, case, device) instead of an Attempt; crash and timeout stay Attempts."""
+        try:
+            self.conn.send(("case", case, adapter_ids, device, *([task] if task else [])))
+        except (BrokenPipeError, OSError):
+            yield adapter_ids[0], Attempt("crash", message=self.death_message())
+            return
+        for adapter_id in adapter_ids:
+            reply = self._receive(timeout)
+            if reply == "timeout":
+                self.kill()
+                yield adapter_id, Attempt("timeout", message=f"no answer within {timeout:g} s; worker killed")
+                return
+            if reply is None:
+                yield adapter_id, Attempt("crash", message=self.death_message())
+                return
+            yield reply[1], reply[2]
+
+    def death_message(self) -> str:
+        self.process.join(timeout=5)
+        code = self.process.exitcode
+        if code is not None and code < 0:
+            return f"worker process killed by {signal.Signals(-code).name}"
+        return f"worker process exited with code {code}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=10)
+        self.conn.close()
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(("stop",))
+            except (BrokenPipeError, OSError):
+                pass
+            self.process.join(timeout=10)
+        self.kill()
+
+
+@contextlib.contextmanager
+def _main_without_missing_file():
+    """Hide a `__main__.__file__` that is not a file (a script piped to `python -`).
+
+    A spawned child re-imports the parent's main script; `<stdin>` cannot be, and the
+    worker would die before it starts. Without `__file__` the child skips that step, as it
+    does for an interactive session.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    hide = path is not None and not os.path.isfile(path)
+    if hide:
+        del main.__file__
+    try:
+        yield
+    finally:
+        if hide:
+            main.__file__ = path
+
+
+class WorkerFailed(RuntimeError):
+    """A worker died or hung while starting (importing its framework)."""
+
+
+class WorkerPool:
+    """One worker per implementation module (TensorFlow and Keras share one, as they share a
+    runtime), started on first use and restarted after a crash or hang."""
+
+    def __init__(self, timeout: float, log_dir: Path | None = None):
+        self.timeout = timeout
+        self.log_dir = log_dir
+        self.workers: dict[str, Worker] = {}
+        self.startup_seconds: dict[str, float] = {}
+
+    def _worker(self, source: str) -> Worker:
+        worker = self.workers.get(source)
+        if worker is None or not worker.alive:
+            name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-")
+            log = str(self.log_dir / f"worker-{name}.log") if self.log_dir else None
+            worker = Worker(name, [source], log)
+            self.workers[source] = worker
+            self.startup_seconds[name] = self.startup_seconds.get(name, 0.0) + worker.startup_seconds
+        return worker
+
+    def run(self, case: Case, adapter_list: list[Adapter], device: str, task: str | None = None):
+        """Yield (adapter, Attempt) for every adapter, worker by worker (`task`: see Worker.run)."""
+        by_source: dict[str, list[Adapter]] = {}
+        for adapter in adapter_list:
+            by_source.setdefault(registry.source_of(adapter.id), []).append(adapter)
+        for source, group in by_source.items():
+            pending = {a.id: a for a in group}
+            while pending:
+                try:
+                    worker = self._worker(source)
+                except WorkerFailed as exc:
+                    for adapter in pending.values():
+                        yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")
+                    break
+                for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout, task):
+                    yield pending.pop(adapter_id), attempt
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
+        self.workers.clear()

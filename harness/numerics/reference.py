@@ -1,0 +1,204 @@
+"""The truth: per-row loss and gradient p - y for the case's exact inputs.
+
+Every error the harness reports is measured against this module, so it uses only
+cancellation-free forms (Blanchard, Higham & Higham, IMA J. Numer. Anal. 41, 2021):
+
+    m = max z,  a = first argmax,  d_j = z_j - m <= 0 (kept as an exact pair hi + lo),
+    T = sum_{j != a} exp(d_j),  S = 1 + T,  log S = log1p(T),
+    l_j = -log p_j = log S - d_j          (a sum of two non-negative terms)
+    loss = sum_j y_j l_j                  (a sum of non-negative terms: no cancellation)
+    p_j = exp(d_j) / S,  and where y_t = 1:  p_t - 1 = -S_{-t} / S,
+    S_{-t} = T if t == a else 1 + (T - exp(d_t))   (no 1 - p_t with p_t close to 1).
+
+Precision. For float16/bfloat16/float32 cases with integer or one-hot labels exp runs in
+float64 (max 0.7 ulp here), everything after it (sums, log1p, the division) in x87 extended precision (64-bit
+significand), and the result is rounded once to float64: within 2 float64 ulps of the
+exact value (tested against mpmath at 50 digits). For float64 cases the whole path runs
+in extended precision and the result is *kept* in extended precision, 11 bits more than
+the tested dtype; soft-label and smoothing cases run exp in extended precision too. Where `np.longdouble` is no wider than float64 (e.g. on aarch64 macOS)
+the float64 reference is still used and `PRECISION` says so.
+
+Where p_j is close to a fractional y_j (soft labels, smoothing) the subtraction p_j - y_j
+is ill-conditioned for *every* algorithm: there the reference's error is bounded by about
+2**-63 * max(p_j, y_j), 2**-40 below a float32 ulp of the same quantity, and may exceed
+2 float64 ulps of the (tiny) difference itself.
+
+Non-finite inputs (DESIGN.md): -inf on a non-target class is a mask (zero probability,
+zero gradient); -inf where y > 0 gives loss +inf and gradient -y there; a row with +inf
+or NaN, or with every logit -inf, is undefined: loss and gradient are NaN, `defined` False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.numerics.cases import Case
+
+EXTENDED = np.longdouble if np.finfo(np.longdouble).nmant >= 63 else np.float64
+PRECISION = "x87-extended" if EXTENDED is not np.float64 else "float64"
+
+#: Rows are processed in chunks of about this many elements: it bounds memory (extended
+#: temporaries are 16 bytes each) and keeps temporaries small enough to be reused by the
+#: allocator instead of being mapped and faulted in afresh (3x faster at 4096 x 32000).
+CHUNK_ELEMENTS = 1 << 18
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """The truth for one case, plus the condition scales the tolerance needs.
+
+    Arrays are float64 for float16/bfloat16/float32 cases and extended precision for
+    float64 cases. `loss_scale` and `grad_scale` are what a backward-stable implementation's
+    error is proportional to (see `tolerances`).
+    """
+
+    loss: np.ndarray  # (N,)
+    grad: np.ndarray  # (N, V)
+    defined: np.ndarray  # (N,) bool: False where the input has no finite truth
+    loss_scale: np.ndarray  # (N,)
+    grad_scale: np.ndarray  # (N, V)
+    precision: str
+
+
+def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knuth's TwoSum: s + err == a + b exactly (float64, round to nearest)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # -inf masks; -max - max for float64
+        s = a + b
+        bb = s - a
+        err = (a - (s - bb)) + (b - bb)
+    return s, err
+
+
+def undefined_rows(z: np.ndarray) -> np.ndarray:
+    """Rows with +inf or NaN anywhere, or with every logit -inf: no finite truth exists."""
+    bad = np.isnan(z) | (z == np.inf)
+    return bad.any(axis=1) | (z == -np.inf).all(axis=1)
+
+
+def loss_and_grad(case: Case) -> Reference:
+    """Loss per row and gradient of the summed loss, for `case`'s exact inputs."""
+    n, v = case.shape
+    if case.invalid:  # invalid labels: no truth to compute (see runner: rejected or silent)
+        nan = np.full((n, v), np.nan)
+        return Reference(np.full(n, np.nan), nan, np.zeros(n, bool), np.zeros(n), nan, "none")
+    # Soft labels and smoothing subtract p_j - y_j with fractional y_j: exp in extended
+    # precision there buys 11 bits against that cancellation (3.5x slower exp).
+    extended_exp = case.dtype == "float64" or case.label_kind in ("soft", "smoothing")
+    out_dtype = EXTENDED if case.dtype == "float64" else np.float64
+    loss = np.empty(n, dtype=out_dtype)
+    grad = np.empty((n, v), dtype=out_dtype)
+    loss_scale = np.empty(n)
+    grad_scale = np.empty((n, v))
+    defined = np.empty(n, dtype=bool)
+    step = max(1, CHUNK_ELEMENTS // max(v, 1))
+    for lo in range(0, n, step):
+        rows = slice(lo, min(n, lo + step))
+        z = np.asarray(case.logits[rows]).astype(np.float64)
+        defined[rows] = ~undefined_rows(z)
+        with np.errstate(over="ignore"):  # float64 views of extended values past float64's max
+            parts = _rows(
+                z,
+                case.target[rows],
+                case.label_kind,
+                None if case.soft_labels is None else np.asarray(case.soft_labels[rows], np.float64),
+                case.smoothing,
+                defined[rows],
+                extended_exp,
+            )
+        loss[rows], grad[rows], loss_scale[rows], grad_scale[rows] = parts
+    if case.has_ignored:  # ignored rows count for nothing, whatever their logits
+        ign = case.ignored
+        loss[ign], grad[ign], loss_scale[ign], grad_scale[ign], defined[ign] = 0, 0, 0, 0, True
+    return Reference(loss, grad, defined, loss_scale, grad_scale, PRECISION if case.dtype == "float64" else "float64")
+
+
+def _rows(z, target, kind, soft, eps, defined, extended_exp):
+    X = EXTENDED
+    n, v = z.shape
+    rows = np.arange(n)
+    all_defined = defined.all()
+    if not all_defined:
+        z = np.where(defined[:, None], z, 0.0)  # undefined rows: compute on zeros, NaN later
+    m = z.max(axis=1)
+    a = z.argmax(axis=1)
+    if np.abs(z).max(initial=0.0) >= 2.0**1022:
+        # TwoSum's intermediates would overflow in the top binade: halve (exact for normal
+        # numbers; a subnormal's lost last bit moves exp(z - m) ~ 0 by nothing), then double.
+        d_hi, d_lo = two_sum(z / 2, -m[:, None] / 2)
+        d_hi, d_lo = d_hi * 2, d_lo * 2
+    else:
+        d_hi, d_lo = two_sum(z, -m[:, None])
+    live = np.isfinite(d_hi)  # False on -inf masks (and on -max - max in float64)
+    masked = not live.all()
+    if masked:
+        d_lo[~live] = 0.0
+    if extended_exp:
+        e = np.exp(d_hi.astype(X))
+        e *= 1 + d_lo.astype(X)
+    else:
+        e_hi = np.exp(d_hi)
+        e_hi += e_hi * d_lo
+        e = e_hi.astype(X)
+    e[rows, a] = 0
+    T = e.sum(axis=1)
+    e[rows, a] = 1
+    S = 1 + T
+    log_s = np.log1p(T)
+
+    def d_at(cols):
+        """d = z - m in extended precision at (rows, cols): exact for narrow dtypes."""
+        if extended_exp:  # float64: z - m may overflow float64 (-max - max), never extended
+            return z[rows, cols].astype(X) - m.astype(X)
+        return d_hi[rows, cols].astype(X) + d_lo[rows, cols].astype(X)
+
+    def d_full():
+        if extended_exp:
+            return z.astype(X) - m.astype(X)[:, None]
+        return d_hi.astype(X) + d_lo.astype(X)
+
+    e_t = e[rows, target]
+    s_minus_t = np.where(target == a, T, 1 + (T - e_t))
+    p_t_minus_1 = -s_minus_t / S
+    e /= S[:, None]
+    p = e  # p_j = e_j / S, in place
+    p64 = p.astype(np.float64)
+
+    # Condition scales (float64 is plenty): what a backward-stable implementation's error
+    # is proportional to. Gradient: p_j times the exp condition |d_j| and the summation depth.
+    depth = 2 + np.log2(max(v, 2))
+    grad_scale = depth - d_hi
+    if masked:
+        grad_scale[~live] = 0.0
+    grad_scale *= p64
+
+    if kind in ("index", "onehot"):
+        loss = log_s - d_at(target)
+        grad = p64 if not extended_exp else p
+        grad[rows, target] = p_t_minus_1
+    elif kind == "smoothing":
+        # loss = (1 - eps) l_t + eps/V sum_j l_j, every term non-negative.
+        loss = (1 - X(eps)) * (log_s - d_at(target))
+        if eps:  # eps = 0 puts no weight on masked classes: no 0 * inf
+            loss += X(eps) * (v * log_s - d_full().sum(axis=1)) / v
+        grad = p - X(eps) / v
+        grad[rows, target] = p_t_minus_1 + X(eps) * (v - 1) / v
+    else:  # soft
+        y = soft.astype(X)
+        neg_d = -d_full()
+        neg_d[y == 0] = 0  # -inf masks with y == 0 contribute 0, not 0 * inf
+        loss = log_s + (y * neg_d).sum(axis=1)
+        grad = p - y
+        ones = soft[rows, target] == 1.0
+        grad[rows[ones], target[ones]] = p_t_minus_1[ones]
+
+    # Condition scales, continued: plus |g_j| for the final subtraction; loss: its own
+    # size plus the summation depth.
+    loss_scale = np.asarray(loss, np.float64) + depth
+    grad_scale += np.abs(grad if grad.dtype == np.float64 else grad.astype(np.float64))
+
+    if not all_defined:
+        loss = np.where(defined, loss, np.nan)
+        grad = np.where(defined[:, None], grad, np.nan)
+    return loss, grad, loss_scale, grad_scale

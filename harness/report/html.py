@@ -1,0 +1,85 @@
+"""The report as one self-contained HTML page: inline CSS, figures as base64 data URIs.
+
+No script, no font, no stylesheet and no image is fetched from anywhere: the page opens
+offline and from a CI artifact exactly as it was written.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+
+from harness.report.figures import STATUS_COLOURS
+from harness.report.text import FIGURE_TITLES
+
+_LONG_CELL = 62  # longer than any adapter id in backticks
+_DARK = ("nonfinite", "error", "crash", "timeout", "silent")
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 2em auto;
+       max-width: 1300px; padding: 0 1em; color: #212121; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.86em; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
+td.long { overflow-wrap: anywhere; min-width: 18em; }
+div.scroll { overflow-x: auto; }
+th { background: #f5f5f5; position: sticky; top: 0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.92em; }
+pre { background: #f7f7f7; padding: 0.7em; white-space: pre-wrap; font-size: 0.85em; border: 1px solid #eee; }
+img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
+figcaption { font-size: 0.85em; color: #555; }
+""" + "\n".join(
+    f"td.s-{s} {{ background: {c}; color: {'#fff' if s in _DARK else '#000'}; }}" for s, c in STATUS_COLOURS.items()
+)
+
+
+def _inline(text: str) -> str:
+    """Escape, then turn `code` spans into <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text), quote=True))
+
+
+def _table(header, rows) -> str:
+    out = ['<div class="scroll"><table>', "<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
+    for row in rows:
+        cells = []
+        for text, status in row:
+            classes = [f"s-{status}"] if status in STATUS_COLOURS else []
+            if len(str(text)) > _LONG_CELL:
+                classes.append("long")  # a command line or path: may break anywhere rather than widen the page
+            cls = f' class="{" ".join(classes)}"' if classes else ""
+            cells.append(f"<td{cls}>{_inline(text)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "\n".join(out)
+
+
+def render(blocks, figures: dict[str, bytes]) -> str:
+    title = next((b[1] for b in blocks if b[0] == "h1"), "cestab report")
+    body = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h1":
+            body.append(f"<h1>{_inline(block[1])}</h1>")
+        elif kind == "h2":
+            body.append(f"<h2>{_inline(block[1])}</h2>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(block[1])}</p>")
+        elif kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block[1]) + "</ul>")
+        elif kind == "pre":
+            body.append(f"<pre>{html.escape(block[1])}</pre>")
+        elif kind == "table":
+            body.append(_table(block[1], block[2]))
+        elif kind == "figure":
+            name = block[1]
+            data = base64.b64encode(figures[name]).decode("ascii")
+            alt = html.escape(FIGURE_TITLES[name])
+            body.append(f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{alt}</figcaption></figure>")
+        else:
+            raise ValueError(f"unknown block {kind!r}")
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")

@@ -9,7 +9,7 @@ a plain float32 implementation on the largest default CPU batch (4096 x 32000).
 import numpy as np
 import pytest
 
-from harness.numerics import metrics
+from harness.run import judge
 from harness.numerics import reference
 from harness.inputs import regimes
 from implementations import numpy_impl
@@ -35,5 +35,5 @@ def test_bench_numpy_stable_float32(benchmark, big_case):
 def test_bench_metrics_float32(benchmark, big_case):
     ref = reference.loss_and_grad(big_case)
     out = numpy_impl.stable(big_case, "cpu")
-    result = benchmark.pedantic(metrics.evaluate, args=(ref, out.loss, out.grad, "float32"), rounds=5, iterations=1)
+    result = benchmark.pedantic(judge.accuracy, args=(ref, out.loss, out.grad, "float32"), rounds=5, iterations=1)
     assert result["status"] == "ok"

@@ -23,7 +23,7 @@ from harness.gate import check
 from harness.gate import checkreport
 from harness.store import columns
 from harness.cli import main
-from harness.numerics.tolerances import STATUSES
+from harness.numerics.statuses import STATUSES
 
 TESTS = Path(__file__).parent
 REGIMES = ["typical", "near_ties", "large_offset"]

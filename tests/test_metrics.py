@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from harness.run import judge
 from harness.numerics import dtypes
 from harness.numerics import metrics
 from harness.numerics import reference
@@ -51,7 +52,7 @@ def single(truth_loss, computed_loss, dtype, loss_scale=None):
         precision="float64",
     )
     grad = dtypes.exact(np.array([[0.25, -0.25]]), dtype)
-    return metrics.evaluate(ref, np.array([computed_loss]), grad, dtype)
+    return judge.accuracy(ref, np.array([computed_loss]), grad, dtype)
 
 
 def test_float16_65504_against_true_70000_is_inaccurate():
@@ -107,7 +108,7 @@ def test_gradient_mismatch_report_counts_and_locates():
     ref = reference.loss_and_grad(case)
     grad = np.asarray(ref.grad, np.float64).astype(np.float32)
     grad[1, 2] += 1e-3
-    out = metrics.evaluate(ref, np.asarray(ref.loss, np.float32), grad, "float32")
+    out = judge.accuracy(ref, np.asarray(ref.loss, np.float32), grad, "float32")
     assert out["status"] == "inaccurate"
     assert out["n_grad_bad"] == 1 and out["grad_worst"] == "1,2"
     assert out["grad_abs_err"] == pytest.approx(1e-3, rel=1e-3)
@@ -116,7 +117,7 @@ def test_gradient_mismatch_report_counts_and_locates():
 def test_all_rows_undefined_records_behaviour():
     case = Case("c", "manual", "float32", dtypes.exact(np.array([[np.nan, 1.0]]), "float32"), np.array([0]))
     ref = reference.loss_and_grad(case)
-    out = metrics.evaluate(ref, np.array([np.nan], np.float32), np.array([[np.nan, np.inf]], np.float32), "float32")
+    out = judge.accuracy(ref, np.array([np.nan], np.float32), np.array([[np.nan, np.inf]], np.float32), "float32")
     assert out["status"] == "undefined"
     assert "loss: 1 nan, 0 inf, 0 finite" in out["message"] and "grad: 1 nan, 1 inf" in out["message"]
 
@@ -124,7 +125,7 @@ def test_all_rows_undefined_records_behaviour():
 def test_wrong_output_shape_is_an_error():
     case = Case("c", "manual", "float32", dtypes.exact(np.array([[0.0, 1.0]]), "float32"), np.array([0]))
     ref = reference.loss_and_grad(case)
-    out = metrics.evaluate(ref, np.zeros(2, np.float32), np.zeros((1, 2), np.float32), "float32")
+    out = judge.accuracy(ref, np.zeros(2, np.float32), np.zeros((1, 2), np.float32), "float32")
     assert out["status"] == "error" and "shape" in out["message"]
 
 
@@ -135,8 +136,8 @@ def test_flush_to_zero_is_counted_not_judged():
     assert 0 < ref.grad[0, 1] < 2.0**-126
     grad = np.asarray(ref.grad, np.float64).astype(np.float32)
     grad[0, 1] = 0.0
-    out = metrics.evaluate(ref, np.asarray(ref.loss, np.float32), grad, "float32")
+    out = judge.accuracy(ref, np.asarray(ref.loss, np.float32), grad, "float32")
     assert out["status"] == "ok" and out["n_flushed"] == 1
     assert out["grad_ulps"] > 1000  # the raw error stays on record
     grad[0, 1] = np.float32(ref.grad[0, 1]) * 3  # a wrong subnormal is still judged
-    assert metrics.evaluate(ref, np.asarray(ref.loss, np.float32), grad, "float32")["status"] == "inaccurate"
+    assert judge.accuracy(ref, np.asarray(ref.loss, np.float32), grad, "float32")["status"] == "inaccurate"

@@ -263,7 +263,7 @@ def test_the_report_loads_no_framework(tmp_path):
     import subprocess
     import sys
 
-    code = (f"import sys; from harness import report; write_report([{str(RUN)!r}], {str(tmp_path)!r}); "
+    code = (f"import sys; from harness.report.write import write_report; write_report([{str(RUN)!r}], {str(tmp_path)!r}); "
             "print(','.join(m for m in ('torch', 'jax', 'tensorflow', 'keras', 'optax', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

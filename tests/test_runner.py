@@ -36,7 +36,7 @@ def test_one_row_per_case_and_adapter(small_run):
     n_cases = sum(shapes_per_regime) * 4 * 2
     assert len(small_run) == n_cases * 3
     assert not small_run.duplicated(["case_id", "adapter"]).any()
-    assert set(small_run["status"]) <= set(harness.numerics.tolerances.STATUSES)
+    assert set(small_run["status"]) <= set(harness.numerics.statuses.STATUSES)
 
 
 def test_run_folder_holds_parquet_csv_and_run_json(small_run):

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from harness.run import judge
 from harness.adapters import registry
 from harness.store import casefile
 from harness.numerics import dtypes
 from harness.testing import known_failures
-from harness.numerics import metrics
 from harness.testing import mismatch
 from harness.numerics import reference
 from harness.inputs import regimes
@@ -176,7 +176,7 @@ def test_mismatch_report_loss_rows_and_status_only(tmp_path):
     out = registry.get("numpy.stable").compute(case, "cpu")
     loss = out.loss.copy()
     loss[3] = np.float32(loss[3]) * np.float32(1.5)
-    row = metrics.evaluate(ref, loss, out.grad, case.dtype)
+    row = judge.accuracy(ref, loss, out.grad, case.dtype)
     text = mismatch.report(case, "numpy.stable", row, Output(loss, out.grad), ref=ref, folder=tmp_path)
     assert "[numpy.stable float32 loss] status inaccurate" in text
     assert "Mismatched elements: 1 / 4 (25%)" in text

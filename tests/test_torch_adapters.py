@@ -8,6 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from harness.run import judge
 from harness.adapters import registry
 from harness import adapters
 from harness.numerics import dtypes
@@ -27,7 +28,7 @@ RTOL = {"float32": 1e-5, "float64": 1e-12}
 def result(adapter_id: str, case: Case) -> dict:
     ref = reference.loss_and_grad(case)
     out = adapters.get(adapter_id).compute(case, "cpu")
-    return metrics.evaluate(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
+    return judge.accuracy(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
 
 
 def declared(adapter_ids):
@@ -147,7 +148,7 @@ def test_compile_reports_compilation_once_per_signature_and_matches_eager():
         assert out.out_dtype == "bfloat16" and out.grad.dtype == ml_dtypes.bfloat16
         eager = adapters.get("torch.cross_entropy").compute(case, "cpu")
         np.testing.assert_allclose(out.loss.astype(np.float32), eager.loss.astype(np.float32), rtol=2**-7)
-        assert metrics.evaluate(reference.loss_and_grad(case), out.loss, out.grad, "bfloat16")["status"] == "ok"
+        assert judge.accuracy(reference.loss_and_grad(case), out.loss, out.grad, "bfloat16")["status"] == "ok"
 
 
 def test_refusals_become_unsupported_with_torchs_own_words():
@@ -184,7 +185,7 @@ def test_cuda_runs_on_a_gpu_or_is_unsupported_with_torchs_own_reason():
     for adapter_id in ["torch.cross_entropy", "torch.compile.cross_entropy"]:
         if torch.cuda.is_available():
             out = adapters.get(adapter_id).compute(case, "cuda")
-            assert metrics.evaluate(reference.loss_and_grad(case), out.loss, out.grad, "float32")["status"] == "ok"
+            assert judge.accuracy(reference.loss_and_grad(case), out.loss, out.grad, "float32")["status"] == "ok"
         else:
             with pytest.raises(adapters.Unsupported, match="CUDA|cuda"):
                 adapters.get(adapter_id).compute(case, "cuda")

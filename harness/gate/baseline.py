@@ -21,7 +21,7 @@ from harness.store import columns
 from harness.store import jsonfile
 from harness.errors import UsageError
 from harness.store.runfolder import write_atomic
-from harness.numerics.tolerances import STATUSES
+from harness.numerics.statuses import STATUSES
 
 FORMAT = "cestab-baseline"
 #: Bump when the meaning of a group's fields changes; a baseline of another version is refused.

@@ -37,28 +37,17 @@ from harness.gate import baseline as baseline_file
 from harness.store import columns
 from harness.numerics import tolerances
 from harness.errors import UsageError, first_line
-from harness.numerics.tolerances import STATUSES
+from harness.numerics import statuses
 
 DEFAULT_RTOL = 0.5
 DEFAULT_SLACK = 2.0  # ulps
 
-#: How bad each status is, for "did the worst status of a group get worse". Not the order
-#: of `STATUSES` (a display order): `undefined` (no truth, behaviour only recorded) and
-#: `rejected` (the right answer to invalid labels) are as good as `ok`; `unsupported` is a
-#: loss of coverage, milder than a wrong answer; a crash is the worst outcome.
-SEVERITY = {
-    "ok": 0, "rejected": 0, "undefined": 0,
-    "unsupported": 1,
-    "inaccurate": 2,
-    "silent": 3,
-    "nonfinite": 4,
-    "error": 5,
-    "timeout": 6,
-    "crash": 7,
-}
-assert set(SEVERITY) == set(STATUSES)
+#: How bad each status is, for "did the worst status of a group get worse" (the status
+#: table's `severity`).
+SEVERITY = {s.name: s.severity for s in statuses.TABLE.values()}
 
-FAILED = ("error", "crash", "timeout")
+#: Rows where no numbers came back (the implementation raised, its worker died or hung).
+FAILED = statuses.names(broke=True)
 
 #: What `--quick` runs when there is no baseline yet: every adapter, dtype, regime and label
 #: kind, and the corpus, on one small shape (32 rows of 1000 classes: long enough sums,
@@ -82,9 +71,9 @@ EXPLAINS = {"jax": ("jax", "optax"), "keras": ("keras", "tensorflow"), "tensorfl
 GROUP = list(baseline_file.KEY)
 
 
-def worst_status(statuses) -> str:
-    """The most severe status (ties broken by the display order of `STATUSES`)."""
-    return max(statuses, key=lambda s: (SEVERITY[s], STATUSES.index(s)))
+def worst_status(names) -> str:
+    """The most severe status (ties broken by the status table's display order)."""
+    return statuses.worst(names)
 
 
 def group_regime(df: pd.DataFrame) -> pd.Series:
@@ -99,7 +88,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     df = df[df["source"] != "search"].assign(regime=lambda d: group_regime(d))
     rows = []
     for (adapter, dtype, regime), g in df.groupby(GROUP, sort=True):
-        statuses = {str(k): int(v) for k, v in g["status"].value_counts().items()}
+        counts = {str(k): int(v) for k, v in g["status"].value_counts().items()}
         rows.append({
             "adapter": adapter,
             "dtype": dtype,
@@ -107,8 +96,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
             "framework": str(g["framework"].iloc[0]),
             "framework_version": str(g["framework_version"].iloc[0]),
             "cases": len(g),
-            "worst_status": worst_status(statuses),
-            "statuses": statuses,
+            "worst_status": worst_status(counts),
+            "statuses": counts,
             "loss_ulps": _max(g["loss_ulps"]),
             "grad_ulps": _max(g["grad_ulps"]),
             "loss_tol": _max(g["loss_tol_ratio"]),

@@ -28,7 +28,7 @@ from harness.numerics import dtypes as dt  # `dtypes` is the argument name of `c
 from harness.store import jsonfile
 from harness.numerics.cases import LABEL_KINDS, Case
 from harness.errors import UsageError
-from harness.numerics.tolerances import STATUSES
+from harness.numerics.statuses import STATUSES
 
 DEFAULT_PATH = Path(__file__).with_name("corpus.json")
 

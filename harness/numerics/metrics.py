@@ -1,14 +1,15 @@
 """Error metrics: how far an adapter's loss and gradient are from the reference.
 
-Errors are recorded raw (absolute, relative, ulps, non-finite counts) and judged once,
-against `tolerances.TABLE`. ulps are Zimmermann-style: ulp taken at the *true* value in
+Errors are recorded raw (absolute, relative, ulps, non-finite counts) and set against
+`tolerances.TABLE` (the ratio columns); the status they imply is decided by the judge
+(`run.judge`), the one place where a status is decided. ulps are Zimmermann-style: ulp taken at the *true* value in
 the tested dtype, 2**(e - p + 1) for |x| in [2**e, 2**(e+1)), floored at the smallest
 subnormal, and extended past the largest finite value as if the exponent were unbounded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -71,115 +72,126 @@ def element_errors(computed, truth, scale, dtype: str) -> ElementErrors:
     return ElementErrors(diff, ulps, ratio, nonfinite, flushed)
 
 
-#: Gradient rows are judged in chunks of about this many elements (memory and speed: the
+#: Rows are reduced in chunks of about this many elements (memory and speed: the
 #: temporaries stay small enough for the allocator to reuse).
 CHUNK_ELEMENTS = 1 << 18
 
 
-@dataclass
-class GradSummary:
-    """Reductions of the gradient's ElementErrors over all defined rows."""
+@dataclass(frozen=True)
+class Element:
+    """One element outside the tolerance: where, what it is, how far."""
 
+    index: tuple[int, ...]  # (row,) for the loss, (row, class) for the gradient
+    computed: float
+    true: float
+    abs: float
+    ulps: float
+    ratio: float  # abs / allowance: > 1 is outside the tolerance
+
+
+@dataclass
+class Reduction:
+    """One quantity's (loss or gradient) ElementErrors reduced over the rows with a finite
+    truth, folded in chunk by chunk: the results table's columns (`measure`) and the
+    mismatch report (`testing.mismatch`) are both read from it, so they cannot disagree."""
+
+    name: str
+    top: int = 0  # how many of the worst elements outside the tolerance to keep
+    n: int = 0
+    n_bad: int = 0  # elements outside the tolerance (non-finite ones included)
+    n_nonfinite: int = 0
+    n_flushed: int = 0
     abs_max: float = 0.0
+    rel_max: float = 0.0
     ulps_max: float = 0.0
     ratio_max: float = 0.0
-    worst: tuple[int, int] = (0, 0)
-    n_nonfinite: int = 0
-    n_bad: int = 0
-    n_flushed: int = 0
-    n: int = 0
+    argmax: tuple[int, ...] = ()  # where the largest ratio is (the first such element)
     err_sq: float = 0.0  # sum of squared errors (inf if any error is)
     true_sq: float = 0.0
+    worst: list[Element] = field(default_factory=list)  # up to `top`, worst first
 
-    def add(self, e: ElementErrors, truth, row_ids) -> None:
-        i = int(np.argmax(e.ratio))
-        if e.ratio.flat[i] > self.ratio_max or self.n == 0:
-            r, c = np.unravel_index(i, e.ratio.shape)
-            self.ratio_max, self.worst = float(e.ratio.flat[i]), (int(row_ids[r]), int(c))
-        self.abs_max = max(self.abs_max, float(e.abs.max()))
-        self.ulps_max = max(self.ulps_max, float(e.ulps.max()))
-        self.n_nonfinite += int(e.nonfinite.sum())
-        self.n_bad += int((e.ratio > 1).sum())
-        self.n_flushed += int(e.flushed.sum())
-        self.n += e.abs.size
-        with np.errstate(over="ignore"):
+    def add(self, e: ElementErrors, computed, truth, index_of) -> None:
+        """Fold in one block of element errors; `index_of(flat) -> index` in the case."""
+        if e.abs.size == 0:
+            return
+        ratio = e.ratio.reshape(-1)
+        i = int(np.argmax(ratio))
+        if ratio[i] > self.ratio_max or self.n == 0:
+            self.ratio_max, self.argmax = float(ratio[i]), index_of(i)
+        t = np.asarray(truth, np.float64)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            rel = np.where(e.abs == 0, 0.0, e.abs / np.abs(t))
             self.err_sq += float(np.square(e.abs).sum())
-            self.true_sq += float(np.square(np.asarray(truth, np.float64)).sum())
+            self.true_sq += float(np.square(t).sum())
+        self.n += e.abs.size
+        self.n_bad += int((ratio > 1).sum())
+        self.n_nonfinite += int(e.nonfinite.sum())
+        self.n_flushed += int(e.flushed.sum())
+        self.abs_max = max(self.abs_max, float(e.abs.max()))
+        self.rel_max = max(self.rel_max, float(rel.max()))
+        self.ulps_max = max(self.ulps_max, float(e.ulps.max()))
+        if self.top:
+            bad = np.flatnonzero(ratio > 1)
+            # NaN/inf first (their ratio is inf), then by ratio; a stable sort keeps index order.
+            order = bad[np.argsort(-ratio[bad], kind="stable")][: self.top]
+            c, tt = np.asarray(computed).reshape(-1), t.reshape(-1)
+            self.worst += [Element(index_of(int(k)), float(c[k]), float(tt[k]), float(e.abs.flat[k]),
+                                   float(e.ulps.flat[k]), float(ratio[k])) for k in order]
+            self.worst.sort(key=lambda el: -el.ratio)
+            del self.worst[self.top:]
+
+    @property
+    def rel_norm(self) -> float:
+        """||error|| / ||truth|| over the quantity (0 when there is no error)."""
+        return 0.0 if self.err_sq == 0 else float(np.sqrt(self.err_sq) / np.sqrt(self.true_sq))
 
 
-def grad_summary(ref: Reference, grad: np.ndarray, dtype: str) -> GradSummary:
-    row_ids = np.flatnonzero(ref.defined)
-    step = max(1, CHUNK_ELEMENTS // max(grad.shape[1], 1))
-    out = GradSummary()
-    for lo in range(0, len(row_ids), step):
-        ids = row_ids[lo : lo + step]
-        e = element_errors(grad[ids], ref.grad[ids], ref.grad_scale[ids], dtype)
-        out.add(e, ref.grad[ids], ids)
+def reduce_errors(ref: Reference, computed, name: str, dtype: str, top: int = 0) -> Reduction:
+    """The loss ("loss") or gradient ("grad") of one result against the reference, reduced
+    over the rows with a finite truth in chunks of about CHUNK_ELEMENTS elements."""
+    rows = np.flatnonzero(ref.defined)
+    computed = np.asarray(computed)
+    truth, scale = (ref.loss, ref.loss_scale) if name == "loss" else (ref.grad, ref.grad_scale)
+    width = computed.shape[1] if computed.ndim == 2 else 1
+    step = max(1, CHUNK_ELEMENTS // width)
+    out = Reduction(name, top)
+    for lo in range(0, rows.size, step):
+        ids = rows[lo : lo + step]
+        e = element_errors(computed[ids], truth[ids], scale[ids], dtype)
+        if name == "loss":
+            out.add(e, computed[ids], truth[ids], lambda k, ids=ids: (int(ids[k]),))
+        else:
+            out.add(e, computed[ids], truth[ids], lambda k, ids=ids: (int(ids[k // width]), k % width))
     return out
 
 
-def evaluate(ref: Reference, loss, grad, dtype: str) -> dict:
-    """The metric columns (see `columns`) and status of one adapter result on one case."""
-    rows = ref.defined
-    out: dict = {"n_rows_undefined": int((~rows).sum())}
-    if rows.size == 0:  # an empty batch: the right answer is empty outputs
-        ok = np.shape(loss) == ref.loss.shape and np.shape(grad) == ref.grad.shape
-        out["status"] = "ok" if ok else "error"
-        out["message"] = "empty batch" + ("" if ok else f": output shapes {np.shape(loss)}, {np.shape(grad)}")
-        return out
-    if not rows.any():
-        out["status"] = "undefined"
-        out["message"] = "no finite truth; computed " + describe_nonfinite(loss, grad)
-        return out
-    loss = np.asarray(loss)
-    grad = np.asarray(grad)
-    if loss.shape != ref.loss.shape or grad.shape != ref.grad.shape:
-        out["status"] = "error"
-        out["message"] = f"output shapes loss {loss.shape}, grad {grad.shape}; expected {ref.loss.shape}, {ref.grad.shape}"
-        return out
-    lt = ref.loss[rows]
-    le = element_errors(loss[rows], lt, ref.loss_scale[rows], dtype)
-    g = grad_summary(ref, grad, dtype)
-    row_ids = np.flatnonzero(rows)
+def measure(ref: Reference, loss, grad, dtype: str) -> dict:
+    """The error columns (see `columns`) of one result on the rows with a finite truth.
 
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        rel = np.where(le.abs == 0, 0.0, le.abs / np.abs(np.asarray(lt, np.float64)))
-        grad_rel = 0.0 if g.err_sq == 0 else float(np.sqrt(g.err_sq) / np.sqrt(g.true_sq))
-    li = int(np.argmax(le.ratio))
-    out.update(
-        loss_abs_err=float(le.abs.max()),
-        loss_rel_err=float(rel.max()),
-        loss_ulps=float(le.ulps.max()),
-        loss_tol_ratio=float(le.ratio.max()),
-        loss_worst_row=int(row_ids[li]),
+    Call it only when some row has a finite truth and the output shapes match the
+    reference's (the judge, `run.judge`, checks both first); it decides no status.
+    """
+    lq = reduce_errors(ref, loss, "loss", dtype)
+    g = reduce_errors(ref, grad, "grad", dtype)
+    return dict(
+        loss_abs_err=lq.abs_max,
+        loss_rel_err=lq.rel_max,
+        loss_ulps=lq.ulps_max,
+        loss_tol_ratio=lq.ratio_max,
+        loss_worst_row=lq.argmax[0],
         grad_abs_err=g.abs_max,
-        grad_rel_norm=grad_rel,
+        grad_rel_norm=g.rel_norm,
         grad_ulps=g.ulps_max,
         grad_tol_ratio=g.ratio_max,
-        grad_worst=f"{g.worst[0]},{g.worst[1]}",
-        n_loss_nonfinite=int(le.nonfinite.sum()),
+        grad_worst=f"{g.argmax[0]},{g.argmax[1]}",
+        n_loss_nonfinite=lq.n_nonfinite,
         n_grad_nonfinite=g.n_nonfinite,
-        n_loss_bad=int((le.ratio > 1).sum()),
+        n_loss_bad=lq.n_bad,
         n_grad_bad=g.n_bad,
-        n_flushed=int(le.flushed.sum()) + g.n_flushed,
+        n_flushed=lq.n_flushed + g.n_flushed,
+        n_loss=lq.n,
+        n_grad=g.n,
     )
-    if out["n_loss_nonfinite"] or g.n_nonfinite:
-        out["status"] = "nonfinite"
-        out["message"] = (
-            f"{out['n_loss_nonfinite']} of {le.abs.size} losses and {g.n_nonfinite} of "
-            f"{g.n} gradient elements non-finite where the truth is finite"
-        )
-    elif out["n_loss_bad"] or g.n_bad:
-        out["status"] = "inaccurate"
-        out["message"] = (
-            f"{out['n_loss_bad']} of {le.abs.size} losses (worst row {out['loss_worst_row']}, "
-            f"{out['loss_tol_ratio']:.3g}x tolerance) and {g.n_bad} of {g.n} gradient "
-            f"elements (worst [{out['grad_worst']}], {g.ratio_max:.3g}x) outside tolerance"
-        )
-    else:
-        out["status"] = "ok"
-        out["message"] = ""
-    return out
 
 
 def describe_nonfinite(loss, grad) -> str:

@@ -1,4 +1,4 @@
-"""The tolerance table: the one place that turns raw errors into a status.
+"""The tolerance table: how far from the truth an element may be in each dtype.
 
 An element (a row's loss, or one gradient component) is within tolerance when
 
@@ -52,13 +52,6 @@ TABLE: dict[str, Tolerance] = {
     "float32": Tolerance(ulps=4, cond=4),
     "float64": Tolerance(ulps=4, cond=4),
 }
-
-#: Statuses, best first; `check` compares runs by this order. On invalid labels (a case
-#: with `invalid` set) the right outcome is `rejected` (an exception); `silent` means the
-#: implementation returned numbers for input that has no answer.
-STATUSES = (
-    "ok", "rejected", "inaccurate", "silent", "nonfinite", "error", "crash", "timeout", "unsupported", "undefined",
-)
 
 
 def get(dtype: str) -> Tolerance:

@@ -23,19 +23,20 @@ import pandas as pd
 
 from harness.numerics import tolerances
 from harness.errors import UsageError
-from harness.numerics.tolerances import STATUSES
+from harness.numerics import statuses
+from harness.numerics.statuses import STATUSES
 
-#: Statuses that judge an answer (the others say there was no answer to judge).
-UNJUDGED = ("unsupported", "undefined")
+#: Statuses that judge no answer (the status table's `judged`).
+UNJUDGED = statuses.names(judged=False)
 #: Outcomes on invalid labels (no truth exists): a question of validation, not of accuracy,
 #: so the accuracy table and the worst inputs leave them to the heatmap and the findings.
-INVALID_LABEL_OUTCOMES = ("rejected", "silent")
-#: Statuses that are a failure of the implementation, in STATUSES order (worst last).
-FAILURES = tuple(s for s in STATUSES if s not in ("ok", "rejected", *UNJUDGED))
+INVALID_LABEL_OUTCOMES = statuses.names(invalid_labels=True)
+#: Statuses that are a failure of the implementation, in display order.
+FAILURES = statuses.names(failure=True)
 #: Failures on inputs with a finite truth: what the accuracy columns count.
-ACCURACY_FAILURES = tuple(s for s in FAILURES if s not in INVALID_LABEL_OUTCOMES)
+ACCURACY_FAILURES = statuses.names(failure=True, invalid_labels=False)
 #: Statuses whose case had a finite truth and an answer to measure (the error plots).
-MEASURED = ("ok", "inaccurate", "nonfinite")
+MEASURED = statuses.names(measured=True)
 
 RESULTS_FILE = "results.parquet"
 BENCH_FILE = "bench.parquet"
@@ -136,15 +137,16 @@ def bench(runs: list[Run]) -> pd.DataFrame | None:
 
 
 def status_rank(status: str) -> int:
-    """Badness for picking a cell's colour: failures above ok, no-answer statuses below ok."""
-    if status in UNJUDGED:
-        return -2 if status == "undefined" else -1
-    return STATUSES.index(status) if status in STATUSES else len(STATUSES)
+    """Badness for picking a cell's colour and the worst inputs: unjudged statuses below
+    every judged one, then the status table's severity and display order."""
+    judged = statuses.get(status).judged
+    severity, order = statuses.rank(status)
+    return 1000 * judged + 100 * severity + order
 
 
-def worst_status(statuses) -> str:
-    statuses = list(statuses)
-    return max(statuses, key=status_rank) if statuses else ""
+def worst_status(names) -> str:
+    """What a cell shows: its worst judged status, else the worst of the others."""
+    return statuses.worst_judged(names)
 
 
 def _finite_max(values: pd.Series) -> float:

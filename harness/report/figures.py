@@ -13,24 +13,12 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.numerics.tolerances import STATUSES
+from harness.numerics.statuses import STATUSES, TABLE as STATUS_TABLE
 
 DPI = 100
 
-#: One colour per status, shared by the heatmap and the HTML tables.
-STATUS_COLOURS = {
-    "ok": "#4caf50",
-    "rejected": "#a5d6a7",
-    "inaccurate": "#ffb300",
-    "silent": "#ab47bc",
-    "nonfinite": "#e53935",
-    "error": "#8e0000",
-    "crash": "#212121",
-    "timeout": "#6d4c41",
-    "unsupported": "#cfd8dc",
-    "undefined": "#eceff1",
-}
-assert set(STATUS_COLOURS) == set(STATUSES)
+#: One colour per status (the status table's), shared by the heatmap and the HTML tables.
+STATUS_COLOURS = {s.name: s.colour for s in STATUS_TABLE.values()}
 
 #: Where ratios are drawn on the log axis: 0 at the floor, NaN/inf in a band above the ceiling.
 FLOOR, CEILING, NONFINITE_Y = 1e-3, 1e6, 1e7
@@ -98,7 +86,7 @@ def status_heatmap(table: pd.DataFrame, regimes: list[str]) -> bytes:
         ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-0.5, vmax=len(STATUSES) - 0.5, aspect="auto",
                   interpolation="nearest")
         for (i, j), label in sorted(text.items()):
-            dark = STATUSES[int(grid[i, j])] in ("nonfinite", "error", "crash", "timeout", "silent")
+            dark = STATUS_TABLE[STATUSES[int(grid[i, j])]].dark
             ax.text(j, i, label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
         ax.set_xticks(range(len(regimes)), regimes, rotation=40, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(len(rows)), [_row_label(r, a, multi) for r, a in rows])

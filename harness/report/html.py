@@ -10,11 +10,10 @@ import base64
 import html
 import re
 
-from harness.report.figures import STATUS_COLOURS
+from harness.numerics.statuses import TABLE as STATUS_TABLE
 from harness.report.text import FIGURE_TITLES
 
 _LONG_CELL = 62  # longer than any adapter id in backticks
-_DARK = ("nonfinite", "error", "crash", "timeout", "silent")
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 2em auto;
@@ -31,7 +30,7 @@ pre { background: #f7f7f7; padding: 0.7em; white-space: pre-wrap; font-size: 0.8
 img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
 figcaption { font-size: 0.85em; color: #555; }
 """ + "\n".join(
-    f"td.s-{s} {{ background: {c}; color: {'#fff' if s in _DARK else '#000'}; }}" for s, c in STATUS_COLOURS.items()
+    f"td.s-{s.name} {{ background: {s.colour}; color: {'#fff' if s.dark else '#000'}; }}" for s in STATUS_TABLE.values()
 )
 
 
@@ -45,7 +44,7 @@ def _table(header, rows) -> str:
     for row in rows:
         cells = []
         for text, status in row:
-            classes = [f"s-{status}"] if status in STATUS_COLOURS else []
+            classes = [f"s-{status}"] if status in STATUS_TABLE else []
             if len(str(text)) > _LONG_CELL:
                 classes.append("long")  # a command line or path: may break anywhere rather than widen the page
             cls = f' class="{" ".join(classes)}"' if classes else ""

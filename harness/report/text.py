@@ -9,27 +9,14 @@ import math
 
 import pandas as pd
 
+from harness.numerics.statuses import TABLE as STATUS_TABLE
 from harness.report import content as rp
 
-#: A mark per status, so the tables read without colour too.
-STATUS_MARKS = {
-    "ok": "✓", "rejected": "✓", "inaccurate": "▲", "silent": "◆", "nonfinite": "✗", "error": "✗",
-    "crash": "✗", "timeout": "✗", "unsupported": "–", "undefined": "·",
-}
+#: A mark per status, so the tables read without colour too (the status table's).
+STATUS_MARKS = {s.name: s.mark for s in STATUS_TABLE.values()}
 
-#: What each status means (the statuses and their order are harness.numerics.tolerances.STATUSES).
-STATUS_MEANINGS = {
-    "ok": "within the tolerance of its dtype",
-    "rejected": "invalid labels, and the implementation raised: right",
-    "inaccurate": "outside the tolerance: worse than a careful implementation in this dtype can be",
-    "silent": "invalid labels, and the implementation returned numbers anyway",
-    "nonfinite": "NaN/inf where the truth is finite",
-    "error": "the implementation raised on a valid input",
-    "crash": "the worker process died (signal in the message)",
-    "timeout": "the call did not return within the run's --timeout",
-    "unsupported": "declared unsupported, or refused by the framework with its reason",
-    "undefined": "the input has no finite truth (+inf, NaN, all -inf row): behaviour recorded, not judged",
-}
+#: What each status means (the status table's).
+STATUS_MEANINGS = {s.name: s.meaning for s in STATUS_TABLE.values()}
 
 #: Titles of the figures, by file name (also their order in the report).
 FIGURE_TITLES = {

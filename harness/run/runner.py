@@ -19,7 +19,6 @@ import pandas as pd
 
 from harness.adapters import registry
 from harness.store import columns
-from harness.numerics import metrics
 from harness.numerics import reference
 from harness.inputs import regimes
 from harness.store import runfolder
@@ -27,6 +26,7 @@ from harness.run import search
 from harness.numerics import dtypes
 from harness.numerics.cases import Case
 from harness.errors import UsageError
+from harness.run.judge import judge
 from harness.run.progress import Progress
 from harness.adapters.workers import Attempt, InProcess, WorkerPool
 
@@ -57,15 +57,9 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
     rows = []
 
     def emit(adapter, attempt: Attempt):
-        row = dict(common, adapter=adapter.id, framework=adapter.framework, framework_version=registry.framework_version(adapter.framework))
-        if case.invalid and attempt.status in ("ran", "error"):
-            row.update(_judge_invalid(case, attempt))
-        elif attempt.status == "ran":
-            out = attempt.output
-            row.update(adapter_seconds=attempt.seconds, compile_seconds=out.compile_seconds, out_dtype=out.out_dtype)
-            row.update(metrics.evaluate(ref, out.loss, out.grad, case.dtype))
-        else:
-            row.update(status=attempt.status, message=attempt.message)
+        row = dict(common, adapter=adapter.id, framework=adapter.framework,
+                   framework_version=registry.framework_version(adapter.framework))
+        row.update(judge(case, ref, attempt))
         rows.append(row)
         if on_row:
             on_row(row)
@@ -79,19 +73,6 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
     for adapter, attempt in executor.run(case, runnable, device):
         emit(adapter, attempt)
     return rows
-
-
-def _judge_invalid(case: Case, attempt: Attempt) -> dict:
-    """Invalid labels have no answer: raising is right (`rejected`), numbers are `silent`."""
-    if attempt.status == "error":
-        return {"status": "rejected", "message": attempt.message}
-    out = attempt.output
-    return {
-        "status": "silent",
-        "out_dtype": out.out_dtype,
-        "adapter_seconds": attempt.seconds,
-        "message": f"returned numbers for invalid labels ({case.invalid}): " + metrics.describe_nonfinite(out.loss, out.grad),
-    }
 
 
 def run(

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.numerics import statuses
 from harness.store import casefile
 
 BROKEN = 1e12  # the score of a non-finite, crashed, timed-out or erroring result
@@ -37,10 +38,10 @@ BUDGETS = {
 
 
 def score(row: dict) -> float:
-    status = row["status"]
-    if status in ("nonfinite", "crash", "timeout", "error"):
+    status = statuses.get(row["status"])
+    if status.broke or status.name == "nonfinite":
         return BROKEN
-    if status in ("ok", "inaccurate"):
+    if status.measured:
         ratio = max(row.get("loss_tol_ratio") or 0.0, row.get("grad_tol_ratio") or 0.0)
         return min(float(ratio), BROKEN / 2) if math.isfinite(ratio) else BROKEN
     return -1.0  # unsupported / undefined: nothing to learn

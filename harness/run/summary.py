@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.numerics.tolerances import STATUSES
+from harness.numerics.statuses import STATUSES
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

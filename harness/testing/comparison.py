@@ -4,7 +4,7 @@ A kernel author's question, asked on cestab's regimes (small shapes by default) 
 both implementations run on every case (in this process, the reference computed once), and
 the candidate is *worse* on a case where
 
-- its status ranks below the baseline's (`tolerances.STATUSES`: ok, rejected, inaccurate,
+- its status ranks below the baseline's (`statuses.rank`: severity, then display order: ok, rejected, inaccurate,
   silent, nonfinite, error, ...), or
 - both are outside the tolerance and the candidate's largest tolerance ratio (loss or
   gradient) exceeds the baseline's by more than the factor 1 + rtol.
@@ -26,12 +26,12 @@ from harness.inputs import regimes
 from harness.adapters import Adapter
 from harness.errors import UsageError
 from harness.testing.outcomes import outcomes
-from harness.numerics.tolerances import STATUSES
+from harness.numerics import statuses
 
 #: Small regime shapes: V = 2, a tile-sized V and a 1000-class V, in well under a minute.
 SMALL_SHAPES = ((16, 2), (8, 100), (4, 1000))
 #: Statuses that are not compared: the combination did not run, or the input has no truth.
-NOT_COMPARED = ("unsupported", "undefined")
+NOT_COMPARED = statuses.names(judged=False)
 #: The default margin: up to twice as far outside the tolerance as the baseline.
 RTOL = 1.0
 
@@ -66,7 +66,7 @@ def verdict(cand: dict, base: dict, rtol: float) -> str:
     cs, bs = cand["status"], base["status"]
     if cs in NOT_COMPARED or bs in NOT_COMPARED:
         return ""
-    if STATUSES.index(cs) > STATUSES.index(bs):
+    if statuses.rank(cs) > statuses.rank(bs):
         return f"status {cs} where the baseline is {bs}"
     if cs == bs == "inaccurate" and _ratio(cand) > _ratio(base) * (1.0 + rtol):
         return f"{_ratio(cand):.3g}x tolerance where the baseline is {_ratio(base):.3g}x (margin 1 + {rtol:g})"

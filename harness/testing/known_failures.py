@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.numerics import dtypes
+from harness.numerics import dtypes, statuses
 from harness.numerics.cases import Case
 from harness.errors import UsageError
 
@@ -138,7 +138,7 @@ _FIELDS = {"adapter": str, "dtypes": list, "when": list, "statuses": list, "quan
 
 def parse(entries) -> tuple[KnownFailure, ...]:
     """Validate the decoded JSON list; UsageError naming the first bad entry."""
-    from harness.numerics.tolerances import STATUSES
+    from harness.numerics.statuses import STATUSES
 
     if not isinstance(entries, list):
         raise UsageError("known failures: expected a JSON list of entries")
@@ -177,7 +177,7 @@ def failing_quantities(row: dict) -> tuple[str, ...]:
 
 
 #: Statuses that are failures of the adapter (not of the input, not of the platform).
-FAILURES = ("inaccurate", "silent", "nonfinite", "error", "crash", "timeout")
+FAILURES = statuses.names(failure=True)
 
 
 def match(case: Case, adapter_id: str, row: dict, entries=None) -> KnownFailure | None:

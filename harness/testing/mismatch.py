@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,71 +37,13 @@ WORST = 5
 DEFAULT_FOLDER = Path(".cestab-failures")
 
 
-@dataclass(frozen=True)
-class Element:
-    """One element outside the tolerance: where, what it is, how far."""
-
-    index: tuple[int, ...]  # (row,) for the loss, (row, class) for the gradient
-    computed: float
-    true: float
-    abs: float
-    ulps: float
-    ratio: float  # abs / allowance: > 1 is outside the tolerance
-
-
-@dataclass
-class Quantity:
-    """The mismatch of one quantity (loss or grad) over the rows with a finite truth."""
-
-    name: str
-    n: int = 0
-    n_bad: int = 0  # elements outside the tolerance (non-finite ones included)
-    n_nonfinite: int = 0
-    max_abs: float = 0.0
-    max_ulps: float = 0.0
-    max_ratio: float = 0.0
-    worst: list[Element] = field(default_factory=list)
-
-    def add(self, e: metrics.ElementErrors, computed, truth, index_of, top: int) -> None:
-        """Fold in one block of element errors; `index_of(flat) -> index` in the case."""
-        self.n += e.abs.size
-        self.n_bad += int((e.ratio > 1).sum())
-        self.n_nonfinite += int(e.nonfinite.sum())
-        if e.abs.size == 0:
-            return
-        self.max_abs = max(self.max_abs, float(e.abs.max()))
-        self.max_ulps = max(self.max_ulps, float(e.ulps.max()))
-        self.max_ratio = max(self.max_ratio, float(e.ratio.max()))
-        ratio = e.ratio.reshape(-1)
-        bad = np.flatnonzero(ratio > 1)
-        # NaN/inf first (their ratio is inf), then by ratio; a stable sort keeps index order.
-        order = bad[np.argsort(-ratio[bad], kind="stable")][:top]
-        c, t = np.asarray(computed).reshape(-1), np.asarray(truth).reshape(-1)
-        for i in order:
-            self.worst.append(Element(
-                index_of(int(i)), float(c[i]), float(t[i]), float(e.abs.flat[i]), float(e.ulps.flat[i]), float(ratio[i])
-            ))
-        self.worst.sort(key=lambda el: -el.ratio)
-        del self.worst[top:]
+#: One quantity's mismatch: the same chunked reduction the results table is read from.
+Quantity = metrics.Reduction
 
 
 def quantities(ref, loss, grad, dtype: str, top: int = WORST) -> list[Quantity]:
     """Loss and gradient mismatches of (loss, grad) against the reference `ref`."""
-    rows = np.flatnonzero(ref.defined)
-    loss = np.asarray(loss)
-    grad = np.asarray(grad)
-    lq = Quantity("loss")
-    if rows.size:
-        e = metrics.element_errors(loss[rows], ref.loss[rows], ref.loss_scale[rows], dtype)
-        lq.add(e, loss[rows], ref.loss[rows], lambda i: (int(rows[i]),), top)
-    gq = Quantity("grad")
-    v = grad.shape[1] if grad.ndim == 2 else 1
-    step = max(1, metrics.CHUNK_ELEMENTS // max(v, 1))
-    for lo in range(0, rows.size, step):
-        ids = rows[lo : lo + step]
-        e = metrics.element_errors(grad[ids], ref.grad[ids], ref.grad_scale[ids], dtype)
-        gq.add(e, grad[ids], ref.grad[ids], lambda i, ids=ids: (int(ids[i // v]), i % v), top)
-    return [lq, gq]
+    return [metrics.reduce_errors(ref, loss, "loss", dtype, top), metrics.reduce_errors(ref, grad, "grad", dtype, top)]
 
 
 def tolerance_line(dtype: str) -> str:
@@ -128,7 +69,7 @@ def format_quantity(q: Quantity, adapter_id: str, dtype: str, status: str) -> st
         f"[{adapter_id} {dtype} {q.name}] status {status}",
         f"Mismatched elements: {q.n_bad} / {q.n} ({pct:.3g}%)",
         f"Non-finite where the truth is finite: {q.n_nonfinite}",
-        f"Max absolute difference: {q.max_abs:.6g}   Max ulps: {q.max_ulps:.6g}   Max tolerance ratio: {q.max_ratio:.6g}",
+        f"Max absolute difference: {q.abs_max:.6g}   Max ulps: {q.ulps_max:.6g}   Max tolerance ratio: {q.ratio_max:.6g}",
     ]
     if q.worst:
         where = "(row,)" if q.name == "loss" else "(row, class)"

@@ -171,7 +171,7 @@ def test_bad_baseline_is_a_one_line_usage_error(runs, tmp_path, capsys, content,
 
 def test_bad_run_and_arguments_are_usage_errors(base, tmp_path, capsys):
     for args, message in (
-        ([tmp_path], "not a finished run folder"),
+        ([tmp_path], "not a run folder"),
         ([], "give a RUN_DIR to check, or --quick"),
         ([tmp_path, "--rtol", "-1"], "non-negative"),
         ([tmp_path, "--compare-as", "nonsense"], "RUN_ADAPTER=BASELINE_ADAPTER"),

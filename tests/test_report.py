@@ -224,7 +224,7 @@ def _cli(argv, capsys):
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     out = tmp_path / "out"
     code, err = _cli(["report", str(tmp_path / "missing"), "--out", str(out)], capsys)
-    assert code == 2 and err.startswith("cestab: error:") and "no such run folder" in err and err.count("\n") == 1
+    assert code == 2 and err.startswith("cestab: error:") and "does not exist (expected a run folder)" in err and err.count("\n") == 1
     empty = tmp_path / "empty"
     empty.mkdir()
     code, err = _cli(["report", str(empty), "--out", str(out)], capsys)

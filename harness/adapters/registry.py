@@ -116,18 +116,18 @@ def function_frameworks() -> list[str]:
     return sorted(name for name, fw in _frameworks.items() if fw.wraps_functions and not fw.missing())
 
 
-def from_function(fn, adapter_id: str, framework_name: str = "") -> Adapter:
+def from_function(fn, adapter_id: str, framework: str = "") -> Adapter:
     """An (unregistered) adapter around a plain `loss(logits, labels) -> per-row loss`.
 
-    The framework is `framework_name`, or else the one framework package `fn`'s globals
-    refer to; that framework's `Framework.wrap_function` does the wrapping.
+    The framework is `framework` (a name), or else the one framework package `fn`'s
+    globals refer to; that framework's `Framework.wrap_function` does the wrapping.
     """
     _load()
     choices = function_frameworks()
-    framework_name = framework_name or _framework_of(fn, adapter_id, choices)
-    if framework_name not in choices:
-        raise UsageError(f"unknown framework {framework_name!r} for {adapter_id}; choose from {', '.join(choices)}")
-    return _on_rows(_frameworks[framework_name].wrap_function(fn, adapter_id))
+    framework = framework or _framework_of(fn, adapter_id, choices)
+    if framework not in choices:
+        raise UsageError(f"unknown framework {framework!r} for {adapter_id}; choose from {', '.join(choices)}")
+    return _on_rows(_frameworks[framework].wrap_function(fn, adapter_id))
 
 
 def _on_rows(adapter: Adapter) -> Adapter:
@@ -179,6 +179,15 @@ def versions() -> dict:
     for name in (*sorted(_frameworks), *sorted(u for u in _unavailable if " " not in u), *COMPANION_PACKAGES):
         out[name] = framework_version(name)
     return out
+
+
+def describe(adapter_list) -> dict:
+    """What run.json records of the adapters a run used and the frameworks it could not."""
+    return {
+        "adapters": {a.id: {"framework": a.framework, "version": framework_version(a.framework)} for a in adapter_list},
+        "unavailable_frameworks": unavailable(),
+        "versions": versions(),
+    }
 
 
 def gpu_present() -> bool:

@@ -29,6 +29,7 @@ from harness.errors import UsageError
 from harness.numerics import dtypes
 from harness.run.progress import Progress
 from harness.store import runfolder
+from harness.store.runfolder import RunFolder
 
 #: Rows journalled as they come (JSON lines), so an interrupted bench keeps what it measured.
 JOURNAL = "bench_rows.jsonl"
@@ -169,27 +170,20 @@ def bench(
         raise UsageError("timeout and time budget must be positive seconds")
     if out_dir is not None and run_dir is not None:
         raise UsageError("give either an output folder or an existing run folder, not both")
-    meta_before = _existing_meta(Path(run_dir)) if run_dir is not None else None
+    folder = RunFolder.open(run_dir) if run_dir is not None else None
+    meta_before = folder.read_meta(required=("run_id",)) if folder is not None else None
     adapter_list = registry.resolve(adapters, plugins)
     cases = bench_cases(device, dtypes, shapes, seed, timing)
     if device == "cuda":  # JAX would otherwise take 75% of the GPU before torch allocates
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     started = dt.datetime.now(dt.timezone.utc)
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        run_id = meta_before["run_id"]
-    elif out_dir is not None:
-        run_dir = runfolder.new_run_dir(out_dir, seed)
-        run_id = run_dir.name
-    else:
-        run_id = started.strftime("%Y%m%d-%H%M%S") + f"-s{seed}"
+    if folder is None and out_dir is not None:
+        folder = RunFolder.create(out_dir, seed)
+    run_id = meta_before["run_id"] if meta_before is not None else runfolder.run_id(folder, started, seed)
     t_start = time.perf_counter()
     device_name, device_gbps, bandwidth_note = device_bandwidth(device, bandwidth_bytes)
     bandwidth_seconds = time.perf_counter() - t_start
-    info = {
-        "started": started.isoformat(timespec="seconds"),
-        "command": command if command is not None else " ".join(sys.argv),
-        "options": {
+    options = {
             "adapters": [a.id for a in adapter_list],
             "plugins": list(plugins),
             "cases": [[c.dtype, c.n_rows, c.n_classes] for c in cases],
@@ -198,7 +192,11 @@ def bench(
             "timing": vars(cases[0].timing) if cases else None,
             "time_budget": time_budget,
             "timeout": timeout,
-        },
+    }
+    info = {
+        "started": started.isoformat(timespec="seconds"),
+        "command": command if command is not None else " ".join(sys.argv),
+        "options": options,
         "device_name": device_name,
         "device_gbps": device_gbps,
         "bandwidth_note": bandwidth_note,
@@ -213,17 +211,16 @@ def bench(
         "device_name": device_name,
         "device_gbps": device_gbps,
     }
-    journal = open(run_dir / JOURNAL, "a", encoding="utf-8") if run_dir is not None else None
+    journal = folder.journal(JOURNAL) if folder is not None else None
     rows: list[dict] = []
 
     def emit(adapter, bench_case, answer):
         for row in rows_for(adapter, bench_case, answer, common):
             rows.append(row)
             if journal:
-                journal.write(json.dumps(row, default=str) + "\n")
-                journal.flush()
+                journal.append(row)
 
-    pool = WorkerPool(timeout, runfolder.log_dir(run_dir))
+    pool = WorkerPool(timeout, folder.logs if folder is not None else None)
     bar = Progress(len(cases) * len(adapter_list), progress)
     info["state"] = "complete"
     try:
@@ -252,39 +249,23 @@ def bench(
         "bandwidth_seconds": round(bandwidth_seconds, 3),
         "worker_startup_seconds": {k: round(v, 3) for k, v in pool.startup_seconds.items()},
     }
-    if run_dir is not None:
-        _write(run_dir, df, info, meta_before, adapter_list)
-        df.attrs["run_dir"] = str(run_dir)
+    if folder is not None:
+        _write(folder, df, info, meta_before, adapter_list)
+        df.attrs["run_dir"] = str(folder.path)
     df.attrs["timing"] = info["timing"]
     df.attrs["device_name"], df.attrs["device_gbps"] = device_name, device_gbps
     return df
 
 
-def _existing_meta(run_dir: Path) -> dict:
-    try:
-        meta = json.loads((run_dir / "run.json").read_text())
-        meta["run_id"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"{run_dir} is not a run folder (no readable run.json with a run_id)") from None
-    return meta
-
-
-def _write(run_dir: Path, df: pd.DataFrame, info: dict, meta_before: dict | None, adapter_list) -> None:
+def _write(folder: RunFolder, df: pd.DataFrame, info: dict, meta_before: dict | None, adapter_list) -> None:
     """bench.parquet, bench.csv, then run.json (new, or the accuracy run's with "bench" added)."""
-    runfolder.write_atomic(run_dir / "bench.parquet", lambda p: df.to_parquet(p, index=False))
-    runfolder.write_atomic(run_dir / "bench.csv", lambda p: df.to_csv(p, index=False))
+    folder.write_table(RunFolder.BENCH, df)
     if meta_before is not None:
-        meta = json.loads((run_dir / "run.json").read_text())  # re-read: keep what changed since
+        meta = folder.read_meta()  # re-read: keep what changed since
         meta["bench"] = info
     else:
-        meta = dict(
-            run_id=run_dir.name,
-            kind="bench",
-            **info,
-            adapters={a.id: {"framework": a.framework, "version": registry.framework_version(a.framework)} for a in adapter_list},
-            unavailable_frameworks=registry.unavailable(),
-            versions=registry.versions(),
-            environment=runfolder.environment(),
-        )
-    runfolder.write_meta(run_dir, meta)
-    (run_dir / JOURNAL).unlink(missing_ok=True)
+        info = dict(info)
+        meta = runfolder.new_meta(folder.name, dt.datetime.fromisoformat(info.pop("started")), info.pop("command"),
+                                  info.pop("options"), kind="bench", **info, **registry.describe(adapter_list))
+    folder.write_meta(meta)
+    folder.drop_journal(JOURNAL)

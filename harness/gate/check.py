@@ -35,8 +35,9 @@ import pandas as pd
 from harness.adapters import registry
 from harness.gate import baseline as baseline_file
 from harness.store import columns
+from harness.store.runfolder import RunFolder
 from harness.numerics import tolerances
-from harness.errors import UsageError, first_line
+from harness.errors import UsageError
 from harness.numerics import statuses
 
 DEFAULT_RTOL = 0.5
@@ -115,21 +116,11 @@ def _max(values: pd.Series) -> float:
 
 def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     """A finished run folder's results and run.json; UsageError if it is not one."""
-    import json
-
-    run_dir = Path(run_dir)
-    try:
-        meta = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        df = pd.read_parquet(run_dir / "results.parquet")
-    except FileNotFoundError:
-        raise UsageError(f"{run_dir} is not a finished run folder (no run.json and results.parquet)") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{run_dir}: cannot read the run: {first_line(exc)}") from None
-    if not isinstance(meta, dict) or meta.get("schema_version") != columns.SCHEMA_VERSION:
+    folder = RunFolder.open(run_dir)
+    meta = folder.read_meta()
+    if meta.get("schema_version") != columns.SCHEMA_VERSION:
         raise UsageError(f"{run_dir}: results schema {meta.get('schema_version')!r}, this cestab reads {columns.SCHEMA_VERSION}")
-    missing = [c for c in ("adapter", "dtype", "regime", "source", "case_id", "status") if c not in df.columns]
-    if missing:
-        raise UsageError(f"{run_dir}/results.parquet lacks columns {', '.join(missing)}")
+    df = folder.read_table(RunFolder.RESULTS, "results table", ("adapter", "dtype", "regime", "source", "case_id", "status"))
     return df, meta
 
 

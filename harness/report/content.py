@@ -13,7 +13,6 @@ side by side: each keeps its own label (`run` column), and every table is keyed 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 
 from harness.numerics import tolerances
 from harness.errors import UsageError
+from harness.store.runfolder import RunFolder
 from harness.numerics import statuses
 from harness.numerics.statuses import STATUSES
 
@@ -38,9 +38,6 @@ ACCURACY_FAILURES = statuses.names(failure=True, invalid_labels=False)
 #: Statuses whose case had a finite truth and an answer to measure (the error plots).
 MEASURED = statuses.names(measured=True)
 
-RESULTS_FILE = "results.parquet"
-BENCH_FILE = "bench.parquet"
-META_FILE = "run.json"
 
 
 @dataclass
@@ -54,34 +51,14 @@ class Run:
     bench: pd.DataFrame | None = None
 
 
-def _read_parquet(path: Path, what: str) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{path}: cannot read the {what} ({reason})") from None
-
-
 def load_run(path: str | Path) -> Run:
     """A run folder's tables; UsageError (one line) when it is missing or unreadable."""
     path = Path(path)
-    if not path.is_dir():
-        raise UsageError(f"{path}: no such run folder")
-    if not (path / RESULTS_FILE).is_file():
-        raise UsageError(f"{path}: no {RESULTS_FILE} (not a finished run folder)")
-    results = _read_parquet(path / RESULTS_FILE, "results table")
-    missing = {"adapter", "dtype", "status", "case_id", "regime", "loss_ulps", "grad_ulps"} - set(results.columns)
-    if missing:
-        raise UsageError(f"{path / RESULTS_FILE}: not a cestab results table (no {', '.join(sorted(missing))})")
-    meta = {}
-    if (path / META_FILE).is_file():
-        try:
-            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise UsageError(f"{path / META_FILE}: not valid JSON") from None
-        if not isinstance(meta, dict):
-            raise UsageError(f"{path / META_FILE}: not a JSON object")
-    bench = _read_parquet(path / BENCH_FILE, "bench table") if (path / BENCH_FILE).is_file() else None
+    folder = RunFolder.open(path)
+    results = folder.read_table(RunFolder.RESULTS, "results table",
+                                ("adapter", "case_id", "dtype", "grad_ulps", "loss_ulps", "regime", "status"))
+    meta = folder.read_meta() if folder.has(RunFolder.META) else {}
+    bench = folder.read_table(RunFolder.BENCH, "bench table") if folder.has(RunFolder.BENCH) else None
     return Run(path=path, label=path.name or str(path), meta=meta, results=results, bench=bench)
 
 

@@ -9,9 +9,7 @@ an interrupted run keeps what it had and `run(resume=RUN_DIR)` finishes it.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from harness.store import columns
 from harness.numerics import reference
 from harness.inputs import regimes
 from harness.store import runfolder
+from harness.store.runfolder import RunFolder
 from harness.run import search
 from harness.numerics import dtypes
 from harness.numerics.cases import Case
@@ -131,8 +130,8 @@ def run(
         "corpus": corpus and cases is None,
     }
     case_list = cases if cases is not None else build_cases(options)
-    run_dir = runfolder.new_run_dir(out_dir, seed) if out_dir is not None else None
-    return _execute(case_list, adapter_list, options, run_dir, progress, command, done_rows=[])
+    folder = RunFolder.create(out_dir, seed) if out_dir is not None else None
+    return _execute(case_list, adapter_list, options, folder, progress, command, done_rows=[])
 
 
 def build_cases(options: dict) -> list[Case]:
@@ -155,46 +154,37 @@ def corpus_cases(dtype_names, label_kinds) -> list[Case]:
     return [c for c in chosen if not kinds or c.label_kind in kinds]
 
 
-def _resume(run_dir: Path, progress: bool) -> pd.DataFrame:
-    meta_path = run_dir / "run.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-        options = meta["options"]
-    except (OSError, ValueError, KeyError):
-        raise UsageError(f"{run_dir} is not a resumable run folder (no readable run.json with options)") from None
+def _resume(path: Path, progress: bool) -> pd.DataFrame:
+    folder = RunFolder.open(path)
+    meta = folder.read_meta(required=("run_id", "options"))
+    options = meta["options"]
     if meta.get("state") == "complete":
-        raise UsageError(f"{run_dir} is already complete")
-    done_rows = runfolder.read_rows(run_dir)
+        raise UsageError(f"{path} is already complete")
+    done_rows = folder.read_rows()
     adapter_list = registry.resolve(options["adapters"], options["plugins"])
     case_list = build_cases(options)
-    return _execute(case_list, adapter_list, options, run_dir, progress, meta.get("command"), done_rows, meta)
+    return _execute(case_list, adapter_list, options, folder, progress, meta.get("command"), done_rows, meta)
 
 
-def _execute(case_list, adapter_list, options, run_dir, progress, command, done_rows, meta=None) -> pd.DataFrame:
+def _execute(case_list, adapter_list, options, folder, progress, command, done_rows, meta=None) -> pd.DataFrame:
     started = dt.datetime.now(dt.timezone.utc)
-    meta = meta or {
-        "run_id": run_dir.name if run_dir else started.strftime("%Y%m%d-%H%M%S") + f"-s{options['seed']}",
-        "started": started.isoformat(timespec="seconds"),
-        "command": command if command is not None else " ".join(sys.argv),
-        "options": options,
-        "seed": options["seed"],
-        "device": options["device"],
-        "schema_version": columns.SCHEMA_VERSION,
-        "reference_precision": reference.PRECISION,
-        "n_cases": len(case_list),
-        "adapters": {a.id: {"framework": a.framework, "version": registry.framework_version(a.framework)} for a in adapter_list},
-        "unavailable_frameworks": registry.unavailable(),
-        "versions": registry.versions(),
-        "environment": runfolder.environment(),
-    }
+    meta = meta or runfolder.new_meta(
+        runfolder.run_id(folder, started, options["seed"]), started, command, options,
+        seed=options["seed"],
+        device=options["device"],
+        schema_version=columns.SCHEMA_VERSION,
+        reference_precision=reference.PRECISION,
+        n_cases=len(case_list),
+        **registry.describe(adapter_list),
+    )
     meta["state"] = "running"
-    if run_dir is not None:
-        runfolder.write_meta(run_dir, meta)
+    if folder is not None:
+        folder.write_meta(meta)
     base = {"run_id": meta["run_id"], "time": meta["started"], "host": socket.gethostname()}
     done = {(r["case_id"], r["adapter"]) for r in done_rows}
     rows = list(done_rows)
-    journal = runfolder.RowJournal(run_dir) if run_dir is not None else None
-    executor = WorkerPool(options["timeout"], runfolder.log_dir(run_dir)) if options["isolate"] else InProcess()
+    journal = folder.journal() if folder is not None else None
+    executor = WorkerPool(options["timeout"], folder.logs if folder else None) if options["isolate"] else InProcess()
     bar = Progress(len(case_list), progress)
     t0 = time.perf_counter()
     reference_seconds = 0.0
@@ -207,7 +197,7 @@ def _execute(case_list, adapter_list, options, run_dir, progress, command, done_
                 rows.extend(new)
             bar.step(case.case_id)
         if options.get("budget"):
-            rows.extend(_search(adapter_list, options, executor, base, run_dir, done_rows, journal))
+            rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal))
     finally:
         bar.close()
         executor.close()
@@ -223,14 +213,14 @@ def _execute(case_list, adapter_list, options, run_dir, progress, command, done_
     }
     meta.setdefault("timing", []).append(timing)
     meta["state"] = "complete"
-    if run_dir is not None:
-        runfolder.write_results(run_dir, df, meta)
-        df.attrs["run_dir"] = str(run_dir)
+    if folder is not None:
+        folder.finish(df, meta)
+        df.attrs["run_dir"] = str(folder.path)
     df.attrs["timing"] = timing
     return df
 
 
-def _search(adapter_list, options, executor, base, run_dir, done_rows, journal) -> list[dict]:
+def _search(adapter_list, options, executor, base, folder, done_rows, journal) -> list[dict]:
     """One worst-case search per adapter x dtype; the shrunk worst input becomes a row."""
     budget = search.BUDGETS[options["budget"]]
     searched = {(r["adapter"], r["dtype"]) for r in done_rows if r.get("source") == "search"}
@@ -248,9 +238,9 @@ def _search(adapter_list, options, executor, base, run_dir, done_rows, journal) 
             if finding is None:
                 continue
             row = dict(finding.row)
-            if run_dir is not None:
-                path = search.save_finding(finding, run_dir / "worst")
-                row["case_file"] = str(path.relative_to(run_dir))
+            if folder is not None:
+                path = search.save_finding(finding, folder.path / "worst")
+                row["case_file"] = str(path.relative_to(folder.path))
             rows.append(row)
             if journal:
                 journal.append(row)

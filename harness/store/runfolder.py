@@ -1,4 +1,4 @@
-"""The run folder: results.parquet, results.csv and run.json, each written atomically.
+"""The run folder (`RunFolder`): run.json, row journals, results and bench tables, logs.
 
 Every file is written to a temporary name in the same folder and renamed into place, so a
 reader (or an interrupted run) never sees a half-written file.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.errors import UsageError
+from harness.errors import UsageError, first_line
 
 
 def write_atomic(path: Path, write) -> None:
@@ -31,27 +31,6 @@ def write_atomic(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def new_run_dir(parent: Path | str, seed: int) -> Path:
-    """Create and return parent/<UTC time>-s<seed>[-k]; UsageError if parent is not writable."""
-    parent = Path(parent)
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        for k in range(1000):
-            run_dir = parent / (f"{stamp}-s{seed}" + (f"-{k}" if k else ""))
-            try:
-                run_dir.mkdir()
-            except FileExistsError:
-                continue
-            probe = run_dir / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-            return run_dir
-    except OSError as exc:
-        raise UsageError(f"cannot write the run folder under {parent}: {exc.strerror or exc}") from None
-    raise UsageError(f"cannot find a free run folder name under {parent}")
 
 
 def cpu_model() -> str:
@@ -75,35 +54,170 @@ def environment() -> dict:
     }
 
 
-def log_dir(run_dir: Path | None) -> Path | None:
-    """run_dir/logs: what the worker processes print (framework chatter, crash output)."""
-    if run_dir is None:
-        return None
-    (run_dir / "logs").mkdir(exist_ok=True)
-    return run_dir / "logs"
-
-
-def write_meta(run_dir: Path, meta: dict) -> None:
-    write_atomic(run_dir / "run.json", lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n"))
-
-
-def write_results(run_dir: Path, df: pd.DataFrame, meta: dict) -> None:
-    """The final tables, then run.json marked complete; the row journal is no longer needed."""
-    write_atomic(run_dir / "results.parquet", lambda p: df.to_parquet(p, index=False))
-    write_atomic(run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
-    write_meta(run_dir, meta)
-    (run_dir / ROWS_JOURNAL).unlink(missing_ok=True)
-
-
 #: Rows as they come (one JSON object per line), so an interrupted run keeps them.
 ROWS_JOURNAL = "rows.jsonl"
 
 
-class RowJournal:
-    """Appends each result row to rows.jsonl and flushes it: a crash loses at most a line."""
+class RunFolder:
+    """One run folder: `run.json` (what was run, by whom, how long), the row journals, the
+    final tables and the workers' logs. Every command that makes or reads a run folder
+    (run, resume, bench, check, report) goes through this class, so each file is named,
+    written (atomically) and read (with one-line errors) in one place.
+    """
 
-    def __init__(self, run_dir: Path):
-        self.file = open(run_dir / ROWS_JOURNAL, "a", encoding="utf-8")
+    META = "run.json"
+    RESULTS = "results.parquet"
+    BENCH = "bench.parquet"
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- making and finding one
+
+    @classmethod
+    def create(cls, parent: Path | str, seed: int) -> "RunFolder":
+        """A new, empty parent/<UTC time>-s<seed>[-k]; UsageError if parent is not writable."""
+        parent = Path(parent)
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            for k in range(1000):
+                path = parent / (f"{stamp}-s{seed}" + (f"-{k}" if k else ""))
+                try:
+                    path.mkdir()
+                except FileExistsError:
+                    continue
+                probe = path / ".write-test"
+                probe.write_text("")
+                probe.unlink()
+                return cls(path)
+        except OSError as exc:
+            raise UsageError(f"cannot write the run folder under {parent}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot find a free run folder name under {parent}")
+
+    @classmethod
+    def open(cls, path: Path | str) -> "RunFolder":
+        """An existing run folder; UsageError (one line) if `path` is no folder."""
+        folder = cls(path)
+        if not folder.path.is_dir():
+            what = "is not a folder" if folder.path.exists() else "does not exist"
+            raise UsageError(f"{folder.path}: {what} (expected a run folder)")
+        return folder
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    # -- run.json
+
+    def read_meta(self, required: tuple[str, ...] = ()) -> dict:
+        """run.json as a dict; UsageError (one line) if it is missing, unreadable, not a
+        JSON object, or lacks a `required` key."""
+        path = self.path / self.META
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"{self.path}: no {self.META} (not a run folder)") from None
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            raise UsageError(f"{path}: cannot read it ({first_line(exc)})") from None
+        if not isinstance(meta, dict):
+            raise UsageError(f"{path}: not a JSON object")
+        missing = [k for k in required if k not in meta]
+        if missing:
+            raise UsageError(f"{path}: no {', '.join(missing)}")
+        return meta
+
+    def write_meta(self, meta: dict) -> None:
+        write_atomic(self.path / self.META, lambda p: p.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n"))
+
+    # -- rows as they come
+
+    def journal(self, name: str = ROWS_JOURNAL) -> "RowJournal":
+        return RowJournal(self.path / name)
+
+    def read_rows(self, name: str = ROWS_JOURNAL) -> list[dict]:
+        """The rows journalled so far; a torn line (the process died mid-write) is dropped."""
+        path = self.path / name
+        if not path.exists():
+            return []
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
+    def drop_journal(self, name: str = ROWS_JOURNAL) -> None:
+        (self.path / name).unlink(missing_ok=True)
+
+    # -- the final tables
+
+    def write_table(self, name: str, df: pd.DataFrame) -> None:
+        """`name` (a .parquet file) and its .csv twin, each atomically."""
+        path = self.path / name
+        write_atomic(path, lambda p: df.to_parquet(p, index=False))
+        write_atomic(path.with_suffix(".csv"), lambda p: df.to_csv(p, index=False))
+
+    def read_table(self, name: str, what: str, required_columns=()) -> pd.DataFrame:
+        """A table of the folder; UsageError (one line) if it is missing, damaged, or lacks
+        one of `required_columns`."""
+        path = self.path / name
+        if not path.is_file():
+            raise UsageError(f"{self.path}: no {name} (not a finished run folder)")
+        try:
+            df = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise UsageError(f"{path}: cannot read the {what} ({first_line(exc) or type(exc).__name__})") from None
+        missing = [c for c in required_columns if c not in df.columns]
+        if missing:
+            raise UsageError(f"{path}: not a cestab {what} (no {', '.join(missing)})")
+        return df
+
+    def finish(self, df: pd.DataFrame, meta: dict) -> None:
+        """The final results tables, then run.json (marked complete by the caller); the row
+        journal is no longer needed."""
+        self.write_table(self.RESULTS, df)
+        self.write_meta(meta)
+        self.drop_journal(ROWS_JOURNAL)
+
+    @property
+    def logs(self) -> Path:
+        """What the worker processes print (framework chatter, crash output)."""
+        (self.path / "logs").mkdir(exist_ok=True)
+        return self.path / "logs"
+
+
+def new_meta(run_id: str, started: dt.datetime, command: str | None, options: dict, **facts) -> dict:
+    """The part of run.json every run folder starts with (accuracy run and bench alike)."""
+    return {
+        "run_id": run_id,
+        "started": started.isoformat(timespec="seconds"),
+        "command": command if command is not None else " ".join(sys.argv),
+        "options": options,
+        **facts,
+        "environment": environment(),
+    }
+
+
+def run_id(folder: RunFolder | None, started: dt.datetime, seed: int) -> str:
+    """The folder's name, or for a run without a folder the name it would have had."""
+    return folder.name if folder is not None else started.strftime("%Y%m%d-%H%M%S") + f"-s{seed}"
+
+
+class RowJournal:
+    """Appends each result row to a JSON-lines file and flushes it: a crash loses at most a line."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "a", encoding="utf-8")
 
     def append(self, row: dict) -> None:
         self.file.write(json.dumps(row, default=_plain) + "\n")
@@ -116,18 +230,3 @@ class RowJournal:
 def _plain(value):
     """numpy scalars to Python numbers for JSON."""
     return value.item() if hasattr(value, "item") else str(value)
-
-
-def read_rows(run_dir: Path) -> list[dict]:
-    """The rows journalled so far; a torn last line (the process died mid-write) is dropped."""
-    path = Path(run_dir) / ROWS_JOURNAL
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
-

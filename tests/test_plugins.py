@@ -39,9 +39,16 @@ def test_user_torch_and_jax_functions_run_and_are_judged(tmp_path):
     assert (df["framework"].loc[["user_losses_torch:fused_ce"]] == "torch").all()
 
 
-def test_a_function_of_no_known_framework_needs_an_explicit_one():
-    p = cestab("run", "--adapter", "user_losses_plain:no_framework", extra_path=[])
-    assert p.returncode == 2 and "cannot import adapter module" in p.stderr
+def test_a_function_of_no_known_framework_needs_an_explicit_one(tmp_path):
+    # A plain function that refers to no framework cestab can differentiate (numpy has no
+    # autodiff): cestab cannot tell how to take its gradient, and says which suffixes exist.
+    (tmp_path / "user_losses_plain.py").write_text(
+        "import numpy as np\n\ndef no_framework(z, t):\n    return np.log(np.exp(z).sum(-1))\n")
+    p = cestab("run", "--adapter", "user_losses_plain:no_framework", extra_path=[tmp_path])
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert "cannot tell the framework of user_losses_plain:no_framework" in p.stderr and "@torch" in p.stderr
+    p = cestab("run", "--adapter", "user_losses_plain:no_framework@numpy", extra_path=[tmp_path])
+    assert p.returncode == 2 and "unknown framework 'numpy'" in p.stderr and "torch" in p.stderr
 
 
 def test_ambiguous_framework_is_a_usage_error(tmp_path):

@@ -83,6 +83,8 @@ def test_same_seed_finds_the_same_worst_inputs():
     a = harness.run(**kwargs)
     b = harness.run(**kwargs)
     pick = lambda df: df.loc[df["source"] == "search", ["adapter", "case_id", "status"]].reset_index(drop=True)
+    # naive exp overflows on bfloat16 logits hypothesis reaches at once: both searches find something
+    assert set(pick(a)["adapter"]) >= {"numpy.naive"}
     pd.testing.assert_frame_equal(pick(a), pick(b))
 
 

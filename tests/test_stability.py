@@ -196,7 +196,10 @@ def test_known_failures_file_is_well_formed():
         known |= {f"label.{k}" for k in ("index", "onehot", "soft", "smoothing")}
         known |= {f"V>={t}" for t in known_failures.CLASS_THRESHOLDS}
         assert set(e.when) <= known, e.when
-        assert any(registry.all_adapters().get(i) for i in registry.all_adapters() if known_failures.fnmatch.fnmatchcase(i, e.adapter))
+        framework = e.adapter.split(".")[0]
+        if framework in registry.unavailable():  # its adapters are absent here: nothing to match
+            continue
+        assert any(known_failures.fnmatch.fnmatchcase(i, e.adapter) for i in registry.all_adapters()), e.adapter
 
 
 def test_known_failures_match_on_features_not_ratios():

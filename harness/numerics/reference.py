@@ -23,7 +23,7 @@ is ill-conditioned for *every* algorithm: there the reference's error is bounded
 2**-63 * max(p_j, y_j), 2**-40 below a float32 ulp of the same quantity, and may exceed
 2 float64 ulps of the (tiny) difference itself.
 
-Non-finite inputs (DESIGN.md): -inf on a non-target class is a mask (zero probability,
+Non-finite inputs (the README's conventions): -inf on a non-target class is a mask (zero probability,
 zero gradient); -inf where y > 0 gives loss +inf and gradient -y there; a row with +inf
 or NaN, or with every logit -inf, is undefined: loss and gradient are NaN, `defined` False.
 """

@@ -4,7 +4,8 @@ that bad, and saves it as a replayable `.npz`.
 
 Score = the larger of the loss and gradient tolerance ratios (`metrics`); a non-finite,
 crashing or erroring result scores `BROKEN`, above any finite ratio. Pass 1 generates with
-`hypothesis.target(score)` (derandomized, so a seed gives the same search). Pass 2 replays
+`hypothesis.target(score)`, seeded with the run's seed (`hypothesis.seed`), so a seed gives
+the same search. Pass 2 replays
 the same deterministic search as a test that *fails* once the score reaches half the best,
 so hypothesis's shrinker minimises that input; a budget of adapter calls (not seconds, so
 that the same seed finds the same input on any machine) bounds the shrinking.

@@ -1,7 +1,7 @@
 """The results schema: every column of the results table, in order, with its meaning.
 
-This list is the one place the columns are named; the runner builds rows from it, the
-summary and (later) the report and the CI gate read by these names. One row per
+This list is the one place the columns are named; the runner builds rows from it, and
+the summary, the report, the CI gate and the stability tests read them by these names. One row per
 case x adapter (tidy). Metrics are maxima over the case's defined rows.
 """
 
@@ -39,7 +39,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("n_classes", "Int64", "V, classes per row"),
     Column("case_id", "string", "stable id of the case: regime/dtype/NxV/kind/seed"),
     Column("seed", "Int64", "the run's seed the case was drawn with"),
-    Column("status", "string", "ok, inaccurate, nonfinite, error, crash, timeout, unsupported, undefined"),
+    Column("status", "string", "one of numerics.statuses.STATUSES (ok, rejected, inaccurate, silent, nonfinite, error, crash, timeout, unsupported, undefined)"),
     Column("message", "string", "why the status: the exception, the reason, what was out of tolerance"),
     Column("loss_abs_err", "float64", "max |loss - true loss|"),
     Column("loss_rel_err", "float64", "max |loss - true| / |true|"),

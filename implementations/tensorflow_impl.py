@@ -68,6 +68,7 @@ class Tensorflow(Framework):
     name = "tensorflow"
     package = "tensorflow"
     refusals = REFUSALS
+    quote_first_line = True
 
     def refusal_types(self):
         tf, _ = frameworks()

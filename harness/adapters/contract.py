@@ -142,6 +142,9 @@ class Framework:
     #: label kind, device) is not supported": such errors become `unsupported` rows with the
     #: framework's own words, every other exception stays an `error`.
     refusals: ClassVar[tuple[str, ...]] = ()
+    #: Quote the refusal's first line rather than the line that matched (TensorFlow puts
+    #: the reason in its first line and the matching detail further down).
+    quote_first_line: ClassVar[bool] = False
 
     def missing(self) -> str | None:
         """Why the framework cannot be used here (not installed), or None."""
@@ -176,9 +179,10 @@ class Framework:
         one of the framework's refusals, else None: an unexpected failure stays an error."""
         if not isinstance(exc, self.refusal_types()):
             return None
-        for line in str(getattr(exc, "message", exc)).splitlines():
+        text = str(getattr(exc, "message", exc))
+        for line in text.splitlines():
             if any(phrase in line for phrase in self.refusals):
-                return Unsupported(first_line(line))
+                return Unsupported(first_line(text if self.quote_first_line else line))
         return None
 
     @contextlib.contextmanager

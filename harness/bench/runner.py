@@ -184,14 +184,14 @@ def bench(
     device_name, device_gbps, bandwidth_note = device_bandwidth(device, bandwidth_bytes)
     bandwidth_seconds = time.perf_counter() - t_start
     options = {
-            "adapters": [a.id for a in adapter_list],
-            "plugins": list(plugins),
-            "cases": [[c.dtype, c.n_rows, c.n_classes] for c in cases],
-            "seed": seed,
-            "device": device,
-            "timing": vars(cases[0].timing) if cases else None,
-            "time_budget": time_budget,
-            "timeout": timeout,
+        "adapters": [a.id for a in adapter_list],
+        "plugins": list(plugins),
+        "cases": [[c.dtype, c.n_rows, c.n_classes] for c in cases],
+        "seed": seed,
+        "device": device,
+        "timing": vars(cases[0].timing) if cases else None,
+        "time_budget": time_budget,
+        "timeout": timeout,
     }
     info = {
         "started": started.isoformat(timespec="seconds"),
@@ -201,7 +201,6 @@ def bench(
         "device_gbps": device_gbps,
         "bandwidth_note": bandwidth_note,
         "bench_schema_version": BENCH_SCHEMA_VERSION,
-        "state": "running",
     }
     common = {
         "run_id": run_id,
@@ -211,6 +210,25 @@ def bench(
         "device_name": device_name,
         "device_gbps": device_gbps,
     }
+    pool = WorkerPool(timeout, folder.logs if folder is not None else None)
+    rows, info["state"] = _time_all(adapter_list, cases, device, pool, common, folder, time_budget, t_start, progress)
+    df = bench_frame(rows)
+    info["timing"] = {
+        "wall_seconds": round(time.perf_counter() - t_start, 3),
+        "bandwidth_seconds": round(bandwidth_seconds, 3),
+        "worker_startup_seconds": {k: round(v, 3) for k, v in pool.startup_seconds.items()},
+    }
+    if folder is not None:
+        _write(folder, df, info, meta_before, adapter_list)
+        df.attrs["run_dir"] = str(folder.path)
+    df.attrs["timing"] = info["timing"]
+    df.attrs["device_name"], df.attrs["device_gbps"] = device_name, device_gbps
+    return df
+
+
+def _time_all(adapter_list, cases, device, pool, common, folder, time_budget, t_start, progress) -> tuple[list, str]:
+    """Every adapter on every batch, worker by worker: (rows, final state). Rows are
+    journalled as they come; Ctrl-C (or `timeout -s INT`) keeps what was measured."""
     journal = folder.journal(JOURNAL) if folder is not None else None
     rows: list[dict] = []
 
@@ -220,9 +238,8 @@ def bench(
             if journal:
                 journal.append(row)
 
-    pool = WorkerPool(timeout, folder.logs if folder is not None else None)
     bar = Progress(len(cases) * len(adapter_list), progress)
-    info["state"] = "complete"
+    state = "complete"
     try:
         for bench_case in cases:
             host_reason = host_memory_reason(bench_case, device)
@@ -236,25 +253,14 @@ def bench(
                     for _, answer in pool.run(bench_case, [adapter], device, task=TASK):
                         emit(adapter, bench_case, answer)
                 bar.step(f"{adapter.id} {bench_case.dtype} {bench_case.n_rows}x{bench_case.n_classes}")
-    except KeyboardInterrupt:  # Ctrl-C, or `timeout -s INT`: keep and write what was measured
-        info["state"] = "interrupted"
+    except KeyboardInterrupt:
+        state = "interrupted"
     finally:
         bar.close()
         pool.close()
         if journal:
             journal.close()
-    df = bench_frame(rows)
-    info["timing"] = {
-        "wall_seconds": round(time.perf_counter() - t_start, 3),
-        "bandwidth_seconds": round(bandwidth_seconds, 3),
-        "worker_startup_seconds": {k: round(v, 3) for k, v in pool.startup_seconds.items()},
-    }
-    if folder is not None:
-        _write(folder, df, info, meta_before, adapter_list)
-        df.attrs["run_dir"] = str(folder.path)
-    df.attrs["timing"] = info["timing"]
-    df.attrs["device_name"], df.attrs["device_gbps"] = device_name, device_gbps
-    return df
+    return rows, state
 
 
 def _write(folder: RunFolder, df: pd.DataFrame, info: dict, meta_before: dict | None, adapter_list) -> None:

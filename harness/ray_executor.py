@@ -163,8 +163,18 @@ def run_cases(source: str, items: list, case_refs: list, options: dict, base: di
         for (index, ids), case in zip(items, cases):
             adapters = [registry.get(i) for i in ids]
             yield ("rows", index, runner.rows_for_case(case, adapters, executor, options["device"], base))
-        stats = {"startup": _startup_delta(executor), "logs": _take_logs(log_dir), "seconds": time.perf_counter() - t0}
+        stats = _stats(executor, log_dir, t0)
     yield ("done", stats)
+
+
+def _stats(executor, log_dir: Path, t0: float) -> dict:
+    """A unit's last message: start-up seconds, worker logs, its seconds, its threads.
+
+    Ray sets OMP_NUM_THREADS to a unit's CPUs (unless the node's environment sets it), and
+    the framework workers inherit it: torch.compile's CPU kernels round differently with
+    another thread count, so run.json says what the units had."""
+    return {"startup": _startup_delta(executor), "logs": _take_logs(log_dir), "seconds": time.perf_counter() - t0,
+            "threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 def run_search(source: str, adapter_id: str, dtype: str, options: dict, base: dict):
@@ -181,7 +191,7 @@ def run_search(source: str, adapter_id: str, dtype: str, options: dict, base: di
 
         budget = search.BUDGETS[options["budget"]]
         finding = search.search_one(adapter, dtype, evaluate, budget, seed=options["seed"])
-        stats = {"startup": _startup_delta(executor), "logs": _take_logs(log_dir), "seconds": time.perf_counter() - t0}
+        stats = _stats(executor, log_dir, t0)
     yield ("finding", finding)
     yield ("done", stats)
 
@@ -238,6 +248,13 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
     except OSError as exc:
         raise UsageError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+def preflight(options: dict) -> None:
+    """Before a run folder is made: Ray is installed and the address answers (one line if not)."""
+    _ray()
+    if options.get("ray_address"):
+        _check_reachable(options["ray_address"])
 
 
 class Session:
@@ -362,7 +379,8 @@ class RaySweep:
         self.options = options
         self.session = Session(options.get("ray_address"))
         try:
-            self.runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(code_paths(options.get("plugins") or []))}}
+            sources = [registry.source_of(i) for i in options["adapters"]] + list(options.get("plugins") or [])
+            self.runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(code_paths(sources))}}
             self.cluster = describe_cluster(self.runtime_env, previous_cluster)
             if options["device"] == "cuda" and not self.cluster["gpus"]:
                 raise UsageError("--device cuda: the Ray cluster has no GPU")
@@ -371,6 +389,7 @@ class RaySweep:
             raise
         self.startup_seconds: dict[str, float] = {}
         self.unit_seconds: list[float] = []
+        self.threads: set = set()
         self.units_submitted = 0
 
     def close(self) -> None:
@@ -491,6 +510,7 @@ class RaySweep:
             elif kind == "done":
                 stats = item[1]
                 self.unit_seconds.append(stats["seconds"])
+                self.threads.add(stats["threads"])
                 for name, seconds in stats["startup"].items():
                     self.startup_seconds[name] = self.startup_seconds.get(name, 0.0) + seconds
                 self._write_logs(run_dir, stats["logs"], unit)
@@ -514,6 +534,8 @@ class RaySweep:
                         submit(again)
                     continue
                 take(unit, item)
+        threads = sorted({int(t) if t and t.isdigit() else t for t in self.threads}, key=str)
+        self.cluster["unit_threads"] = threads[0] if len(threads) == 1 else threads
         order = {a.id: k for k, a in enumerate(adapter_list)}
         index = {c.case_id: k for k, c in enumerate(case_list)}
         ordered = sorted(new_rows.values(), key=lambda r: (index.get(r["case_id"], -1), order.get(r["adapter"], len(order))))

@@ -166,6 +166,10 @@ def run(
         "corpus": corpus and cases is None,
         **where,
     }
+    if executor == "ray":
+        from .ray_executor import preflight
+
+        preflight(options)
     case_list = cases if cases is not None else build_cases(options)
     run_dir = runfolder.new_run_dir(out_dir, seed) if out_dir is not None else None
     return _execute(case_list, adapter_list, options, run_dir, progress, command, done_rows=[])

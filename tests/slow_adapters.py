@@ -6,7 +6,7 @@ import time
 from harness.adapters import Adapter, register
 from implementations.numpy_impl import stable
 
-PAUSE = 0.25  # seconds per case
+PAUSE = 0.3  # seconds per case
 
 
 def _slow_stable(case, device):

@@ -362,6 +362,15 @@ def local_cluster() -> dict:
     }
 
 
+def compile_signature(case) -> tuple:
+    """What a JIT adapter (torch.compile, jax.jit, XLA) compiles for: dtype, shape, labels.
+
+    Cases are listed regime by regime, so a chunk cut from that order would meet every
+    signature and each unit would compile them all again (compilation is per process).
+    Chunks cut from cases sorted by signature meet few, and compile little."""
+    return (case.dtype, tuple(case.nd_shape), case.label_kind, case.has_ignored)
+
+
 @dataclass
 class Unit:
     """What one Ray task computes: a chunk of cases of one module, or one search."""
@@ -424,6 +433,8 @@ class RaySweep:
                 ids = tuple(a.id for a in group if (case.case_id, a.id) not in done)
                 if ids:
                     todo.setdefault(source, []).append((index, ids))
+        for items in todo.values():  # see `compile_signature`
+            items.sort(key=lambda item: compile_signature(case_list[item[0]]))
         chunk = self._chunk(sum(len(v) for v in todo.values()))
         units = [Unit(source, items[k:k + chunk]) for source, items in todo.items() for k in range(0, len(items), chunk)]
         if self.options.get("budget"):

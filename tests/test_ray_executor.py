@@ -169,6 +169,21 @@ def test_crashing_and_hanging_adapters_become_rows_and_lose_nothing_else(cluster
     assert "no answer within 5 s" in hang["message"]
 
 
+def test_a_case_that_kills_its_ray_worker_every_time_becomes_one_crash_row(cluster, monkeypatch):
+    # isolate=False: the adapter runs in the Ray worker itself, so its segfault kills the
+    # unit; cestab resubmits it, and after UNIT_ATTEMPTS deaths records the case as a crash
+    monkeypatch.setattr(ray_executor, "RAY_TASK_RETRIES", 0)  # Ray's own retries: tested by the node kill
+    df = on_ray(cluster, adapters=["numpy.stable", "crashtest.segfault"], isolate=False, ray_chunk=1,
+                **dict(CRASHY, regimes_=["typical", "large_offset"]))
+    assert len(df) == 4 and not df.duplicated(KEY).any()
+    status = df.set_index(["adapter", "regime"])["status"]
+    assert status[("crashtest.segfault", "large_offset")] == "crash"
+    assert status[("crashtest.segfault", "typical")] == "ok"
+    assert (df.loc[df["adapter"] == "numpy.stable", "status"] == "ok").all()
+    crashed = df[df["status"] == "crash"].iloc[0]
+    assert crashed["message"].startswith(f"unit failed {ray_executor.UNIT_ATTEMPTS} times on this case: ")
+
+
 # ------------------------------------------------------------------ a node dies mid-run
 
 KILL = dict(adapters=["slowtest.numpy_stable", "numpy.stable"], dtypes=["float32", "float64"],
@@ -256,9 +271,16 @@ def test_resume_after_killing_the_driver_finishes_the_run(cluster, tmp_path):
 # ------------------------------------------------------------------ bad addresses
 
 
-def test_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--executor", "ray", "--ray-address", "127.0.0.1:9",
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("127.0.0.1:9", "cannot reach the Ray cluster at 127.0.0.1:9"),
+        ("headnode", "bad --ray-address 'headnode': write HOST:PORT"),
+    ],
+)
+def test_unreachable_or_malformed_ray_address_is_one_line_and_exit_2(tmp_path, address, message):
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--executor", "ray", "--ray-address", address,
                         "--adapters", "numpy.stable", "--out", str(tmp_path / "runs")], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
-    assert p.stderr.startswith("cestab: error: cannot reach the Ray cluster at 127.0.0.1:9") and "Traceback" not in p.stderr
+    assert p.stderr.startswith("cestab: error: " + message) and "Traceback" not in p.stderr
     assert not (tmp_path / "runs").exists()

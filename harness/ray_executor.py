@@ -422,8 +422,8 @@ class RaySweep:
         return max(1, min(MAX_CHUNK, math.ceil(n_items / (UNITS_PER_CPU * slots))))
 
     def plan(self, case_list, adapter_list, done: set, searched: set) -> list[Unit]:
-        """Units for what is missing: per module, the cases lacking a row of one of its
-        adapters, in chunks; then one unit per adapter x dtype not yet searched."""
+        """Units for what is missing: one per adapter x dtype not yet searched, then per
+        module the cases lacking a row of one of its adapters, in chunks."""
         by_source: dict[str, list] = {}
         for adapter in adapter_list:
             by_source.setdefault(registry.source_of(adapter.id), []).append(adapter)
@@ -437,14 +437,17 @@ class RaySweep:
             items.sort(key=lambda item: compile_signature(case_list[item[0]]))
         chunk = self._chunk(sum(len(v) for v in todo.values()))
         units = [Unit(source, items[k:k + chunk]) for source, items in todo.items() for k in range(0, len(items), chunk)]
+        searches = []
         if self.options.get("budget"):
             from . import dtypes
 
             for adapter in adapter_list:
                 for dtype in self.options["dtypes"] or list(dtypes.DTYPE_NAMES):
                     if (adapter.id, dtype) not in searched and dtype in adapter.dtypes:
-                        units.append(Unit(registry.source_of(adapter.id), [], search=(adapter.id, dtype)))
-        return units
+                        searches.append(Unit(registry.source_of(adapter.id), [], search=(adapter.id, dtype)))
+        # Searches first: they are the longest units and cannot be split, so starting them
+        # early keeps the last one from finishing long after everything else (a shorter run).
+        return searches + units
 
     def _task_options(self, source: str) -> dict:
         """Resources of a unit: a CPU; a GPU share for GPU frameworks with --device cuda;

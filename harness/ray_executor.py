@@ -88,10 +88,35 @@ def _executor_for(source: str, options: dict):
     key = (source, options["timeout"], options["isolate"])
     if _kept.get("key") != key:
         _drop_kept()
-        log_dir = Path(tempfile.mkdtemp(prefix="cestab-unit-"))
+        log_dir = _log_dir()
         executor = WorkerPool(options["timeout"], log_dir) if options["isolate"] else InProcess()
         _kept.update(key=key, executor=executor, log_dir=log_dir, startup={})
     return _kept["executor"], _kept["log_dir"]
+
+
+def _log_dir() -> Path:
+    """TMP/cestab-unit-logs/<pid>: where this Ray worker's framework workers print.
+
+    A Ray worker is often killed rather than shut down, so it cannot clean up after itself;
+    instead each new one removes the folders of workers that are gone."""
+    parent = Path(tempfile.gettempdir()) / "cestab-unit-logs"
+    parent.mkdir(exist_ok=True)
+    for old in parent.iterdir():
+        if old.name.isdigit() and old.name != str(os.getpid()) and not _alive(int(old.name)):
+            shutil.rmtree(old, ignore_errors=True)
+    mine = parent / str(os.getpid())
+    mine.mkdir(exist_ok=True)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _drop_kept() -> None:

@@ -2,7 +2,8 @@
 #   make run   - create .venv from the lock file (once), run the comparison suite on CPU
 #   make test  - create .venv from the lock file (once), run the tests
 #   make check - the accuracy regression gate against reports/baseline.json
-# The venv is rebuilt only when requirements.lock or pyproject.toml change.
+# The venv is rebuilt only when requirements.lock or pyproject.toml change. The lock holds
+# every extra that the tests exercise, Ray (cestab[ray], --executor ray) included.
 
 PYTHON ?= python3
 VENV ?= .venv

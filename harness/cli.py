@@ -66,6 +66,7 @@ def _number(parse, valid, what: str):
 
 
 _seed = _number(int, lambda v: v >= 0, "seed must be a non-negative integer")
+_cases = _number(int, lambda v: v >= 1, "ray chunk must be a positive number of cases")
 _positive = _number(float, lambda v: v > 0, "timeout must be positive seconds")
 _non_negative = _number(float, lambda v: v >= 0, "must be a non-negative number")
 
@@ -97,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-corpus", dest="corpus", action="store_false",
                      help="leave out the corpus of public bug reports (harness/inputs/corpus.json)")
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run folder with its own options")
+    run.add_argument("--executor", choices=("local", "ray"),
+                     help="where the work runs: local worker processes (default), or units on a Ray cluster "
+                          "(pip install 'cestab[ray]'; README: Running on a cluster)")
+    run.add_argument("--ray-address", metavar="ADDR",
+                     help="with --executor ray: join the cluster at HOST:PORT, or auto (the one on this machine); "
+                          "default: start a local Ray instance for this run")
+    run.add_argument("--ray-chunk", type=_cases, metavar="N",
+                     help="with --executor ray: cases per unit of work (default: from the cluster's CPUs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
     repro = sub.add_parser("repro", help="replay a case (a search's .npz, or any case id of a results table)")
@@ -159,6 +168,9 @@ def cmd_run(args) -> int:
         resume=args.resume,
         budget=None if args.budget == "none" else args.budget,
         corpus=args.corpus,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        ray_chunk=args.ray_chunk,
     )
     if not args.quiet:
         print(format_summary(summarize(df)))
@@ -261,7 +273,8 @@ COMMANDS["check"] = cmd_check
 
 
 def _bench_parser(sub) -> None:
-    bench = sub.add_parser("bench", help="time forward and forward+backward per adapter x dtype x shape (bench.parquet)")
+    bench = sub.add_parser("bench", help="time forward and forward+backward per adapter x dtype x shape (bench.parquet); "
+                           "always on this machine, never on a Ray cluster (timings on shared nodes mean nothing)")
     bench.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: all available)")
     bench.add_argument("--dtypes", type=_csv, help="comma-separated dtypes (default: float32 on cpu; float32,bfloat16 on cuda)")
     bench.add_argument("--shapes", type=_shapes, help="comma-separated ROWSxCLASSES (default: 256x32000,4096x32000 on cpu; "

@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/compare_runs.py RUN_A RUN_B
 
-Rows are matched on (case_id, adapter); every column but the timing ones (run id, start
-time, adapter, compile and reference seconds) must be equal, NaN equal to NaN. Prints the
+Rows are matched on (case_id, adapter); every column but the volatile ones
+(`columns.VOLATILE`: run id, time, host and node, seconds) must be equal, NaN equal to NaN. Prints the
 differences and exits 1 when there are any, 0 when the tables agree.
 """
 
@@ -13,15 +13,15 @@ import sys
 
 import pandas as pd
 
+from harness.store.columns import VOLATILE
 from harness.store.runfolder import RunFolder
 
-TIMING = ("run_id", "time", "adapter_seconds", "compile_seconds", "reference_seconds")
 KEY = ["case_id", "adapter"]
 
 
 def load(path: str) -> pd.DataFrame:
     df = RunFolder.open(path).read_table(RunFolder.RESULTS, "results table", KEY)
-    return df.drop(columns=[c for c in TIMING if c in df.columns]).sort_values(KEY).reset_index(drop=True)
+    return df.drop(columns=[c for c in VOLATILE if c in df.columns]).sort_values(KEY).reset_index(drop=True)
 
 
 def differences(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:

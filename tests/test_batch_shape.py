@@ -7,7 +7,7 @@ import pytest
 from harness.adapters import registry
 from harness.inputs import replay
 from harness.inputs.regimes import make_case
-from harness.run.runner import rows_for_case
+from harness.run.rows import rows_for_case
 from harness.adapters.workers import InProcess, call_adapter
 
 

@@ -42,6 +42,8 @@ def test_list_shows_numpy_adapters():
         (["run", "--adapter", "no_such_module:fn"], "cannot import adapter module 'no_such_module'"),
         (["run", "--resume", "/nonexistent/run"], "not a resumable run folder"),
         (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["run", "--ray-address", "auto"], "--ray-address and --ray-chunk need --executor ray"),
+        (["run", "--executor", "dask"], "invalid choice: 'dask'"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )

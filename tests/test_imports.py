@@ -1,9 +1,9 @@
-"""`import harness` loads no framework; loading the registry loads none either."""
+"""`import harness` loads no framework (nor Ray); loading the registry loads none either."""
 
 import subprocess
 import sys
 
-FRAMEWORKS = ["torch", "jax", "jaxlib", "tensorflow", "keras", "optax", "scipy"]
+FRAMEWORKS = ["torch", "jax", "jaxlib", "tensorflow", "keras", "optax", "scipy", "ray"]
 
 
 def loaded_after(code: str) -> list[str]:

@@ -25,53 +25,12 @@ from harness.run import search
 from harness.numerics import dtypes
 from harness.numerics.cases import Case
 from harness.errors import UsageError
-from harness.run.judge import judge
+from harness.run.ray_executor import local_cluster
+from harness.run.rows import rows_for_case
 from harness.run.progress import Progress
-from harness.adapters.workers import Attempt, InProcess, WorkerPool
+from harness.adapters.workers import InProcess, WorkerPool
 
 DEFAULT_TIMEOUT = 120.0  # seconds one adapter may take on one case before it is killed
-
-
-def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, on_row=None) -> list[dict]:
-    """Result rows (dicts keyed by column name) of every adapter on one case."""
-    t0 = time.perf_counter()
-    ref = reference.loss_and_grad(case)
-    ref_seconds = time.perf_counter() - t0
-    n, v = case.shape
-    common = dict(base)
-    common.update(
-        dtype=case.dtype,
-        regime=case.regime,
-        source=case.source,
-        label_kind=case.label_kind,
-        n_rows=n,
-        n_classes=v,
-        case_id=case.case_id,
-        seed=case.seed,
-        reference_precision=ref.precision,
-        reference_seconds=ref_seconds,
-        device=device,
-    )
-    runnable = []
-    rows = []
-
-    def emit(adapter, attempt: Attempt):
-        row = dict(common, adapter=adapter.id, framework=adapter.framework,
-                   framework_version=registry.framework_version(adapter.framework))
-        row.update(judge(case, ref, attempt))
-        rows.append(row)
-        if on_row:
-            on_row(row)
-
-    for adapter in adapter_list:
-        reason = adapter.unsupported_reason(case, device)
-        if reason:
-            emit(adapter, Attempt("unsupported", message=reason))
-        else:
-            runnable.append(adapter)
-    for adapter, attempt in executor.run(case, runnable, device):
-        emit(adapter, attempt)
-    return rows
 
 
 def run(
@@ -92,6 +51,9 @@ def run(
     resume: str | Path | None = None,
     budget: str | None = None,
     corpus: bool = True,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    ray_chunk: int | None = None,
 ) -> pd.DataFrame:
     """Run the comparison suite and return the results table (see `columns.COLUMNS`).
 
@@ -105,9 +67,15 @@ def run(
     `corpus` adds the public bug reports of `harness/inputs/corpus.json` (source "corpus") for every
     adapter (a bug found in one framework is a question for all the others), each in its own
     dtype, or in the requested dtypes when `dtypes` is given.
+    `executor` is "local" (default: worker processes on this machine) or "ray" (units of
+    work on a Ray cluster, `ray_executor`): the same rows either way. `ray_address` joins a
+    running cluster ("auto": the one on this machine; None: start a local Ray instance);
+    `ray_chunk` fixes the cases per unit (None: chosen from the cluster's CPUs). On a
+    resume, `executor` and `ray_address` replace the ones the run was started with.
     """
+    where = _executor_options(executor, ray_address, ray_chunk)
     if resume is not None:
-        return _resume(Path(resume), progress)
+        return _resume(Path(resume), progress, where if executor is not None else {})
     if device not in ("cpu", "cuda"):
         raise UsageError(f"unknown device {device!r}; choose cpu or cuda")
     if timeout <= 0:
@@ -128,10 +96,30 @@ def run(
         "timeout": timeout,
         "budget": budget,
         "corpus": corpus and cases is None,
+        **where,
     }
+    if executor == "ray":
+        from harness.run.ray_executor import preflight
+
+        preflight(options)
     case_list = cases if cases is not None else build_cases(options)
     folder = RunFolder.create(out_dir, seed) if out_dir is not None else None
     return _execute(case_list, adapter_list, options, folder, progress, command, done_rows=[])
+
+
+EXECUTORS = ("local", "ray")
+
+
+def _executor_options(executor, ray_address, ray_chunk) -> dict:
+    """The run options that say where the work runs (checked: one clear line if wrong)."""
+    executor = executor or "local"
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if executor != "ray" and (ray_address is not None or ray_chunk is not None):
+        raise UsageError("--ray-address and --ray-chunk need --executor ray")
+    if ray_chunk is not None and ray_chunk < 1:
+        raise UsageError(f"ray chunk must be a positive number of cases, got {ray_chunk}")
+    return {"executor": executor, "ray_address": ray_address, "ray_chunk": ray_chunk}
 
 
 def build_cases(options: dict) -> list[Case]:
@@ -154,12 +142,13 @@ def corpus_cases(dtype_names, label_kinds) -> list[Case]:
     return [c for c in chosen if not kinds or c.label_kind in kinds]
 
 
-def _resume(path: Path, progress: bool) -> pd.DataFrame:
+def _resume(path: Path, progress: bool, where: dict) -> pd.DataFrame:
     folder = RunFolder.open(path)
     meta = folder.read_meta(required=("run_id", "options"))
     options = meta["options"]
     if meta.get("state") == "complete":
         raise UsageError(f"{path} is already complete")
+    options.update(where)
     done_rows = folder.read_rows()
     adapter_list = registry.resolve(options["adapters"], options["plugins"])
     case_list = build_cases(options)
@@ -178,26 +167,40 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
         **registry.describe(adapter_list),
     )
     meta["state"] = "running"
+    t0 = time.perf_counter()
+    if options.get("executor") == "ray":
+        from harness.run.ray_executor import RaySweep  # imports ray: only for a sweep that asks for it
+
+        executor = RaySweep(options, meta.get("cluster"))
+        meta["cluster"] = executor.cluster
+    else:
+        executor = WorkerPool(options["timeout"], folder.logs if folder else None) if options["isolate"] else InProcess()
+        meta["cluster"] = local_cluster()
     if folder is not None:
         folder.write_meta(meta)
-    base = {"run_id": meta["run_id"], "time": meta["started"], "host": socket.gethostname()}
+    host = socket.gethostname()
+    base = {"run_id": meta["run_id"], "time": meta["started"], "host": host, "node_id": "local", "node_host": host}
     done = {(r["case_id"], r["adapter"]) for r in done_rows}
     rows = list(done_rows)
     journal = folder.journal() if folder is not None else None
-    executor = WorkerPool(options["timeout"], folder.logs if folder else None) if options["isolate"] else InProcess()
     bar = Progress(len(case_list), progress)
-    t0 = time.perf_counter()
     reference_seconds = 0.0
     try:
-        for case in case_list:
-            todo = [a for a in adapter_list if (case.case_id, a.id) not in done]
-            if todo:
-                new = rows_for_case(case, todo, executor, options["device"], base, journal.append if journal else None)
-                reference_seconds += new[0]["reference_seconds"] if new else 0.0
-                rows.extend(new)
-            bar.step(case.case_id)
-        if options.get("budget"):
-            rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal))
+        if options.get("executor") == "ray":
+            new = executor.run(case_list, adapter_list, base, done_rows, journal, bar, folder.path if folder else None)
+            # each module's unit computes its cases' reference: count each (case, unit) once
+            reference_seconds = sum(s for _, s in {(r["case_id"], r.get("reference_seconds") or 0.0) for r in new})
+            rows.extend(new)
+        else:
+            for case in case_list:
+                todo = [a for a in adapter_list if (case.case_id, a.id) not in done]
+                if todo:
+                    new = rows_for_case(case, todo, executor, options["device"], base, journal.append if journal else None)
+                    reference_seconds += new[0]["reference_seconds"] if new else 0.0
+                    rows.extend(new)
+                bar.step(case.case_id)
+            if options.get("budget"):
+                rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal))
     finally:
         bar.close()
         executor.close()
@@ -211,6 +214,8 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
         "adapter_seconds": round(float(pd.to_numeric(df["adapter_seconds"]).sum()), 3),
         "compile_seconds": round(float(pd.to_numeric(df["compile_seconds"]).sum()), 3),
     }
+    if options.get("executor") == "ray":
+        timing.update(executor.timing())
     meta.setdefault("timing", []).append(timing)
     meta["state"] = "complete"
     if folder is not None:

@@ -25,7 +25,9 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("run_id", "string", "the run folder's name"),
     Column("time", "string", "UTC start of the run, ISO 8601"),
-    Column("host", "string", "machine hostname"),
+    Column("host", "string", "hostname of the machine that ran the run (the driver, with --executor ray)"),
+    Column("node_id", "string", "where the row was computed: a Ray node id, \"local\" for the local executor"),
+    Column("node_host", "string", "hostname of the machine the row was computed on"),
     Column("device", "string", "cpu, or cuda:N"),
     Column("framework", "string", "numpy, scipy, torch, jax, tensorflow ..."),
     Column("framework_version", "string", "installed version of the framework's distribution"),
@@ -67,7 +69,7 @@ COLUMNS: tuple[Column, ...] = (
 NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 
 #: Columns that differ between two runs of the same inputs (timing and provenance).
-VOLATILE = ("run_id", "time", "host", "adapter_seconds", "compile_seconds", "reference_seconds")
+VOLATILE = ("run_id", "time", "host", "node_id", "node_host", "adapter_seconds", "compile_seconds", "reference_seconds")
 
 
 def frame(rows: list[dict], declared: tuple[Column, ...] = COLUMNS) -> pd.DataFrame:

@@ -124,7 +124,7 @@ def report(
 ) -> str:
     """The assert_allclose-style report of one adapter's result `row` on `case`.
 
-    `row` is the adapter's results row (`runner.rows_for_case`); `output` its `Output`, needed
+    `row` is the adapter's results row (`run.rows.rows_for_case`); `output` its `Output`, needed
     for the element list when it ran. The case is saved under `folder` (default
     `.cestab-failures/`) and the report ends with the `cestab repro` line that replays it
     with `repro_adapters` (default: this adapter), loading `repro_plugins` first.

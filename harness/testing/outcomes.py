@@ -2,7 +2,7 @@
 
 Tests need both what the results table records about an adapter (its row: status, metrics)
 and what the adapter returned (for the element list of a mismatch report). The row comes
-from `runner.rows_for_case`, the very code a `cestab run` uses, so a test judges exactly as
+from `run.rows.rows_for_case`, the very code a `cestab run` uses, so a test judges exactly as
 a run does; the executor below only keeps the outputs it hands on.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harness.adapters import Adapter, Output
 from harness.numerics.cases import Case
-from harness.run.runner import rows_for_case
+from harness.run.rows import rows_for_case
 from harness.adapters.workers import InProcess
 
 

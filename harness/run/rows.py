@@ -1,0 +1,55 @@
+"""One case against some adapters: the reference once, each adapter's attempt, the judge's
+verdict, one results row per adapter. The local runner and the Ray executor both build
+their rows here, so a row is the same wherever it was computed."""
+
+from __future__ import annotations
+
+import time
+
+from harness.adapters import registry
+from harness.adapters.workers import Attempt
+from harness.numerics import reference
+from harness.numerics.cases import Case
+from harness.run.judge import judge
+
+
+def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, on_row=None) -> list[dict]:
+    """Result rows (dicts keyed by column name) of every adapter on one case."""
+    t0 = time.perf_counter()
+    ref = reference.loss_and_grad(case)
+    ref_seconds = time.perf_counter() - t0
+    n, v = case.shape
+    common = dict(base)
+    common.update(
+        dtype=case.dtype,
+        regime=case.regime,
+        source=case.source,
+        label_kind=case.label_kind,
+        n_rows=n,
+        n_classes=v,
+        case_id=case.case_id,
+        seed=case.seed,
+        reference_precision=ref.precision,
+        reference_seconds=ref_seconds,
+        device=device,
+    )
+    runnable = []
+    rows = []
+
+    def emit(adapter, attempt: Attempt):
+        row = dict(common, adapter=adapter.id, framework=adapter.framework,
+                   framework_version=registry.framework_version(adapter.framework))
+        row.update(judge(case, ref, attempt))
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    for adapter in adapter_list:
+        reason = adapter.unsupported_reason(case, device)
+        if reason:
+            emit(adapter, Attempt("unsupported", message=reason))
+        else:
+            runnable.append(adapter)
+    for adapter, attempt in executor.run(case, runnable, device):
+        emit(adapter, attempt)
+    return rows

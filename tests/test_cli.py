@@ -40,7 +40,7 @@ def test_list_shows_numpy_adapters():
         (["run", "--device", "tpu"], "unknown device 'tpu'"),
         (["run", "--timeout", "0"], "timeout must be positive"),
         (["run", "--adapter", "no_such_module:fn"], "cannot import adapter module 'no_such_module'"),
-        (["run", "--resume", "/nonexistent/run"], "not a resumable run folder"),
+        (["run", "--resume", "/nonexistent/run"], "does not exist (expected a run folder)"),
         (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["run", "--ray-address", "auto"], "--ray-address and --ray-chunk need --executor ray"),
         (["run", "--executor", "dask"], "invalid choice: 'dask'"),

@@ -128,7 +128,7 @@ class Reduction:
         self.n_nonfinite += int(e.nonfinite.sum())
         self.n_flushed += int(e.flushed.sum())
         self.abs_max = max(self.abs_max, float(e.abs.max()))
-        self.rel_max = max(self.rel_max, float(rel.max()))
+        self.rel_max = float(np.maximum(self.rel_max, rel.max()))  # NaN (inf/inf) propagates
         self.ulps_max = max(self.ulps_max, float(e.ulps.max()))
         if self.top:
             bad = np.flatnonzero(ratio > 1)

@@ -630,7 +630,8 @@ def crash_rows(case, adapters, device: str, base: dict, message: str) -> list[di
     rows = []
     for adapter in adapters:
         reason = adapter.unsupported_reason(case, device)
-        row = dict(common, adapter=adapter.id, framework=adapter.framework, framework_version=adapter.version())
+        row = dict(common, adapter=adapter.id, framework=adapter.framework,
+                   framework_version=registry.framework_version(adapter.framework))
         row.update(status="unsupported" if reason else "crash", message=reason or message)
         rows.append(row)
     return rows

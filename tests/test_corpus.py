@@ -10,10 +10,10 @@ import re
 import numpy as np
 import pytest
 
+from harness.run import judge
 from harness import adapters
 from harness.inputs import corpus
 from harness.numerics import dtypes
-from harness.numerics import metrics
 from harness.numerics import reference
 from harness.adapters import Unsupported
 from harness.errors import UsageError
@@ -156,7 +156,7 @@ def run_adapter(adapter_id: str, case):
         return "unsupported", exc
     except Exception as exc:  # the framework's own error is the observation
         return "error", exc
-    return metrics.evaluate(reference.loss_and_grad(case), out.loss, out.grad, case.dtype)["status"], out
+    return judge.accuracy(reference.loss_and_grad(case), out.loss, out.grad, case.dtype)["status"], out
 
 
 def test_observations_cover_at_least_five_entries_and_name_real_adapters(entries):

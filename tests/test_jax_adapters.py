@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("jax")
 pytest.importorskip("optax")
 
+from harness.run import judge
 from harness.adapters import registry
 from harness import adapters
 from harness.numerics import dtypes
-from harness.numerics import metrics
 from harness.numerics import reference
 from harness.inputs import regimes  # noqa: E402
 from harness.numerics.cases import Case  # noqa: E402
@@ -36,7 +36,7 @@ def both_modes(ids):
 def result(adapter_id: str, case: Case) -> dict:
     ref = reference.loss_and_grad(case)
     out = adapters.get(adapter_id).compute(case, "cpu")
-    return metrics.evaluate(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
+    return judge.accuracy(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
 
 
 def typical_cases() -> list:
@@ -210,4 +210,4 @@ def test_cuda_runs_on_a_gpu_or_is_unsupported_with_jaxs_own_reason():
     except adapters.Unsupported as exc:  # a CPU-only jaxlib, as on the development machine
         assert "gpu" in str(exc) and "\n" not in str(exc)
     else:
-        assert metrics.evaluate(reference.loss_and_grad(case), out.loss, out.grad, "float32")["status"] == "ok"
+        assert judge.accuracy(reference.loss_and_grad(case), out.loss, out.grad, "float32")["status"] == "ok"

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from harness.run import judge
 from harness.adapters import registry
 from harness import adapters
 from harness.numerics import dtypes
-from harness.numerics import metrics
 from harness.numerics import reference
 from harness.inputs import regimes
 from harness.numerics.cases import LABEL_KINDS, Case
@@ -17,7 +17,7 @@ CAREFUL = ["numpy.stable", "scipy.log_softmax"]
 def result(adapter_id: str, case: Case) -> dict:
     ref = reference.loss_and_grad(case)
     out = adapters.get(adapter_id).compute(case, "cpu")
-    return metrics.evaluate(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
+    return judge.accuracy(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
 
 
 @pytest.mark.parametrize("adapter_id", CAREFUL + ["numpy.naive"])

@@ -14,10 +14,10 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from harness.run import judge
 from harness.adapters import registry
 from harness import adapters
 from harness.numerics import dtypes
-from harness.numerics import metrics
 from harness.numerics import reference
 from harness.inputs import regimes  # noqa: E402
 from harness.adapters import Unsupported  # noqa: E402
@@ -42,7 +42,7 @@ RTOL = {"float32": 1e-5, "float64": 1e-12}
 def result(adapter_id: str, case: Case) -> dict:
     ref = reference.loss_and_grad(case)
     out = adapters.get(adapter_id).compute(case, "cpu")
-    return metrics.evaluate(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
+    return judge.accuracy(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
 
 
 def assert_matches_reference(r: dict, dtype: str) -> None:

@@ -25,6 +25,7 @@ from harness.errors import UsageError
 from harness.store.runfolder import RunFolder
 from harness.numerics import statuses
 from harness.numerics.statuses import STATUSES
+from harness.report import verdicts
 
 #: Statuses that judge no answer (the status table's `judged`).
 UNJUDGED = statuses.names(judged=False)
@@ -86,6 +87,7 @@ def results(runs: list[Run]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     df["regime_group"] = df["regime"].astype("string").str.split(":").str[0]
     df["invalid_labels"] = _invalid_labels(df)
+    df["realism"] = verdicts.realism(df)
     for col in ("loss_ulps", "grad_ulps", "loss_tol_ratio", "grad_tol_ratio"):
         df[col] = df[col].astype("float64")
     for col in ("n_loss_nonfinite", "n_grad_nonfinite", "n_flushed"):

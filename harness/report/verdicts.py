@@ -133,21 +133,34 @@ def verdicts(df: pd.DataFrame) -> pd.DataFrame:
                                        "cases", "status"])
 
 
+#: Failures at least this bad are breakdowns (NaN/inf, an exception, a crash, a hang):
+#: what the "avoid" rule and the breakdown table single out, by the status table's rank.
+MILDEST_BREAKDOWN_ABOVE = "inaccurate"
+
+
+def is_breakdown(status: str) -> bool:
+    """A failure worse than `inaccurate` in the status table's rank (NaN/inf, raised, crashed)."""
+    return status in FAILURES and statuses.rank(status) > statuses.rank(MILDEST_BREAKDOWN_ABOVE)
+
+
 def realistic_failures(df: pd.DataFrame) -> pd.DataFrame:
-    """Failures on realistic inputs, one row per run x adapter x dtype x label kind x regime:
-    the hazards a reader's own model can hit (each with its counts and an example case)."""
+    """Breakdowns on realistic inputs, one row per run x adapter x dtype x label kind: the
+    hazards a reader's own model can hit, with the counts of that group, the regimes of
+    its breakdowns and an example case. (Merely inaccurate cases are in the verdict and
+    accuracy tables.)"""
     real = df[df["realism"] == KINDS[0]]
     rows = []
-    for key, g in real.groupby(["run", "adapter", "dtype", "label_kind", "regime_group"], sort=True):
-        bad = g[g["status"].isin(FAILURES)]
+    for key, g in real.groupby(["run", "adapter", "dtype", "label_kind"], sort=True):
+        bad = g[g["status"].map(is_breakdown)]
         if bad.empty:
             continue
         worst = statuses.worst(bad["status"].unique())
         example = bad[bad["status"] == worst].sort_values("case_id").iloc[0]
-        rows.append(dict(zip(["run", "adapter", "dtype", "label_kind", "regime"], key), **counts(g),
-                         status=worst, case_id=example["case_id"]))
-    return pd.DataFrame(rows, columns=["run", "adapter", "dtype", "label_kind", "regime", "passed", "supported",
-                                       "unsupported", "cases", "status", "case_id"])
+        regimes = {str(k): int(v) for k, v in bad["regime_group"].value_counts().sort_index().items()}
+        rows.append(dict(zip(["run", "adapter", "dtype", "label_kind"], key), **counts(g), broken=len(bad),
+                         regimes=regimes, status=worst, case_id=example["case_id"]))
+    return pd.DataFrame(rows, columns=["run", "adapter", "dtype", "label_kind", "passed", "supported", "unsupported",
+                                       "cases", "broken", "regimes", "status", "case_id"])
 
 
 # -- the Zimmermann-style accuracy table -----------------------------------------------------
@@ -239,7 +252,7 @@ RULE = ("In scope: the run's realistic cases of the use case's dtypes and label 
         "that ran every in-scope case (none unsupported) with the fewest failing cases (ideally none); fastest "
         "first, with the time of each relative to the fastest recommended (the pass named, at the run's largest "
         "timed batch of the first timed dtype). Avoid: an adapter whose in-scope failures include a status worse "
-        "than `inaccurate` (NaN/inf, an exception, a crash) or exceed "
+        f"than `{MILDEST_BREAKDOWN_ABOVE}` (NaN/inf, an exception, a crash) or exceed "
         f"{AVOID_SHARE:.0%} of the in-scope cases it supports. The others are neither; their number is given.")
 
 
@@ -264,8 +277,7 @@ def speeds(tp: pd.DataFrame | None) -> pd.DataFrame:
 
 def _to_avoid(g: pd.DataFrame, c: dict) -> bool:
     """RULE's avoid: a failure worse than `inaccurate`, or too many failures."""
-    bad = g.loc[g["status"].isin(FAILURES), "status"].unique()
-    severe = any(statuses.rank(s) > statuses.rank("inaccurate") for s in bad)
+    severe = any(is_breakdown(s) for s in g["status"].unique())
     failed = c["supported"] - c["passed"]
     return severe or (c["supported"] > 0 and failed > AVOID_SHARE * c["supported"])
 
@@ -332,4 +344,28 @@ def completeness(runs, df: pd.DataFrame) -> list[dict]:
         partial = state not in ("", "complete") or (isinstance(planned, int) and ran < planned)
         out.append({"run": run.label, "planned": planned, "ran": ran, "state": state, "partial": partial,
                     "note": str(run.meta.get("note", "") or "")})
+    return out
+
+
+def speed_accuracy(tp: pd.DataFrame | None, loss: pd.DataFrame, grad: pd.DataFrame) -> pd.DataFrame:
+    """Per run x dtype x adapter: forward+backward rows/s at that run's own largest timed batch
+    of that dtype (a GPU float32 point is not dropped because bfloat16 was timed bigger),
+    beside the largest realistic error (loss or gradient, inf for NaN/inf) of the Zimmermann
+    tables, and `pareto`: no other adapter of the panel is both faster and at most as wrong."""
+    cols = ["run", "dtype", "adapter", "shape", "rows_per_second", "error", "pareto"]
+    s = speeds(tp)
+    s = s[s["pass"] == "forward_backward"]
+    if s.empty:
+        return pd.DataFrame(columns=cols)
+    err = pd.concat([loss[["run", "dtype", "adapter", "max"]], grad[["run", "dtype", "adapter", "max"]]])
+    err = err.assign(dtype=err["dtype"].astype(str)).groupby(["run", "dtype", "adapter"])["max"].max().rename("error")
+    out = s.merge(err.reset_index(), on=["run", "dtype", "adapter"], how="inner")
+    out = out[cols[:-1]].sort_values(["run", "dtype", "adapter"]).reset_index(drop=True)
+    pareto = []
+    for r in out.itertuples(index=False):
+        panel = out[(out["run"] == r.run) & (out["dtype"] == r.dtype)]
+        dominated = ((panel["rows_per_second"] >= r.rows_per_second) & (panel["error"] <= r.error)
+                     & ((panel["rows_per_second"] > r.rows_per_second) | (panel["error"] < r.error))).any()
+        pareto.append(not dominated)
+    out["pareto"] = pareto
     return out

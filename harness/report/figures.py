@@ -268,12 +268,12 @@ def accuracy_vs_speed(points: pd.DataFrame, devices: dict[str, str]) -> bytes:
             ax.set_xlim(lo, lo * 10 ** (span / 0.5))  # the points in the left half, the labels in the right
             _ratio_axis(ax)
             y_lo, y_hi = math.log10(FLOOR / 2), math.log10(NONFINITE_Y * 4)
-            gap = (y_hi - y_lo) * 12 / (height * DPI)  # about 12 px between label centres
+            gap = (y_hi - y_lo) * LABEL_PX / _axes_height_px(ax)
             ly = 10 ** np.array(_spread_labels(list(np.log10(y)), gap, y_lo + gap / 2, y_hi - gap / 2))
             for xi, yi, lyi, name, on in zip(x, y, ly, t["adapter"], front):
                 ax.annotate(name, (xi, yi), xytext=(0.53, lyi), textcoords=("axes fraction", "data"), va="center",
-                            fontsize=7, color="#0d47a1" if on else "#424242",
-                            arrowprops={"arrowstyle": "-", "color": "#b0bec5", "linewidth": 0.5})
+                            fontsize=7, color="#0d47a1" if on else "#424242", annotation_clip=False,
+                            arrowprops={"arrowstyle": "-", "color": "#b0bec5", "linewidth": 0.5}).set_in_layout(False)
             shape = t["shape"].iloc[0] if len(t) else ""
             ax.set_title(f"{run} ({devices.get(run, '')}), {dtype}, batch {shape}")
             ax.set_xlabel("rows per second (median of repeats)")
@@ -305,9 +305,16 @@ def error_vs_condition(points: pd.DataFrame, dtypes: list[str], styles: dict) ->
         return _png(fig)
 
 
+def _axes_height_px(ax) -> float:
+    """The axes' drawn height in pixels, after the figure's layout (direct labels are left out of
+    the layout, so placing them does not change it)."""
+    ax.figure.canvas.draw()
+    return max(ax.get_window_extent().height, 1.0)
+
+
 #: Pixels between the centres of two direct labels, and the height a panel needs per label.
 LABEL_PX = 11.0
-LABEL_INCHES = LABEL_PX / (DPI * 0.62)
+LABEL_INCHES = LABEL_PX / (DPI * 0.7)
 
 
 def _lines_with_labels(ax, series, height_in: float, label_from: float = 0.56) -> None:
@@ -326,10 +333,11 @@ def _lines_with_labels(ax, series, height_in: float, label_from: float = 0.56) -
     x_lo, x_hi = math.log10(xs.min() / 1.4), math.log10(xs.max() * 1.4)
     span = max(x_hi - x_lo, 0.3)
     ax.set_xlim(10 ** x_lo, 10 ** (x_lo + span / (label_from - 0.04)))
-    px = height_in * DPI * 0.62  # the axes' height in pixels, at least (callers size it by label count)
     y_lo, y_hi = math.log10(ys.min() / 1.3), math.log10(ys.max() * 1.3)
     if y_hi - y_lo < 0.3:
         y_lo, y_hi = y_lo - 0.15, y_hi + 0.15
+    ax.set_ylim(10 ** y_lo, 10 ** y_hi)
+    px = _axes_height_px(ax)
     gap = (y_hi - y_lo) * LABEL_PX / px
     ax.set_ylim(10 ** y_lo, 10 ** y_hi)
     ends = [math.log10(s[1][np.isfinite(s[1])][-1]) for s in series]
@@ -337,8 +345,8 @@ def _lines_with_labels(ax, series, height_in: float, label_from: float = 0.56) -
     for (x, y, name, st), ly in zip(series, placed):
         last = np.flatnonzero(np.isfinite(y))[-1]
         ax.annotate(name, (x[last], y[last]), xytext=(label_from, 10 ** ly), textcoords=("axes fraction", "data"),
-                    va="center", fontsize=6.3, color=st["color"],
-                    arrowprops={"arrowstyle": "-", "color": "#cfd8dc", "linewidth": 0.5})
+                    va="center", fontsize=6.3, color=st["color"], annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": "#cfd8dc", "linewidth": 0.5}).set_in_layout(False)
     ax.grid(True, color="#e0e0e0", linewidth=0.6)
 
 

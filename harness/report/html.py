@@ -25,7 +25,8 @@ th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-al
 td.long { overflow-wrap: anywhere; min-width: 18em; }
 div.scroll { overflow-x: auto; }
 th { background: #f5f5f5; position: sticky; top: 0; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th.num { text-align: right; }
 p.toc { font-size: 0.9em; }
 code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.92em; }
 pre { background: #f7f7f7; padding: 0.7em; white-space: pre-wrap; font-size: 0.85em; border: 1px solid #eee; }
@@ -39,7 +40,9 @@ figcaption { font-size: 0.85em; color: #555; }
 def _inline(text: str) -> str:
     """Escape, then turn `code` spans into <code>."""
     out = html.escape(str(text), quote=True)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    # identifiers (adapter ids, case ids, paths) may break after '.', '/' and '_' rather than
+    # widen a table past the page: the browser only breaks there when it must
+    out = re.sub(r"`([^`]+)`", lambda m: "<code>" + re.sub(r"([./_])", r"\1<wbr>", m.group(1)) + "</code>", out)
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
     out = re.sub(r"\[([^\]]+)\]\(((?:https://|#)[^)\s]+)\)", r'<a href="\2">\1</a>', out)
     return out.replace("\n", "<br>")

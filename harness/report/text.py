@@ -164,16 +164,16 @@ def _adapter_list(entries) -> str:
     return "\n".join(parts) if parts else "none"
 
 
-def which_rows(which: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str]]]]:
-    """The "which to use" table: one row per use case x run."""
+def which_rows(which: pd.DataFrame, devices: dict) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """The "which to use" table: one row per use case x run (its device beside it)."""
     header = ["use case", "run", "recommended", "avoid", "evidence"]
     rows = []
     for r in which.itertuples(index=False):
-        evidence = (f"{r.cases} realistic cases ({r.dtypes}; {r.label_kinds}); time: {r.timed}; "
-                    f"{r.others} other adapters neither")
+        evidence = (f"{r.cases} realistic cases ({r.dtypes}; {r.label_kinds}); timed: {r.timed}; "
+                    f"{r.others} adapters neither")
         if r.missing:
             evidence += f"; this run has no {', '.join(r.missing)} cases (run before that regime existed)"
-        rows.append([(r.use_case, ""), (r.run, ""), (_adapter_list(r.recommended), ""),
+        rows.append([(r.use_case, ""), (f"{r.run} ({devices.get(r.run, '')})", ""), (_adapter_list(r.recommended), ""),
                      (_adapter_list(r.avoid), ""), (evidence, "")])
     return header, rows
 
@@ -342,10 +342,12 @@ def blocks(report, command: str) -> list[tuple]:
                              "Its counts cover only the cases that ran."))
 
     out.append(("h2", "Which to use"))
-    out.append(("p", vd.RULE))
+    out.append(("p", "By use case, from the realistic inputs of these runs; the rule is below the table, the "
+                     "evidence in the sections after it."))
     if report.which is not None and not report.which.empty:
-        header, rows = which_rows(report.which)
+        header, rows = which_rows(report.which, {run.label: vd.run_device(run.meta) for run in report.runs})
         out.append(("table", header, rows))
+    out.append(("p", "**Rule.** " + vd.RULE))
     out.append(("toc",))
 
     out.append(("h2", "Breakdowns on realistic inputs"))

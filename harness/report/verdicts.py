@@ -195,7 +195,11 @@ def zimmermann(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
     nonfinite = f"n_{quantity}_nonfinite"
     m = df[(df["realism"] == KINDS[0]) & df["status"].isin(MEASURED) & ~df["invalid_labels"]]
     rows = []
-    for (run, dtype), g in m.groupby(["run", "dtype"], sort=True):
+    from harness.numerics import tolerances
+
+    rank = {d: k for k, d in enumerate(tolerances.TABLE)}  # dtypes in the tolerance table's order
+    groups = sorted(m.groupby(["run", "dtype"]), key=lambda kv: (kv[0][0], rank.get(kv[0][1], len(rank)), kv[0][1]))
+    for (run, dtype), g in groups:
         for adapter in adapter_order(g["adapter"]):
             a = g[g["adapter"] == adapter]
             err = a[col].to_numpy(float, na_value=np.nan)

@@ -18,7 +18,7 @@ _LONG_CELL = 62  # longer than any adapter id in backticks
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 2em auto;
-       max-width: 1300px; padding: 0 1em; color: #212121; line-height: 1.45; }
+       max-width: 1600px; padding: 0 1em; color: #212121; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.86em; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }

@@ -364,24 +364,8 @@ def error_points(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
               "plain", "cond_scale", "tol_ratio", "status"]]
 
 
-#: Bins of the largest |logit| (powers of ten, doubling exponents: float16 ends near 1e5,
-#: float32 near 1e38, float64 near 1e308), with their labels; all-zero logits fall in the first.
-LOGIT_BIN_EXPONENTS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
-LOGIT_BIN_LABELS = ("<1", "1-10", "10-100", "1e2-1e4", "1e4-1e8", "1e8-1e16", "1e16-1e32", "1e32-1e64",
-                    "1e64-1e128", ">=1e128")
-
-
-def logit_bin(scale) -> np.ndarray:
-    """Index into LOGIT_BIN_LABELS of each logit scale (-1 for NaN: an empty batch)."""
-    scale = np.asarray(scale, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        exponent = np.log10(scale)
-    index = np.searchsorted(np.array(LOGIT_BIN_EXPONENTS, dtype=float), exponent, side="right")
-    return np.where(np.isnan(scale), -1, np.where(scale == 0, 0, index))
-
-
 def error_by(points: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Largest tolerance ratio per run x adapter x dtype x `by` ("n_classes", or "logit_bin").
+    """Largest tolerance ratio per run x adapter x dtype x `by` (e.g. "n_classes").
 
     Only `plain` cases (finite logits, no ignored rows) count: a NaN from a -inf mask says
     nothing about scale or class count. Against the class count only the regime cases count:
@@ -391,9 +375,6 @@ def error_by(points: pd.DataFrame, by: str) -> pd.DataFrame:
     p = points[points["plain"]].copy()
     if by == "n_classes" and (p["source"] == "regime").any():
         p = p[p["source"] == "regime"]
-    if by == "logit_bin":
-        p[by] = logit_bin(p["logit_scale"])
-        p = p[p[by] >= 0]
     out = p.groupby(["run", "adapter", "dtype", by], sort=True, observed=True)["tol_ratio"].max().reset_index()
     out[by] = out[by].astype("int64")
     return out

@@ -121,18 +121,6 @@ def _ratio_axis(ax) -> None:
     ax.grid(True, which="major", color="#e0e0e0", linewidth=0.6)
 
 
-def _dtype_axes(plt, dtypes, title):
-    n = len(dtypes)
-    ncols = min(n, 2)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(11.5, 1.2 + 3.3 * nrows), squeeze=False, layout="constrained")
-    fig.suptitle(title, fontsize=11)
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
-
-
 def _short(x: float) -> str:
     """A ratio in at most 4 characters: 1.3, 84, 2e2, 6e14."""
     if x < 100:
@@ -187,17 +175,6 @@ def error_heatmap(table: pd.DataFrame, by: str, columns: list, labels: list[str]
         bar = fig.colorbar(image, ax=list(axes[0]), shrink=0.6, extend="both", pad=0.01)
         bar.set_label("largest error / tolerance (loss or gradient); black: NaN/inf", fontsize=8)
         return _png(fig)
-
-
-def _figure_legend(fig, axes) -> None:
-    handles, labels = {}, {}
-    for ax in axes:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, h)
-    if handles:
-        names = sorted(handles)
-        fig.legend([handles[n] for n in names], names, loc="outside lower center", ncols=3, fontsize=7.5,
-                   frameon=False)
 
 
 def _spread_labels(ys: list[float], gap: float, lo: float = -math.inf, hi: float = math.inf) -> list[float]:

@@ -84,20 +84,6 @@ def accuracy_cell(row) -> str:
     return text
 
 
-def accuracy_rows(acc: pd.DataFrame, versions: dict) -> tuple[list[str], list[list[tuple[str, str]]]]:
-    """The accuracy table as header + rows of (text, status) cells: one row per (run,) adapter, one column per dtype."""
-    multi = acc["run"].nunique() > 1
-    dtypes = [str(d) for d in acc["dtype"].cat.categories if (acc["dtype"] == d).any()]
-    header = (["run"] if multi else []) + ["adapter", "version"] + dtypes
-    rows = []
-    for (run, adapter), g in acc.groupby(["run", "adapter"], sort=True):
-        cells = {str(r["dtype"]): (accuracy_cell(r), r["status"]) for _, r in g.iterrows()}
-        row = ([(run, "")] if multi else []) + [(f"`{adapter}`", ""), (versions.get((run, adapter), ""), "")]
-        row += [cells.get(d, ("", "")) for d in dtypes]
-        rows.append(row)
-    return header, rows
-
-
 def worst_rows(worst: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str]]]]:
     multi = worst["run"].nunique() > 1
     header = (["run"] if multi else []) + ["adapter", "dtype", "status", "case", "loss ulps", "grad ulps",
@@ -108,32 +94,6 @@ def worst_rows(worst: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str
             (f"`{r.adapter}`", ""), (r.dtype, ""), (f"{STATUS_MARKS.get(r.status, '?')} {r.status}", r.status),
             (f"`{r.case_id}`", ""), (num(r.loss_ulps), ""), (num(r.grad_ulps), ""), (num(r.tol_ratio), ""),
         ]
-        rows.append(row)
-    return header, rows
-
-
-def throughput_rows(tp: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str]]]]:
-    """Median milliseconds per (run,) adapter x dtype, one column per shape and pass; '~' marks a noisy timing."""
-    multi = tp["run"].nunique() > 1
-    t = tp.assign(shape=tp["n_rows"].astype(str) + "x" + tp["n_classes"].astype(str))
-    shapes = t[["n_rows", "n_classes", "shape"]].drop_duplicates().sort_values(["n_classes", "n_rows"])["shape"].tolist()
-    passes = [p for p in ("forward", "forward_backward") if p in set(t["pass"])] + sorted(
-        set(t["pass"]) - {"forward", "forward_backward"})
-    columns = [(s, p) for s in shapes for p in passes]
-    short = {"forward": "fwd", "forward_backward": "fwd+bwd"}
-    header = (["run"] if multi else []) + ["adapter", "dtype"] + [f"{s} {short.get(p, p)} ms" for s, p in columns]
-    rows = []
-    for (run, adapter, dtype), g in t.groupby(["run", "adapter", "dtype"], sort=True, observed=True):
-        cells = {}
-        for r in g.to_dict("records"):  # `pass` is a keyword: no itertuples
-            if r["status"] == "ok":
-                noisy = r.get("noisy")
-                mark = "~" if noisy is not None and not pd.isna(noisy) and bool(noisy) else ""
-                cells[(r["shape"], r["pass"])] = (f"{mark}{num(r['median_ms'])}", "")
-            else:
-                cells[(r["shape"], r["pass"])] = (str(r["status"]), str(r["status"]))
-        row = ([(run, "")] if multi else []) + [(f"`{adapter}`", ""), (str(dtype), "")]
-        row += [cells.get(c, ("", "")) for c in columns]
         rows.append(row)
     return header, rows
 

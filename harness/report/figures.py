@@ -64,8 +64,9 @@ def _row_label(run: str, adapter: str, multi: bool) -> str:
     return f"{adapter}  [{run}]" if multi else adapter
 
 
-def status_heatmap(table: pd.DataFrame, regimes: list[str]) -> bytes:
-    """Worst status per (run,) adapter x regime group; each cell says failing/cases."""
+def status_heatmap(table: pd.DataFrame, regimes: list[str], labels: list[str] | None = None) -> bytes:
+    """Worst status per (run,) adapter x regime group; each cell says failing/cases. `labels`
+    name the columns (default: the regimes), e.g. with their kind of input."""
     matplotlib, plt = _pyplot()
     multi = table["run"].nunique() > 1
     rows = table[["run", "adapter"]].drop_duplicates().sort_values(["run", "adapter"]).itertuples(index=False)
@@ -88,7 +89,7 @@ def status_heatmap(table: pd.DataFrame, regimes: list[str]) -> bytes:
         for (i, j), label in sorted(text.items()):
             dark = STATUS_TABLE[STATUSES[int(grid[i, j])]].dark
             ax.text(j, i, label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
-        ax.set_xticks(range(len(regimes)), regimes, rotation=40, ha="right", rotation_mode="anchor")
+        ax.set_xticks(range(len(regimes)), labels or regimes, rotation=40, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(len(rows)), [_row_label(r, a, multi) for r, a in rows])
         ax.set_xticks(np.arange(-0.5, len(regimes)), minor=True)
         ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
@@ -98,7 +99,7 @@ def status_heatmap(table: pd.DataFrame, regimes: list[str]) -> bytes:
         handles = [matplotlib.patches.Patch(color=STATUS_COLOURS[s], label=s) for s in present]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8,
                   title="worst status\n(cell: failing/cases)", title_fontsize=8)
-        ax.set_title("Status by adapter and regime (all dtypes; worst case shown)")
+        ax.set_title("Status by adapter and regime (all dtypes; worst case shown; R realistic, A adversarial)")
         return _png(fig)
 
 

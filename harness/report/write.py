@@ -18,7 +18,9 @@ def render_figures(report: Report) -> dict[str, bytes]:
     from harness.report.verdicts import run_device
 
     styles = figures.adapter_styles(report.results["adapter"])
-    out = {"status-heatmap.png": figures.status_heatmap(report.status_by_regime, report.regimes)}
+    kinds = report.results.groupby("regime_group")["realism"].agg(lambda k: "+".join(sorted({x[0].upper() for x in k}, reverse=True)))
+    labels = [f"{r} ({kinds.get(r, '?')})" for r in report.regimes]
+    out = {"status-heatmap.png": figures.status_heatmap(report.status_by_regime, report.regimes, labels)}
     points = report.points
     dtypes = _dtype_order(points["dtype"].astype(str)) if not points.empty else []
     if dtypes:

@@ -353,7 +353,7 @@ def time_memory_vs_classes(tp: pd.DataFrame, styles: dict) -> bytes:
                     g = g.sort_values("n_classes")
                     series.append((g["n_classes"].to_numpy(float), g[col].to_numpy(float, na_value=np.nan) * scale,
                                    adapter, styles.get(adapter, default)))
-                _lines_with_labels(ax, series, height)
+                _lines_with_labels(ax, series, height, label_from=0.42)  # half-width panels: a wider label column
                 ax.set_xlabel("classes V")
                 ax.set_ylabel(label)
                 kinds = sorted(set(t["peak_memory_kind"].dropna().astype(str))) if col != "median_ms" else []

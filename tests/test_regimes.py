@@ -147,3 +147,14 @@ def test_empty_batch_and_all_ignored_are_valid_degenerate_inputs():
     ignored = regimes.make_case("all_ignored", "float32", (4, 10), "index", seed=0)
     ref = reference.loss_and_grad(ignored)
     assert ignored.ignored.all() and ref.defined.all() and (ref.loss == 0).all() and (ref.grad == 0).all()
+
+
+def test_ignored_finite_is_ignored_rows_padding_without_the_all_minus_inf_row():
+    """The report tells ignore_index (finite padding, realistic) from -inf padding (adversarial)."""
+    finite = regimes.make_case("ignored_finite", "float32", (6, 10), "index", seed=0)
+    inf = regimes.make_case("ignored_rows", "float32", (6, 10), "index", seed=0)
+    assert np.isfinite(finite.logits).all()
+    assert (finite.ignored == inf.ignored).all() and finite.ignored.sum() == 2
+    assert np.isneginf(inf.logits[np.flatnonzero(inf.ignored)[0]]).all()
+    assert regimes.REGIMES["ignored_finite"].realistic and not regimes.REGIMES["ignored_rows"].realistic
+    assert all(r.why for r in regimes.REGIMES.values())  # every declaration says why

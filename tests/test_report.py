@@ -21,7 +21,7 @@ from harness import cli
 from harness.report import content as report
 from harness.report.write import write_report
 from harness.bench.table import bench_frame
-from harness.report.text import accuracy_cell, num
+from harness.report.text import accuracy_cell, num, sig3
 
 RUN = Path(__file__).parent / "data" / "report_runs" / "20261128-070931-s0"
 COMMAND = "cestab report tests/data/report_runs/20261128-070931-s0 --out OUT"
@@ -66,13 +66,8 @@ def test_accuracy_cells_are_the_results_maxima(raw, built, written, adapter, dty
     assert cell["cases"] == len(sel)
     for status, count in everything["status"].value_counts().items():
         assert cell[status] == count
-    # and the Markdown row prints exactly those numbers, in the dtype's column
-    md = (written / "stability.md").read_text(encoding="utf-8")
-    header = next(line for line in md.splitlines() if line.startswith("| adapter | version |"))
-    column = [c.strip() for c in header.strip("|").split("|")].index(dtype)
-    row = next(line for line in md.splitlines() if line.startswith(f"| `{adapter}` | "))
-    text = [c.strip() for c in row.strip("|").split("|")][column]
-    assert text == accuracy_cell(cell)
+    # the printed cell text is built from exactly those numbers
+    text = accuracy_cell(cell)
     assert f"{num(_finite_max(sel['loss_ulps']))} / {num(_finite_max(sel['grad_ulps']))}" in text
 
 
@@ -118,12 +113,19 @@ def test_worst_inputs_replay_from_the_run_folder(raw, built):
         assert stable["repro"] == f"cestab repro {stable['case_id']} --adapters numpy.stable"
 
 
-def test_findings_count_nonfinite_cases_per_adapter(raw, built):
-    judged = raw[~raw["status"].isin(report.UNJUDGED + report.INVALID_LABEL_OUTCOMES)]
-    naive = judged[judged["adapter"] == "numpy.naive"]
-    n = ((naive["n_loss_nonfinite"].fillna(0) + naive["n_grad_nonfinite"].fillna(0)) > 0).sum()
-    sentence = next(f for f in built.findings if f.startswith("`numpy.naive` returns NaN/inf"))
-    assert f"in {n} of {len(naive)} cases" in sentence
+def test_findings_count_nonfinite_cases_per_adapter_and_kind_of_input(raw, built):
+    from harness.report import verdicts
+
+    df = built.results
+    for kind in verdicts.KINDS:
+        scope = df[(df["adapter"] == "numpy.naive") & ~df["invalid_labels"] & (df["realism"] == kind)]
+        judged = scope[~scope["status"].isin(report.UNJUDGED)]
+        n = ((judged["n_loss_nonfinite"] + judged["n_grad_nonfinite"]) > 0).sum()
+        c = verdicts.counts(scope)
+        sentence = next(f for f in built.findings
+                        if f.startswith(f"`numpy.naive` returns NaN/inf where the truth is finite on {kind} inputs"))
+        assert f"in {n} cases" in sentence
+        assert f"passed {c['passed']} of {c['supported']} supported ({c['unsupported']} unsupported)" in sentence
     assert not any(f.startswith("`numpy.stable` returns NaN/inf") for f in built.findings)
 
 
@@ -143,12 +145,16 @@ def test_logit_scale_is_the_largest_finite_logit_of_the_case(built):
 
 def test_html_is_self_contained_and_every_figure_exists(written):
     page = (written / "stability.html").read_text(encoding="utf-8")
-    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", page, flags=re.I)
-    assert refs, "the page embeds its figures"
-    assert all(r.startswith("data:image/png;base64,") for r in refs), [r[:40] for r in refs]
+    srcs = re.findall(r"""src\s*=\s*["']([^"']*)["']""", page, flags=re.I)
+    assert srcs, "the page embeds its figures"
+    assert all(r.startswith("data:image/png;base64,") for r in srcs), [r[:40] for r in srcs]
+    # links go to the page's own headings or to the public reports it cites; nothing is fetched
+    hrefs = re.findall(r"""href\s*=\s*["']([^"']*)["']""", page, flags=re.I)
+    anchors = set(re.findall(r"""<h2 id=["']([^"']+)["']""", page))
+    assert all(h[1:] in anchors if h.startswith("#") else h.startswith("https://") for h in hrefs), hrefs
     assert not re.search(r"<script|<link|@import|url\(", page, flags=re.I)
     md = (written / "stability.md").read_text(encoding="utf-8")
-    assert md.startswith("# ") and COMMAND in md.splitlines()[3]
+    assert md.startswith("# ") and f"```\n{COMMAND}\n```" in md
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(linked) == 3 == page.count("<img ")
     for name in linked:
@@ -207,10 +213,15 @@ def test_throughput_joins_accuracy_by_adapter_and_dtype(raw, tmp_path):
         assert speed.loc[key, "tol_ratio_max"] == acc["tol_ratio_max"]
     md = (out / "stability.md").read_text(encoding="utf-8")
     assert (out / "figures" / "accuracy-vs-speed.png").is_file() and "figures/accuracy-vs-speed.png" in md
-    section = md.split("## Throughput")[1].split("## Environment")[0].splitlines()
-    row = next(line for line in section if line.startswith("| `numpy.stable` | float32 |"))
-    assert row.endswith(f"| {num(fixture.loc[('numpy.stable', 'float32'), 'median_ms'])} |")  # 16x1000 fwd+bwd, last
-    assert any(line.startswith("| `numpy.naive` | float16 | ~") for line in section)  # noisy marked
+    section = md.split("## Throughput")[1].split("\n## ")[0].splitlines()
+    row = next(line for line in section if line.startswith("| `numpy.stable` | float32 | 16×1000 |"))
+    fb = fixture.loc[("numpy.stable", "float32")]
+    assert f"| {sig3(fb['median_ms'])} ± {sig3(fb['iqr_ms'])} |" in row  # fwd+bwd median ± IQR, 3 figures
+    assert f"| {fb['bandwidth_fraction']:.0%} |" in row and f"| {sig3(fb['peak_memory_bytes'] / 2**20)} |" in row
+    assert any(line.startswith("| `numpy.naive` | float16 | 64×10 | ~") for line in section)  # noisy marked
+    header = next(line for line in section if line.startswith("| adapter |"))
+    assert "not timed" not in header  # every bench row is ok: no empty column
+    assert header.count("|") - 1 == len(row.split(" | "))
     # torch is fastest in the fixture but returns NaN; numpy.stable is the fastest clean one
     assert any(f.startswith("float32: the fastest adapter without a failing case is `numpy.stable`")
                and "`torch.cross_entropy` is faster" in f for f in built.findings)

@@ -35,7 +35,10 @@ DEFAULT_PATH = Path(__file__).with_name("corpus.json")
 REQUIRED = (
     "id", "repository", "issue", "url", "title", "what_went_wrong", "reconstruction", "dtype", "logits", "labels",
 )
-OPTIONAL = ("observed_2026",)
+#: `realistic` (bool) and `realistic_why` (str): does training or inference produce this
+#: input, and why (the report shows realistic and adversarial inputs apart). An entry
+#: that does not say counts as adversarial, with "not declared" as its reason.
+OPTIONAL = ("observed_2026", "realistic", "realistic_why")
 LOGIT_KEYS = ("rows", "shape", "fill", "uniform", "set")
 LABEL_KEYS = ("kind", "target", "soft", "smoothing", "ignored")
 NONFINITE = {"inf": np.inf, "+inf": np.inf, "-inf": -np.inf, "nan": np.nan}
@@ -65,6 +68,8 @@ class Entry:
     smoothing: float = 0.0
     ignored: np.ndarray | None = None
     observed_2026: dict = field(default_factory=dict)  # {"environment", "status": {adapter: status}, "note"}
+    realistic: bool = False
+    realistic_why: str = "not declared"
 
     def case(self, dtype: str | None = None) -> Case:
         """This entry as a Case in `dtype` (default: its own). The report's values, already
@@ -157,6 +162,12 @@ def _entry(item) -> Entry:
     if item["dtype"] not in dt.DTYPE_NAMES:
         raise _Problem(f"unknown dtype {item['dtype']!r}; choose from {', '.join(dt.DTYPE_NAMES)}")
     observed = _observed(item.get("observed_2026", {}))
+    realistic = item.get("realistic", False)
+    why = item.get("realistic_why", "not declared")
+    if not isinstance(realistic, bool):
+        raise _Problem(f"realistic must be true or false, got {realistic!r}")
+    if not isinstance(why, str) or not why.strip():
+        raise _Problem("realistic_why must be a non-empty string")
 
     logits = dt.widen(dt.exact(_logits(item["logits"]), item["dtype"]))
     labels = _labels(item["labels"], logits.shape)
@@ -173,6 +184,8 @@ def _entry(item) -> Entry:
         dtype=item["dtype"],
         logits=logits,
         observed_2026=observed,
+        realistic=realistic,
+        realistic_why=why,
         **labels,
     )
 

@@ -37,6 +37,14 @@ class Regime:
     #: label kind and tell nothing new; and an implementation that aborts the process on
     #: an invalid label (torch.compile's bounds check does) costs a fresh worker each time.
     every_shape: bool = True
+    #: True: inputs that training or inference produces (a model's logits, padding with
+    #: finite logits, a confident model); False: adversarial inputs (offsets at the edge of
+    #: the dtype's range, all -inf rows, masked targets) that test robustness, not the
+    #: everyday answer. The report shows the two apart, so a verdict on what a reader's
+    #: model produces is not drowned by edge cases (and an edge case is not hidden).
+    realistic: bool = True
+    #: Why the regime is realistic or adversarial, in one line (the report prints it).
+    why: str = ""
 
 
 def _targets(rng, n, v):
@@ -135,6 +143,14 @@ def _ignored_rows(rng, fmt, n, v):
     return z, _targets(rng, n, v), ignored
 
 
+def _ignored_finite(rng, fmt, n, v):
+    # Every third row ignored (ignore_index padding) with ordinary finite logits there, as a
+    # language model's padded positions have: the padding must count for nothing. The same
+    # as `ignored_rows` without its all -inf row, so the two tell ignore_index apart from -inf.
+    z = rng.normal(0.0, 3.0, (n, v))
+    return z, _targets(rng, n, v), np.arange(n) % 3 == 1
+
+
 def _all_ignored(rng, fmt, n, v):
     # Every row ignored (a batch of pure padding): every loss 0, every gradient 0.
     z = rng.normal(0.0, 3.0, (n, v))
@@ -171,25 +187,48 @@ def invalidate(target: np.ndarray, soft: np.ndarray | None, v: int) -> tuple[np.
 REGIMES: dict[str, Regime] = {
     r.name: r
     for r in (
-        Regime("typical", "N(0, 3) logits", _typical),
-        Regime("large_offset", "a shared offset of +-2x exp overflow, sqrt(max) or max/4", _large_offset),
-        Regime("exp_range_spread", "logits spread 1.5x past exp's overflow and underflow", _exp_range_spread),
-        Regime("dominant_target", "target leads by up to 1.2x exp's underflow: loss tiny", _dominant_target),
-        Regime("dominant_other", "another class leads by up to max/2: loss huge", _dominant_other),
-        Regime("near_ties", "all logits within 3 ulps of a shared base", _near_ties),
-        Regime("neg_inf_mask", "-inf masks on non-targets, sometimes on the target", _neg_inf_mask),
-        Regime("ignored_rows", "every third row ignored, one of them all -inf padding", _ignored_rows),
-        Regime("all_ignored", "every row ignored, one of them all -inf", _all_ignored),
-        Regime("empty_batch", "no rows at all (on the first shape only)", _empty_batch, every_shape=False),
+        Regime("typical", "N(0, 3) logits", _typical,
+               why="a trained model's logits"),
+        Regime("large_offset", "a shared offset of +-2x exp overflow, sqrt(max) or max/4", _large_offset,
+               realistic=False, why="shared offsets at the edge of the dtype's range (up to 1e38 in float32)"),
+        Regime("exp_range_spread", "logits spread 1.5x past exp's overflow and underflow", _exp_range_spread,
+               why="logit ranges a low-precision model reaches (about +-130 in bfloat16 and +-17 in float16)"),
+        Regime("dominant_target", "target leads by up to 1.2x exp's underflow: loss tiny", _dominant_target,
+               why="a confident, correct model late in training"),
+        Regime("dominant_other", "another class leads by up to max/2: loss huge", _dominant_other,
+               realistic=False, why="gaps up to half the dtype's largest value"),
+        Regime("near_ties", "all logits within 3 ulps of a shared base", _near_ties,
+               why="an untrained or saturated model: nearly equal logits"),
+        Regime("neg_inf_mask", "-inf masks on non-targets, sometimes on the target", _neg_inf_mask,
+               realistic=False, why="every fourth row masks its own target (loss +inf)"),
+        Regime("ignored_finite", "every third row ignored, finite logits there (padding)", _ignored_finite,
+               why="ignore_index padding with the model's finite logits at padded positions"),
+        Regime("ignored_rows", "every third row ignored, one of them all -inf padding", _ignored_rows,
+               realistic=False, why="an all -inf padding row (-inf padding): ignored, but no finite logit"),
+        Regime("all_ignored", "every row ignored, one of them all -inf", _all_ignored,
+               realistic=False, why="a batch of pure padding with an all -inf row"),
+        Regime("empty_batch", "no rows at all (on the first shape only)", _empty_batch, every_shape=False,
+               why="a last, empty micro-batch"),
         Regime("invalid_labels", "labels out of range, negative, or soft labels not summing to 1 (first shape only)",
-               _invalid_labels, invalid=True, every_shape=False),
-        Regime("nonfinite", "+inf, NaN or all -inf rows: no finite truth", _nonfinite, finite=False),
+               _invalid_labels, invalid=True, every_shape=False, realistic=False,
+               why="labels that break the API contract (no truth)"),
+        Regime("nonfinite", "+inf, NaN or all -inf rows: no finite truth", _nonfinite, finite=False,
+               realistic=False, why="+inf, NaN and all -inf rows (no finite truth)"),
     )
 }
 
 #: (rows, classes): from 2 classes to a 32000-token vocabulary; rows shrink as V grows.
 DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((256, 2), (64, 10), (16, 1000), (4, 32000))
+#: The opt-in accuracy shape at a language model's vocabulary (Llama 3's 128256 classes), so
+#: accuracy is measured at the sizes the GPU bench times: `cestab run --shapes
+#: 256x2,64x10,16x1000,4x32000,2x128256` (not a default: each case costs a reference of
+#: 2 x 128256 extended-precision exponentials per dtype x label kind x regime).
+LARGE_VOCAB_SHAPE: tuple[int, int] = (2, 128256)
 SMOOTHING = 0.1
+
+
+#: Search findings: inputs a search shrank towards the largest error (adversarial by construction).
+SEARCH_WHY = "inputs a search drove towards the largest error"
 
 
 def get(name: str) -> Regime:

@@ -25,6 +25,7 @@ from harness.errors import UsageError
 from harness.store.runfolder import RunFolder
 from harness.numerics import statuses
 from harness.numerics.statuses import STATUSES
+from harness.report import verdicts
 
 #: Statuses that judge no answer (the status table's `judged`).
 UNJUDGED = statuses.names(judged=False)
@@ -86,6 +87,7 @@ def results(runs: list[Run]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     df["regime_group"] = df["regime"].astype("string").str.split(":").str[0]
     df["invalid_labels"] = _invalid_labels(df)
+    df["realism"] = verdicts.realism(df)
     for col in ("loss_ulps", "grad_ulps", "loss_tol_ratio", "grad_tol_ratio"):
         df[col] = df[col].astype("float64")
     for col in ("n_loss_nonfinite", "n_grad_nonfinite", "n_flushed"):
@@ -304,7 +306,7 @@ def case_facts(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     from harness.inputs import replay
 
     by_label = {run.label: run for run in runs}
-    cache: dict[tuple, tuple[float, bool]] = {}
+    cache: dict[tuple, tuple[float, bool, float]] = {}
     values = []
     for run, case_id, case_file in zip(df["run"], df["case_id"], df.get("case_file", pd.Series([None] * len(df)))):
         has_file = isinstance(case_file, str) and bool(case_file)
@@ -318,13 +320,33 @@ def case_facts(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
                 z = case.logits.astype("float64")
                 finite = np.isfinite(z)
                 plain = bool(finite.all()) and not case.has_ignored
+                cond = condition_scale(case) if plain and z.size else math.nan
                 z = np.abs(z[finite])
-                cache[key] = (float(z.max()) if z.size else math.nan, plain)
+                cache[key] = (float(z.max()) if z.size else math.nan, plain, cond)
             except UsageError:
-                cache[key] = (math.nan, False)
+                cache[key] = (math.nan, False, math.nan)
         values.append(cache[key])
-    return pd.DataFrame(values, index=df.index, columns=["logit_scale", "plain"]).astype(
-        {"logit_scale": "float64", "plain": "bool"})
+    return pd.DataFrame(values, index=df.index, columns=["logit_scale", "plain", "cond_scale"]).astype(
+        {"logit_scale": "float64", "plain": "bool", "cond_scale": "float64"})
+
+
+def condition_scale(case) -> float:
+    """The tolerance's loss condition scale of the case's worst-conditioned row, loss + 2 +
+    log2(V) (harness/numerics/tolerances.py), for a case with finite logits and no ignored
+    rows. The loss is recomputed in float64 with the max shift: a plotting axis, not the
+    reference (the error it would need to matter is far below the axis's resolution)."""
+    z = case.logits.astype("float64").reshape(-1, case.logits.shape[-1])
+    n, v = z.shape
+    m = z.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
+    y = np.zeros_like(z)
+    y[np.arange(n), np.asarray(case.target).reshape(-1)] = 1.0
+    if case.soft_labels is not None:
+        y = np.asarray(case.soft_labels, dtype="float64").reshape(n, v)
+    elif case.smoothing:
+        y = (1.0 - case.smoothing) * y + case.smoothing / v
+    loss = lse - (y * z).sum(axis=1)
+    return float((loss + 2.0 + math.log2(v)).max())
 
 
 def error_points(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
@@ -334,32 +356,16 @@ def error_points(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     where the truth is finite.
     """
     m = df[df["status"].isin(MEASURED)].copy()
-    m[["logit_scale", "plain"]] = case_facts(m, runs)
+    m[["logit_scale", "plain", "cond_scale"]] = case_facts(m, runs)
     m["tol_ratio"] = np.fmax(m["loss_tol_ratio"].to_numpy(float, na_value=np.nan),
                              m["grad_tol_ratio"].to_numpy(float, na_value=np.nan))
     m.loc[m["status"] == "nonfinite", "tol_ratio"] = math.inf
-    return m[["run", "adapter", "dtype", "regime_group", "source", "case_id", "n_classes", "logit_scale", "plain",
-              "tol_ratio", "status"]]
-
-
-#: Bins of the largest |logit| (powers of ten, doubling exponents: float16 ends near 1e5,
-#: float32 near 1e38, float64 near 1e308), with their labels; all-zero logits fall in the first.
-LOGIT_BIN_EXPONENTS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
-LOGIT_BIN_LABELS = ("<1", "1-10", "10-100", "1e2-1e4", "1e4-1e8", "1e8-1e16", "1e16-1e32", "1e32-1e64",
-                    "1e64-1e128", ">=1e128")
-
-
-def logit_bin(scale) -> np.ndarray:
-    """Index into LOGIT_BIN_LABELS of each logit scale (-1 for NaN: an empty batch)."""
-    scale = np.asarray(scale, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        exponent = np.log10(scale)
-    index = np.searchsorted(np.array(LOGIT_BIN_EXPONENTS, dtype=float), exponent, side="right")
-    return np.where(np.isnan(scale), -1, np.where(scale == 0, 0, index))
+    return m[["run", "adapter", "dtype", "regime_group", "realism", "source", "case_id", "n_classes", "logit_scale",
+              "plain", "cond_scale", "tol_ratio", "status"]]
 
 
 def error_by(points: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Largest tolerance ratio per run x adapter x dtype x `by` ("n_classes", or "logit_bin").
+    """Largest tolerance ratio per run x adapter x dtype x `by` (e.g. "n_classes").
 
     Only `plain` cases (finite logits, no ignored rows) count: a NaN from a -inf mask says
     nothing about scale or class count. Against the class count only the regime cases count:
@@ -369,9 +375,6 @@ def error_by(points: pd.DataFrame, by: str) -> pd.DataFrame:
     p = points[points["plain"]].copy()
     if by == "n_classes" and (p["source"] == "regime").any():
         p = p[p["source"] == "regime"]
-    if by == "logit_bin":
-        p[by] = logit_bin(p["logit_scale"])
-        p = p[p[by] >= 0]
     out = p.groupby(["run", "adapter", "dtype", by], sort=True, observed=True)["tol_ratio"].max().reset_index()
     out[by] = out[by].astype("int64")
     return out
@@ -385,7 +388,8 @@ def throughput(bench_df: pd.DataFrame | None) -> pd.DataFrame | None:
     if bench_df is None:
         return None
     cols = ["run", "adapter", "dtype", "n_rows", "n_classes", "pass", "status", "median_ms", "iqr_ms",
-            "rows_per_second", "gbps", "bandwidth_fraction", "noisy", "device"]
+            "rows_per_second", "gbps", "bandwidth_fraction", "noisy", "device", "min_bytes", "device_gbps",
+            "peak_memory_bytes", "peak_memory_kind"]
     cols = [c for c in cols if c in bench_df]
     out = bench_df[cols].copy()
     out["dtype"] = pd.Categorical(out["dtype"], _dtype_order(out["dtype"]), ordered=True)
@@ -447,14 +451,20 @@ def findings(df: pd.DataFrame, acc: pd.DataFrame, speed: pd.DataFrame | None) ->
     def who(run, adapter):
         return f"`{adapter}`" + (f" ({run})" if multi else "")
 
-    # first the answer to "which can I trust, in which dtype"
-    for (run, dtype), g in acc.groupby(["run", "dtype"], sort=True, observed=True):
-        judged = g[g["cases"] > g["unsupported"] + g["undefined"]]
-        clean = judged[judged[list(ACCURACY_FAILURES)].sum(axis=1) == 0]["adapter"].tolist()
+    def count_text(g) -> str:
+        c = verdicts.counts(g)
+        return f"passed {c['passed']} of {c['supported']} supported ({c['unsupported']} unsupported)"
+
+    # first the answer to "which can I trust, in which dtype", realistic and adversarial apart
+    for (run, dtype, kind), g in df[~df["invalid_labels"]].groupby(["run", "dtype", "realism"], sort=True):
+        per = {a: verdicts.counts(x) for a, x in g.groupby("adapter", sort=True)}
+        judged = [a for a, c in per.items() if c["supported"]]
+        clean = [a for a in judged if per[a]["passed"] == per[a]["supported"]]
+        full = [a for a in clean if not per[a]["unsupported"]]
         where = f" ({run})" if multi else ""
-        names = _join([f"`{a}`" for a in clean]) if clean else "none"
-        out.append(f"{dtype}{where}: {len(clean)} of {len(judged)} adapters are within tolerance on every case "
-                   f"with a finite truth: {names}.")
+        names = ", ".join(f"`{a}`" + ("" if a in full else f" ({per[a]['unsupported']} unsupported)") for a in clean)
+        out.append(f"{dtype}{where}, {kind} inputs: {len(clean)} of {len(judged)} adapters pass every case they "
+                   f"support{': ' + names if clean else ''}.")
 
     finite = df[~df["status"].isin(UNJUDGED) & ~df["invalid_labels"]]
     all_dtypes = set(df["dtype"])
@@ -467,16 +477,21 @@ def findings(df: pd.DataFrame, acc: pd.DataFrame, speed: pd.DataFrame | None) ->
         text = ", ".join(f"{r} ({n})" for r, n in counts[:top])
         return text + (f" and {len(counts) - top} more" if len(counts) > top else "")
 
+    scope = df[~df["invalid_labels"]]
     nf = finite[(finite["n_loss_nonfinite"] + finite["n_grad_nonfinite"]) > 0]
-    for (run, adapter), g in nf.groupby(["run", "adapter"], sort=True):
-        total = finite[(finite["run"] == run) & (finite["adapter"] == adapter)]
-        out.append(f"{who(run, adapter)} returns NaN/inf on finite inputs in {len(g)} of {_cases(len(total))} "
-                   f"({dtypes_of(g)}), from {regimes_of(g)}.")
+    for (run, adapter, kind), g in nf.groupby(["run", "adapter", "realism"], sort=True):
+        total = scope[(scope["run"] == run) & (scope["adapter"] == adapter) & (scope["realism"] == kind)]
+        top = 99 if kind == verdicts.KINDS[0] else 3  # a realistic hazard is never "and N more"
+        out.append(f"{who(run, adapter)} returns NaN/inf where the truth is finite on {kind} inputs in "
+                   f"{_cases(len(g))} ({dtypes_of(g)}; {count_text(total)}), from {regimes_of(g, top)}.")
     bad = finite[finite["status"] == "inaccurate"]
-    for (run, adapter), g in bad.groupby(["run", "adapter"], sort=True):
+    for (run, adapter, kind), g in bad.groupby(["run", "adapter", "realism"], sort=True):
         worst = _severity(g).iloc[0]
-        out.append(f"{who(run, adapter)} is outside tolerance in {_cases(len(g))} ({dtypes_of(g)}), from "
-                   f"{regimes_of(g)}; worst {worst['_ratio']:.3g}x the tolerance on `{worst['case_id']}`.")
+        total = scope[(scope["run"] == run) & (scope["adapter"] == adapter) & (scope["realism"] == kind)]
+        top = 99 if kind == verdicts.KINDS[0] else 3
+        out.append(f"{who(run, adapter)} is outside tolerance on {kind} inputs in {_cases(len(g))} ({dtypes_of(g)}; "
+                   f"{count_text(total)}), from {regimes_of(g, top)}; worst {worst['_ratio']:.3g}x the tolerance on "
+                   f"`{worst['case_id']}`.")
     for status in ("error", "crash", "timeout"):
         hit = df[df["status"] == status]
         for (run, adapter), g in hit.groupby(["run", "adapter"], sort=True):
@@ -537,6 +552,40 @@ class Report:
     throughput: pd.DataFrame | None
     speed: pd.DataFrame | None
     findings: list[str] = field(default_factory=list)
+    verdicts: pd.DataFrame | None = None
+    declarations: pd.DataFrame | None = None
+    realistic_failures: pd.DataFrame | None = None
+    zimmermann_loss: pd.DataFrame | None = None
+    zimmermann_grad: pd.DataFrame | None = None
+    which: pd.DataFrame | None = None
+    completeness: list[dict] = field(default_factory=list)
+    corpus: pd.DataFrame | None = None
+    speed_accuracy: pd.DataFrame | None = None
+
+
+def corpus_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per corpus entry run: its link, what its report says, realistic or not, and
+    which adapters still reproduce it (a failure on its case, in any run or dtype)."""
+    from harness.inputs import corpus
+
+    try:
+        entries = corpus.load()
+    except UsageError:
+        entries = []
+    c = df[df["regime_group"] == "corpus"]
+    ids = c["case_id"].astype(str).str.split("/").str[1]
+    rows = []
+    for e in entries:
+        mine = c[ids == e.id]
+        if mine.empty:
+            continue
+        bad = mine[mine["status"].isin(FAILURES)]
+        who = sorted({f"{a} ({r})" if df["run"].nunique() > 1 else a for a, r in zip(bad["adapter"], bad["run"])})
+        rows.append({"id": e.id, "url": e.url, "title": e.title, "what_went_wrong": e.what_went_wrong,
+                     "realism": verdicts.KINDS[0] if e.realistic else verdicts.KINDS[1], "why": e.realistic_why,
+                     "reproduced_by": who, "adapters_run": int(mine["adapter"].nunique())})
+    return pd.DataFrame(rows, columns=["id", "url", "title", "what_went_wrong", "realism", "why", "reproduced_by",
+                                       "adapters_run"])
 
 
 def build(paths) -> Report:
@@ -545,7 +594,7 @@ def build(paths) -> Report:
     acc = accuracy(df)
     tp = throughput(bench(runs))
     speed = speed_vs_accuracy(acc, tp)
-    return Report(
+    report = Report(
         runs=runs,
         results=df,
         environment=environment(runs),
@@ -557,7 +606,17 @@ def build(paths) -> Report:
         throughput=tp,
         speed=speed,
         findings=findings(df, acc, speed),
+        verdicts=verdicts.verdicts(df),
+        declarations=verdicts.regime_declarations(df),
+        realistic_failures=verdicts.realistic_failures(df),
+        zimmermann_loss=verdicts.zimmermann(df, "loss"),
+        zimmermann_grad=verdicts.zimmermann(df, "grad"),
+        which=verdicts.which_to_use(df, runs, tp),
+        completeness=verdicts.completeness(runs, df),
+        corpus=corpus_table(df),
     )
+    report.speed_accuracy = verdicts.speed_accuracy(tp, report.zimmermann_loss, report.zimmermann_grad)
+    return report
 
 
 def tolerance_legend() -> tuple[str, pd.DataFrame]:

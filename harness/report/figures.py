@@ -64,8 +64,9 @@ def _row_label(run: str, adapter: str, multi: bool) -> str:
     return f"{adapter}  [{run}]" if multi else adapter
 
 
-def status_heatmap(table: pd.DataFrame, regimes: list[str]) -> bytes:
-    """Worst status per (run,) adapter x regime group; each cell says failing/cases."""
+def status_heatmap(table: pd.DataFrame, regimes: list[str], labels: list[str] | None = None) -> bytes:
+    """Worst status per (run,) adapter x regime group; each cell says failing/cases. `labels`
+    name the columns (default: the regimes), e.g. with their kind of input."""
     matplotlib, plt = _pyplot()
     multi = table["run"].nunique() > 1
     rows = table[["run", "adapter"]].drop_duplicates().sort_values(["run", "adapter"]).itertuples(index=False)
@@ -88,7 +89,7 @@ def status_heatmap(table: pd.DataFrame, regimes: list[str]) -> bytes:
         for (i, j), label in sorted(text.items()):
             dark = STATUS_TABLE[STATUSES[int(grid[i, j])]].dark
             ax.text(j, i, label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
-        ax.set_xticks(range(len(regimes)), regimes, rotation=40, ha="right", rotation_mode="anchor")
+        ax.set_xticks(range(len(regimes)), labels or regimes, rotation=40, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(len(rows)), [_row_label(r, a, multi) for r, a in rows])
         ax.set_xticks(np.arange(-0.5, len(regimes)), minor=True)
         ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
@@ -98,7 +99,7 @@ def status_heatmap(table: pd.DataFrame, regimes: list[str]) -> bytes:
         handles = [matplotlib.patches.Patch(color=STATUS_COLOURS[s], label=s) for s in present]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8,
                   title="worst status\n(cell: failing/cases)", title_fontsize=8)
-        ax.set_title("Status by adapter and regime (all dtypes; worst case shown)")
+        ax.set_title("Status by adapter and regime (all dtypes; worst case shown; R realistic, A adversarial)")
         return _png(fig)
 
 
@@ -119,18 +120,6 @@ def _ratio_axis(ax) -> None:
     ax.axhline(1.0, color="#c62828", linewidth=1, linestyle="--")
     ax.axhspan(CEILING * 2, NONFINITE_Y * 4, color="#ffebee", zorder=0)
     ax.grid(True, which="major", color="#e0e0e0", linewidth=0.6)
-
-
-def _dtype_axes(plt, dtypes, title):
-    n = len(dtypes)
-    ncols = min(n, 2)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(11.5, 1.2 + 3.3 * nrows), squeeze=False, layout="constrained")
-    fig.suptitle(title, fontsize=11)
-    flat = list(axes.flat)
-    for ax in flat[n:]:
-        ax.set_visible(False)
-    return fig, flat[:n]
 
 
 def _short(x: float) -> str:
@@ -189,43 +178,220 @@ def error_heatmap(table: pd.DataFrame, by: str, columns: list, labels: list[str]
         return _png(fig)
 
 
-def _figure_legend(fig, axes) -> None:
-    handles, labels = {}, {}
-    for ax in axes:
-        for h, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, h)
-    if handles:
-        names = sorted(handles)
-        fig.legend([handles[n] for n in names], names, loc="outside lower center", ncols=3, fontsize=7.5,
-                   frameon=False)
+def _spread_labels(ys: list[float], gap: float, lo: float = -math.inf, hi: float = math.inf) -> list[float]:
+    """Label positions (in the axis's log10 units) at least `gap` apart, as close as they can
+    stay to the points and inside [lo, hi]: sorted, pushed up where they collide, the block
+    re-centred, then moved back inside the bounds."""
+    order = sorted(range(len(ys)), key=lambda k: (ys[k], k))
+    placed = [0.0] * len(ys)
+    last = -math.inf
+    for k in order:
+        placed[k] = max(ys[k], last + gap)
+        last = placed[k]
+    if ys:
+        shift = (sum(placed) - sum(ys)) / len(ys)
+        placed = [p - shift for p in placed]
+        top, bottom = max(placed), min(placed)
+        if top > hi:
+            placed = [p - (top - hi) for p in placed]
+        elif bottom < lo:
+            placed = [p + (lo - bottom) for p in placed]
+    return placed
 
 
-def accuracy_vs_speed(speed: pd.DataFrame, dtypes: list[str], styles: dict) -> bytes:
-    """Throughput (x) against the largest error/tolerance (y), one panel per dtype: bottom right is best."""
+def _panels(plt, keys, title, ncols=2, panel_height=3.6):
+    n = len(keys)
+    ncols = min(n, ncols)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(12.5, 1.0 + panel_height * nrows), squeeze=False,
+                             layout="constrained")
+    fig.suptitle(title, fontsize=11)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def accuracy_vs_speed(points: pd.DataFrame, devices: dict[str, str]) -> bytes:
+    """One panel per run (device) x dtype at that run's own largest timed batch of that dtype:
+    forward+backward rows/s (x) against the largest realistic error (y); the Pareto frontier
+    (nothing both faster and at most as wrong) drawn and its points in blue; every point
+    labelled directly in a column right of the points, with a leader line (no legend to decode)."""
     _, plt = _pyplot()
-    multi = speed["run"].nunique() > 1
-    shapes = ", ".join(f"{run} {shape}" for run, shape in speed[["run", "shape"]].drop_duplicates().itertuples(index=False))
+    keys = [tuple(k) for k in points[["run", "dtype"]].drop_duplicates().itertuples(index=False)]
+    heights = [max(3.4, 0.2 * int(((points["run"] == r) & (points["dtype"] == d)).sum())) for r, d in keys]
     with _style():
-        fig, axes = _dtype_axes(plt, dtypes, f"Accuracy against speed (forward+backward; {shapes}): "
-                                             "lower right is accurate and fast")
-        for ax, dtype in zip(axes, dtypes):
-            t = speed[speed["dtype"].astype(str) == dtype].sort_values(["run", "adapter"])
-            for row in t.itertuples(index=False):
-                style = styles[row.adapter]
-                y = math.inf if row.nonfinite_cases else row.tol_ratio_max
-                ax.scatter([row.rows_per_second], _ratio_y([y], style), marker=style["marker"], color=style["color"],
-                           s=36, edgecolors="black", linewidths=0.4, label=_row_label(row.run, row.adapter, multi))
-                if len(t) <= 8:  # beyond that the labels overlap; the legend names every point
-                    ax.annotate(f"{row.run}: {row.adapter}" if multi else row.adapter,
-                                (row.rows_per_second, _ratio_y([y], style)[0]), xytext=(6, 0), va="center",
-                                textcoords="offset points", fontsize=6.5, color="#424242")
+        fig, axes = plt.subplots(len(keys), 1, figsize=(12.5, 0.8 + sum(heights)), squeeze=False,
+                                 layout="constrained", gridspec_kw={"height_ratios": heights})
+        fig.suptitle("Accuracy against speed (forward+backward; realistic inputs): lower right is accurate and fast; "
+                     "blue: the Pareto frontier", fontsize=11)
+        for ax, (run, dtype), height in zip(axes[:, 0], keys, heights):
+            t = points[(points["run"] == run) & (points["dtype"] == dtype)].sort_values("rows_per_second")
+            y = _ratio_y(t["error"].to_numpy(float))
+            x = t["rows_per_second"].to_numpy(float)
+            front = t["pareto"].to_numpy(bool)
+            ax.scatter(x[~front], y[~front], s=26, color="#90a4ae", edgecolors="black", linewidths=0.4, zorder=3)
+            ax.scatter(x[front], y[front], s=34, color="#1565c0", edgecolors="black", linewidths=0.5, zorder=4)
+            order = np.argsort(-x[front])  # fastest first: the frontier as a staircase
+            fx, fy = x[front][order], y[front][order]
+            if len(fx):
+                sx, sy = [fx[0]], [fy[0]]
+                for k in range(1, len(fx)):
+                    sx += [fx[k], fx[k]]
+                    sy += [sy[-1], fy[k]]
+                ax.plot(sx, sy, color="#1565c0", linewidth=1, zorder=2)
             ax.set_xscale("log")
-            if len(t):  # room around the points (and for their labels), at least one decade wide
-                lo, hi = float(t["rows_per_second"].min()), float(t["rows_per_second"].max())
-                ax.set_xlim(lo / 2, max(hi * 4, lo * 10))
+            lo, hi = (float(x.min()) / 1.5, float(x.max()) * 1.5) if len(x) else (1.0, 10.0)
+            span = max(math.log10(hi / lo), 1.0)
+            ax.set_xlim(lo, lo * 10 ** (span / 0.5))  # the points in the left half, the labels in the right
+            _ratio_axis(ax)
+            y_lo, y_hi = math.log10(FLOOR / 2), math.log10(NONFINITE_Y * 4)
+            gap = (y_hi - y_lo) * LABEL_PX / _axes_height_px(ax)
+            ly = 10 ** np.array(_spread_labels(list(np.log10(y)), gap, y_lo + gap / 2, y_hi - gap / 2))
+            for xi, yi, lyi, name, on in zip(x, y, ly, t["adapter"], front):
+                ax.annotate(name, (xi, yi), xytext=(0.53, lyi), textcoords=("axes fraction", "data"), va="center",
+                            fontsize=7, color="#0d47a1" if on else "#424242", annotation_clip=False,
+                            arrowprops={"arrowstyle": "-", "color": "#b0bec5", "linewidth": 0.5}).set_in_layout(False)
+            shape = t["shape"].iloc[0] if len(t) else ""
+            ax.set_title(f"{run} ({devices.get(run, '')}), {dtype}, batch {shape}")
+            ax.set_xlabel("rows per second (median of repeats)")
+            ax.set_ylabel("largest realistic error / tolerance")
+        return _png(fig)
+
+
+def error_vs_condition(points: pd.DataFrame, dtypes: list[str], styles: dict) -> bytes:
+    """A scatter per dtype: each case's largest error / tolerance against the tolerance's loss
+    condition scale; realistic filled, adversarial hollow; NaN/inf in the top band."""
+    _, plt = _pyplot()
+    p = points[points["plain"] & points["cond_scale"].notna()]
+    with _style():
+        fig, axes = _panels(plt, dtypes, "Error against the tolerance's condition scale (loss + 2 + log2 V)")
+        for ax, dtype in zip(axes, dtypes):
+            t = p[p["dtype"].astype(str) == dtype]
+            for kind, filled in (("adversarial", False), ("realistic", True)):
+                k = t[t["realism"] == kind]
+                y = _ratio_y(k["tol_ratio"].to_numpy(float))
+                ax.scatter(k["cond_scale"].to_numpy(float), y, s=10, marker="o", linewidths=0.6,
+                           facecolors="#1565c0" if filled else "none", edgecolors="#1565c0" if filled else "#e65100",
+                           alpha=0.55, label=f"{kind} ({len(k)})")
+            ax.set_xscale("log")
             _ratio_axis(ax)
             ax.set_title(dtype)
-            ax.set_xlabel("rows per second (median of repeats)")
+            ax.set_xlabel("condition scale of the worst row (loss + 2 + log2 V)")
             ax.set_ylabel("largest error / tolerance")
-        _figure_legend(fig, axes)
+            ax.legend(loc="center right", fontsize=7, frameon=True)
+        return _png(fig)
+
+
+def _axes_height_px(ax) -> float:
+    """The axes' drawn height in pixels, after the figure's layout (direct labels are left out of
+    the layout, so placing them does not change it)."""
+    ax.figure.canvas.draw()
+    return max(ax.get_window_extent().height, 1.0)
+
+
+#: Pixels between the centres of two direct labels, and the height a panel needs per label.
+LABEL_PX = 11.0
+LABEL_INCHES = LABEL_PX / (DPI * 0.7)
+
+
+def _lines_with_labels(ax, series, height_in: float, label_from: float = 0.56) -> None:
+    """Log-log lines (x, y, label, style) with their points in the left part of the axes and
+    one label per line in a column on the right (axes fraction `label_from`), spread so that
+    none overlaps another and none leaves the axes, each tied to its line's last point."""
+    series = [s for s in series if len(s[0]) and np.isfinite(s[1]).any()]
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    if not series:
+        return
+    for x, y, _, st in series:
+        ax.plot(x, y, marker=st["marker"], color=st["color"], linewidth=1, markersize=4)
+    xs = np.concatenate([s[0] for s in series])
+    ys = np.concatenate([s[1][np.isfinite(s[1])] for s in series])
+    x_lo, x_hi = math.log10(xs.min() / 1.4), math.log10(xs.max() * 1.4)
+    span = max(x_hi - x_lo, 0.3)
+    ax.set_xlim(10 ** x_lo, 10 ** (x_lo + span / (label_from - 0.04)))
+    y_lo, y_hi = math.log10(ys.min() / 1.3), math.log10(ys.max() * 1.3)
+    if y_hi - y_lo < 0.3:
+        y_lo, y_hi = y_lo - 0.15, y_hi + 0.15
+    ax.set_ylim(10 ** y_lo, 10 ** y_hi)
+    px = _axes_height_px(ax)
+    gap = (y_hi - y_lo) * LABEL_PX / px
+    ax.set_ylim(10 ** y_lo, 10 ** y_hi)
+    ends = [math.log10(s[1][np.isfinite(s[1])][-1]) for s in series]
+    placed = _spread_labels(ends, gap, y_lo + gap / 2, y_hi - gap / 2)
+    for (x, y, name, st), ly in zip(series, placed):
+        last = np.flatnonzero(np.isfinite(y))[-1]
+        ax.annotate(name, (x[last], y[last]), xytext=(label_from, 10 ** ly), textcoords=("axes fraction", "data"),
+                    va="center", fontsize=6.3, color=st["color"], annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": "#cfd8dc", "linewidth": 0.5}).set_in_layout(False)
+    ax.grid(True, color="#e0e0e0", linewidth=0.6)
+
+
+def time_memory_vs_classes(tp: pd.DataFrame, styles: dict) -> bytes:
+    """Liger-style: forward+backward median ms and peak memory against V, one line per adapter,
+    one pair of panels per run x dtype (the largest batch timed at each V); lines labelled."""
+    _, plt = _pyplot()
+    ok = tp[(tp["status"] == "ok") & (tp["pass"] == "forward_backward")].assign(dtype=lambda t: t["dtype"].astype(str))
+    keys = [tuple(k) for k in ok[["run", "dtype"]].drop_duplicates().sort_values(["run", "dtype"]).itertuples(index=False)]
+    default = {"color": "#424242", "marker": "o"}
+    heights = [max(3.2, LABEL_INCHES * (ok[(ok["run"] == r) & (ok["dtype"] == d)]["adapter"].nunique() + 3))
+               for r, d in keys]
+    with _style():
+        fig, axes = plt.subplots(len(keys), 2, figsize=(12.5, 0.8 + sum(heights)), squeeze=False,
+                                 layout="constrained", gridspec_kw={"height_ratios": heights})
+        fig.suptitle("Forward+backward time and peak memory against the class count V (largest batch per V)",
+                     fontsize=11)
+        for (ax_t, ax_m), (run, dtype), height in zip(axes, keys, heights):
+            t = ok[(ok["run"] == run) & (ok["dtype"] == dtype)]
+            t = t.assign(_n=t["n_rows"].astype("int64") * t["n_classes"].astype("int64"))
+            top = t.sort_values("_n").groupby(["adapter", "n_classes"]).tail(1)
+            for ax, col, scale, label in ((ax_t, "median_ms", 1.0, "median ms"),
+                                          (ax_m, "peak_memory_bytes", 2.0 ** -20, "peak MiB")):
+                series = []
+                for adapter, g in top.groupby("adapter", sort=True):
+                    g = g.sort_values("n_classes")
+                    series.append((g["n_classes"].to_numpy(float), g[col].to_numpy(float, na_value=np.nan) * scale,
+                                   adapter, styles.get(adapter, default)))
+                _lines_with_labels(ax, series, height, label_from=0.42)  # half-width panels: a wider label column
+                ax.set_xlabel("classes V")
+                ax.set_ylabel(label)
+                kinds = sorted(set(t["peak_memory_kind"].dropna().astype(str))) if col != "median_ms" else []
+                ax.set_title(f"{run}, {dtype}: {label}" + (f" ({', '.join(kinds)})" if kinds else ""), loc="left")
+        return _png(fig)
+
+
+def bandwidth_vs_size(tp: pd.DataFrame, styles: dict) -> bytes:
+    """quack-style: forward+backward achieved GB/s against the bytes the pass must move, one
+    panel per run, with the device's measured copy bandwidth drawn as the roofline."""
+    _, plt = _pyplot()
+    ok = tp[(tp["status"] == "ok") & (tp["pass"] == "forward_backward")]
+    runs = sorted(ok["run"].unique())
+    default = {"color": "#424242", "marker": "o"}
+    heights = [max(3.2, LABEL_INCHES * (ok[ok["run"] == r][["adapter", "dtype"]].drop_duplicates().shape[0] + 4))
+               for r in runs]
+    with _style():
+        fig, axes = plt.subplots(len(runs), 1, figsize=(12.5, 0.8 + sum(heights)), squeeze=False,
+                                 layout="constrained", gridspec_kw={"height_ratios": heights})
+        fig.suptitle("Achieved bandwidth against size, forward+backward (dashed: the device's copy bandwidth)",
+                     fontsize=11)
+        for ax, run, height in zip(axes[:, 0], runs, heights):
+            t = ok[ok["run"] == run]
+            series = []
+            for (adapter, dtype), g in t.groupby(["adapter", t["dtype"].astype(str)], sort=True):
+                g = g.sort_values("min_bytes")
+                series.append((g["min_bytes"].to_numpy(float) / 1e6, g["gbps"].to_numpy(float),
+                               f"{adapter} {dtype}", styles.get(adapter, default)))
+            roof = t["device_gbps"].dropna()
+            if len(roof):  # the roofline joins the data range before the labels are spread
+                r = float(roof.iloc[0])
+                x0 = float(t["min_bytes"].min()) / 1e6
+                series.append((np.array([x0]), np.array([r]), f"copy bandwidth {r:.3g} GB/s",
+                               {"color": "#c62828", "marker": ""}))
+            _lines_with_labels(ax, series, height)
+            if len(roof):
+                ax.axhline(float(roof.iloc[0]), color="#c62828", linestyle="--", linewidth=1)
+            ax.set_title(f"{run}", loc="left")
+            ax.set_xlabel("least bytes moved (MB)")
+            ax.set_ylabel("achieved GB/s")
         return _png(fig)

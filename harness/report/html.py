@@ -1,7 +1,8 @@
 """The report as one self-contained HTML page: inline CSS, figures as base64 data URIs.
 
 No script, no font, no stylesheet and no image is fetched from anywhere: the page opens
-offline and from a CI artifact exactly as it was written.
+offline and from a CI artifact exactly as it was written. Its only links are to anchors in
+the page and to the public issues a corpus entry or known failure cites.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ import html
 import re
 
 from harness.numerics.statuses import TABLE as STATUS_TABLE
-from harness.report.text import FIGURE_TITLES
+from harness.report.text import FIGURE_TITLES, NUM, slug
 
 _LONG_CELL = 62  # longer than any adapter id in backticks
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 2em auto;
-       max-width: 1300px; padding: 0 1em; color: #212121; line-height: 1.45; }
+       max-width: 1600px; padding: 0 1em; color: #212121; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.86em; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
 td.long { overflow-wrap: anywhere; min-width: 18em; }
 div.scroll { overflow-x: auto; }
 th { background: #f5f5f5; position: sticky; top: 0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th.num { text-align: right; }
+p.toc { font-size: 0.9em; }
 code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.92em; }
 pre { background: #f7f7f7; padding: 0.7em; white-space: pre-wrap; font-size: 0.85em; border: 1px solid #eee; }
 img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
@@ -36,15 +39,25 @@ figcaption { font-size: 0.85em; color: #555; }
 
 def _inline(text: str) -> str:
     """Escape, then turn `code` spans into <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text), quote=True))
+    out = html.escape(str(text), quote=True)
+    # identifiers (adapter ids, case ids, paths) may break after '.', '/' and '_' rather than
+    # widen a table past the page: the browser only breaks there when it must
+    out = re.sub(r"`([^`]+)`", lambda m: "<code>" + re.sub(r"([./_])", r"\1<wbr>", m.group(1)) + "</code>", out)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"\[([^\]]+)\]\(((?:https://|#)[^)\s]+)\)", r'<a href="\2">\1</a>', out)
+    return out.replace("\n", "<br>")
 
 
 def _table(header, rows) -> str:
-    out = ['<div class="scroll"><table>', "<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr></thead>", "<tbody>"]
+    numeric = [bool(rows) and all(row[k][1] == NUM for row in rows if k < len(row) and str(row[k][0]))
+               for k in range(len(header))]
+    out = ['<div class="scroll"><table>', "<thead><tr>" + "".join(
+        ("<th class='num'>" if n else "<th>") + f"{_inline(h)}</th>" for h, n in zip(header, numeric)) + "</tr></thead>",
+        "<tbody>"]
     for row in rows:
         cells = []
         for text, status in row:
-            classes = [f"s-{status}"] if status in STATUS_TABLE else []
+            classes = [f"s-{status}"] if status in STATUS_TABLE else (["num"] if status == NUM else [])
             if len(str(text)) > _LONG_CELL:
                 classes.append("long")  # a command line or path: may break anywhere rather than widen the page
             cls = f' class="{" ".join(classes)}"' if classes else ""
@@ -57,12 +70,16 @@ def _table(header, rows) -> str:
 def render(blocks, figures: dict[str, bytes]) -> str:
     title = next((b[1] for b in blocks if b[0] == "h1"), "cestab report")
     body = []
+    headings = [b[1] for b in blocks if b[0] == "h2"]
     for block in blocks:
         kind = block[0]
         if kind == "h1":
             body.append(f"<h1>{_inline(block[1])}</h1>")
         elif kind == "h2":
-            body.append(f"<h2>{_inline(block[1])}</h2>")
+            body.append(f'<h2 id="{slug(block[1])}">{_inline(block[1])}</h2>')
+        elif kind == "toc":
+            body.append('<p class="toc">Contents: ' + " · ".join(
+                f'<a href="#{slug(h)}">{_inline(h)}</a>' for h in headings) + "</p>")
         elif kind == "p":
             body.append(f"<p>{_inline(block[1])}</p>")
         elif kind == "list":

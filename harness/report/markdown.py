@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from harness.report.text import FIGURE_TITLES
+from harness.report.text import FIGURE_TITLES, NUM, slug
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return str(text).replace("|", "\\|").replace("\n", "<br>")
 
 
 def _table(header, rows) -> list[str]:
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    """A pipe table; a column whose filled cells are all numbers is right-aligned."""
+    align = []
+    for k in range(len(header)):
+        tags = [row[k][1] for row in rows if k < len(row) and str(row[k][0])]
+        align.append("---:|" if tags and all(t == NUM for t in tags) else "---|")
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "".join(align)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(text) for text, _ in row) + " |")
     return lines
 
 
 def render(blocks) -> str:
+    headings = [b[1] for b in blocks if b[0] == "h2"]
     lines: list[str] = []
     for block in blocks:
         kind = block[0]
@@ -28,6 +34,8 @@ def render(blocks) -> str:
             lines += [block[1], ""]
         elif kind == "list":
             lines += [f"- {item}" for item in block[1]] + [""]
+        elif kind == "toc":
+            lines += ["Contents: " + " · ".join(f"[{h}](#{slug(h)})" for h in headings), ""]
         elif kind == "pre":
             lines += ["```", block[1], "```", ""]
         elif kind == "table":

@@ -9,29 +9,33 @@ from pathlib import Path
 
 from harness.errors import UsageError
 from harness.report import figures, html as report_html, markdown as report_markdown, text as report_text
-from harness.report.content import LOGIT_BIN_LABELS, Report, _dtype_order, build, error_by
+from harness.report.content import Report, _dtype_order, build, error_by
 from harness.store.runfolder import write_atomic
 
 
 def render_figures(report: Report) -> dict[str, bytes]:
     """Every figure of the report, by file name, as PNG bytes (only those with data to draw)."""
+    from harness.report.verdicts import run_device
+
     styles = figures.adapter_styles(report.results["adapter"])
-    out = {"status-heatmap.png": figures.status_heatmap(report.status_by_regime, report.regimes)}
+    kinds = report.results.groupby("regime_group")["realism"].agg(lambda k: "+".join(sorted({x[0].upper() for x in k}, reverse=True)))
+    labels = [f"{r} ({kinds.get(r, '?')})" for r in report.regimes]
+    out = {"status-heatmap.png": figures.status_heatmap(report.status_by_regime, report.regimes, labels)}
     points = report.points
     dtypes = _dtype_order(points["dtype"].astype(str)) if not points.empty else []
     if dtypes:
-        by_scale = error_by(points, "logit_bin")
-        out["error-vs-logit-scale.png"] = figures.error_heatmap(
-            by_scale, "logit_bin", list(range(len(LOGIT_BIN_LABELS))), list(LOGIT_BIN_LABELS), dtypes,
-            "Error against logit scale (largest finite |logit| of the case)")
+        out["error-vs-condition.png"] = figures.error_vs_condition(points, dtypes, styles)
         by_classes = error_by(points, "n_classes")
         classes = sorted(by_classes["n_classes"].unique())
         out["error-vs-class-count.png"] = figures.error_heatmap(
             by_classes, "n_classes", classes, [str(v) for v in classes], dtypes,
             "Error against class count V (regime cases)")
-    if report.speed is not None and not report.speed.empty:
-        sdtypes = _dtype_order(report.speed["dtype"].astype(str))
-        out["accuracy-vs-speed.png"] = figures.accuracy_vs_speed(report.speed, sdtypes, styles)
+    if report.speed_accuracy is not None and not report.speed_accuracy.empty:
+        devices = {run.label: run_device(run.meta) for run in report.runs}
+        out["accuracy-vs-speed.png"] = figures.accuracy_vs_speed(report.speed_accuracy, devices)
+    if report.throughput is not None and (report.throughput["status"] == "ok").any():
+        out["time-memory-vs-classes.png"] = figures.time_memory_vs_classes(report.throughput, styles)
+        out["bandwidth-vs-size.png"] = figures.bandwidth_vs_size(report.throughput, styles)
     return out
 
 

@@ -1,7 +1,9 @@
 """Error metrics: how far an adapter's loss and gradient are from the reference.
 
 Errors are recorded raw (absolute, relative, ulps, non-finite counts) and judged once,
-against `tolerances.TABLE`. ulps are Zimmermann-style: ulp taken at the *true* value in
+against two bounds: the attainable one (`bounds`, a careful implementation's) and the
+textbook one (`tolerances.TABLE`). An element within the attainable bound is ok; outside
+it but within the textbook bound, lossy; outside both, inaccurate. ulps are Zimmermann-style: ulp taken at the *true* value in
 the tested dtype, 2**(e - p + 1) for |x| in [2**e, 2**(e+1)), floored at the smallest
 subnormal, and extended past the largest finite value as if the exponent were unbounded.
 """
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import dtypes, tolerances
+from . import bounds, dtypes, tolerances
 from .reference import Reference
 
 
@@ -41,13 +43,15 @@ class ElementErrors:
 
     abs: np.ndarray  # |computed - true|; inf where finiteness disagrees
     ulps: np.ndarray  # abs / ulp(true)
-    ratio: np.ndarray  # abs / allowance: > 1 is outside the tolerance
+    ratio: np.ndarray  # abs / textbook allowance: > 1 is outside the textbook bound
+    ratio_att: np.ndarray  # abs / attainable allowance: > 1 is outside the attainable bound
     nonfinite: np.ndarray  # computed NaN/inf where the true value is finite (or NaN at all)
     flushed: np.ndarray  # subnormal true value returned as exactly 0 (flush to zero)
 
 
-def element_errors(computed, truth, scale, dtype: str) -> ElementErrors:
-    """Errors of `computed` against `truth` (same shape), judged with `scale` (condition)."""
+def element_errors(computed, truth, scale, dtype: str, scale_att=None) -> ElementErrors:
+    """Errors of `computed` against `truth` (same shape), judged with the textbook `scale`
+    and the attainable `scale_att` (None: the textbook bound stands for both)."""
     work = truth.dtype
     c = np.asarray(computed).astype(work)
     t = truth
@@ -63,11 +67,25 @@ def element_errors(computed, truth, scale, dtype: str) -> ElementErrors:
         ulps = diff / u
         allowance = tol.ulps * u + tol.cond * dtypes.get(dtype).unit_roundoff * scale
         ratio = np.where(diff == 0, 0.0, diff / allowance)
+        if scale_att is None:
+            ratio_att = ratio
+        else:
+            att = bounds.get(dtype)
+            allowance_att = att.ulps * u + att.cond * att.unit_roundoff * scale_att
+            ratio_att = np.where(diff == 0, 0.0, diff / allowance_att)
         smallest_normal = 2.0 ** dtypes.get(dtype).min_exponent
         flushed = (c == 0) & (t != 0) & (np.abs(t) < smallest_normal)
         if tol.allow_flush_to_zero:
             ratio = np.where(flushed, 0.0, ratio)
-    return ElementErrors(diff, ulps, ratio, nonfinite, flushed)
+            ratio_att = np.where(flushed, 0.0, ratio_att)
+    return ElementErrors(diff, ulps, ratio, ratio_att, nonfinite, flushed)
+
+
+def grades(e: ElementErrors) -> tuple[np.ndarray, np.ndarray]:
+    """(inaccurate, lossy) masks: outside both bounds; outside the attainable one only."""
+    outside_att = e.ratio_att > 1
+    bad = outside_att & (e.ratio > 1)
+    return bad, outside_att & ~bad
 
 
 #: Gradient rows are judged in chunks of about this many elements (memory and speed: the
@@ -82,9 +100,11 @@ class GradSummary:
     abs_max: float = 0.0
     ulps_max: float = 0.0
     ratio_max: float = 0.0
+    ratio_att_max: float = 0.0
     worst: tuple[int, int] = (0, 0)
     n_nonfinite: int = 0
     n_bad: int = 0
+    n_lossy: int = 0
     n_flushed: int = 0
     n: int = 0
     err_sq: float = 0.0  # sum of squared errors (inf if any error is)
@@ -98,7 +118,10 @@ class GradSummary:
         self.abs_max = max(self.abs_max, float(e.abs.max()))
         self.ulps_max = max(self.ulps_max, float(e.ulps.max()))
         self.n_nonfinite += int(e.nonfinite.sum())
-        self.n_bad += int((e.ratio > 1).sum())
+        bad, lossy = grades(e)
+        self.n_bad += int(bad.sum())
+        self.n_lossy += int(lossy.sum())
+        self.ratio_att_max = max(self.ratio_att_max, float(e.ratio_att.max()))
         self.n_flushed += int(e.flushed.sum())
         self.n += e.abs.size
         with np.errstate(over="ignore"):
@@ -112,7 +135,8 @@ def grad_summary(ref: Reference, grad: np.ndarray, dtype: str) -> GradSummary:
     out = GradSummary()
     for lo in range(0, len(row_ids), step):
         ids = row_ids[lo : lo + step]
-        e = element_errors(grad[ids], ref.grad[ids], ref.grad_scale[ids], dtype)
+        att = None if ref.grad_scale_att is None else ref.grad_scale_att[ids]
+        e = element_errors(grad[ids], ref.grad[ids], ref.grad_scale[ids], dtype, att)
         out.add(e, ref.grad[ids], ids)
     return out
 
@@ -137,7 +161,9 @@ def evaluate(ref: Reference, loss, grad, dtype: str) -> dict:
         out["message"] = f"output shapes loss {loss.shape}, grad {grad.shape}; expected {ref.loss.shape}, {ref.grad.shape}"
         return out
     lt = ref.loss[rows]
-    le = element_errors(loss[rows], lt, ref.loss_scale[rows], dtype)
+    le = element_errors(loss[rows], lt, ref.loss_scale[rows], dtype,
+                        None if ref.loss_scale_att is None else ref.loss_scale_att[rows])
+    loss_bad, loss_lossy = grades(le)
     g = grad_summary(ref, grad, dtype)
     row_ids = np.flatnonzero(rows)
 
@@ -150,16 +176,20 @@ def evaluate(ref: Reference, loss, grad, dtype: str) -> dict:
         loss_rel_err=float(rel.max()),
         loss_ulps=float(le.ulps.max()),
         loss_tol_ratio=float(le.ratio.max()),
+        loss_att_ratio=float(le.ratio_att.max()),
         loss_worst_row=int(row_ids[li]),
         grad_abs_err=g.abs_max,
         grad_rel_norm=grad_rel,
         grad_ulps=g.ulps_max,
         grad_tol_ratio=g.ratio_max,
+        grad_att_ratio=g.ratio_att_max,
         grad_worst=f"{g.worst[0]},{g.worst[1]}",
         n_loss_nonfinite=int(le.nonfinite.sum()),
         n_grad_nonfinite=g.n_nonfinite,
-        n_loss_bad=int((le.ratio > 1).sum()),
+        n_loss_bad=int(loss_bad.sum()),
         n_grad_bad=g.n_bad,
+        n_loss_lossy=int(loss_lossy.sum()),
+        n_grad_lossy=g.n_lossy,
         n_flushed=int(le.flushed.sum()) + g.n_flushed,
     )
     if out["n_loss_nonfinite"] or g.n_nonfinite:
@@ -174,6 +204,12 @@ def evaluate(ref: Reference, loss, grad, dtype: str) -> dict:
             f"{out['n_loss_bad']} of {le.abs.size} losses (worst row {out['loss_worst_row']}, "
             f"{out['loss_tol_ratio']:.3g}x tolerance) and {g.n_bad} of {g.n} gradient "
             f"elements (worst [{out['grad_worst']}], {g.ratio_max:.3g}x) outside tolerance"
+        )
+    elif out["n_loss_lossy"] or g.n_lossy:
+        out["status"] = "lossy"
+        out["message"] = (
+            f"{out['n_loss_lossy']} of {le.abs.size} losses ({out['loss_att_ratio']:.3g}x) and {g.n_lossy} of "
+            f"{g.n} gradient elements ({g.ratio_att_max:.3g}x) outside the attainable bound, within the textbook one"
         )
     else:
         out["status"] = "ok"

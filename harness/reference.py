@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import bounds
 from .cases import Case
 
 EXTENDED = np.longdouble if np.finfo(np.longdouble).nmant >= 63 else np.float64
@@ -60,6 +61,10 @@ class Reference:
     loss_scale: np.ndarray  # (N,)
     grad_scale: np.ndarray  # (N, V)
     precision: str
+    # The attainable bound's scales (`bounds`); None on a hand-built Reference, which is then
+    # graded by the textbook bound alone.
+    loss_scale_att: np.ndarray | None = None  # (N,)
+    grad_scale_att: np.ndarray | None = None  # (N, V)
 
 
 def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +96,8 @@ def loss_and_grad(case: Case) -> Reference:
     grad = np.empty((n, v), dtype=out_dtype)
     loss_scale = np.empty(n)
     grad_scale = np.empty((n, v))
+    loss_scale_att = np.empty(n)
+    grad_scale_att = np.empty((n, v))
     defined = np.empty(n, dtype=bool)
     step = max(1, CHUNK_ELEMENTS // max(v, 1))
     for lo in range(0, n, step):
@@ -107,11 +114,13 @@ def loss_and_grad(case: Case) -> Reference:
                 defined[rows],
                 extended_exp,
             )
-        loss[rows], grad[rows], loss_scale[rows], grad_scale[rows] = parts
+        loss[rows], grad[rows], loss_scale[rows], grad_scale[rows], loss_scale_att[rows], grad_scale_att[rows] = parts
     if case.has_ignored:  # ignored rows count for nothing, whatever their logits
         ign = case.ignored
         loss[ign], grad[ign], loss_scale[ign], grad_scale[ign], defined[ign] = 0, 0, 0, 0, True
-    return Reference(loss, grad, defined, loss_scale, grad_scale, PRECISION if case.dtype == "float64" else "float64")
+        loss_scale_att[ign], grad_scale_att[ign] = 0, 0
+    return Reference(loss, grad, defined, loss_scale, grad_scale, PRECISION if case.dtype == "float64" else "float64",
+                     loss_scale_att, grad_scale_att)
 
 
 def _rows(z, target, kind, soft, eps, defined, extended_exp):
@@ -165,6 +174,16 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp):
     p = e  # p_j = e_j / S, in place
     p64 = p.astype(np.float64)
 
+    # The attainable bound's scales (`bounds`), from p before p_t becomes p_t - 1 below.
+    w = bounds.softmax_condition(p64, d_hi, live, a)
+    y_dense = None
+    if kind == "soft":
+        y_dense = soft
+    elif kind == "smoothing":
+        y_dense = np.full((n, v), eps / v)
+        y_dense[rows, target] = 1 - eps + eps / v
+    grad_scale_att = bounds.grad_scale(p64, d_hi, live, a, target, w, kind, y_dense)
+
     # Condition scales (float64 is plenty): what a backward-stable implementation's error
     # is proportional to. Gradient: p_j times the exp condition |d_j| and the summation depth.
     depth = 2 + np.log2(max(v, 2))
@@ -198,7 +217,9 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp):
     loss_scale = np.asarray(loss, np.float64) + depth
     grad_scale += np.abs(grad if grad.dtype == np.float64 else grad.astype(np.float64))
 
+    loss_scale_att = bounds.loss_scale(w, log_s, loss, kind, v)
+
     if not all_defined:
         loss = np.where(defined, loss, np.nan)
         grad = np.where(defined[:, None], grad, np.nan)
-    return loss, grad, loss_scale, grad_scale
+    return loss, grad, loss_scale, grad_scale, loss_scale_att, grad_scale_att

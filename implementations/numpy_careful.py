@@ -57,10 +57,10 @@ def careful_math(z: np.ndarray, target: np.ndarray, y: np.ndarray | None = None,
         e[rows, a] = 1
         if y is None:
             loss = log_s - d[rows, target]
-        else:
-            terms = y * -d
+        else:  # -d_j = m - z_j halved (exact): past float's max only where the true loss is
+            terms = y * (m[:, None] / 2 - zw / 2)
             terms[y == 0] = 0  # a masked class (d = -inf) with no label weight adds nothing
-            loss = log_s + terms.sum(axis=1)
+            loss = log_s + 2 * terms.sum(axis=1)
         if not with_grad:
             return loss.astype(out), None
         S = 1 + T

@@ -41,7 +41,9 @@ dtype avoids it). D = 2 + log2 V: the depth of a blocked pairwise sum (numpy's, 
 float16/bfloat16: every step above in float32 (u_w = float32's u), then one rounding of each
 result to the output dtype (<= half an ulp at the computed value, <= 1 ulp at the true one).
 
-Derivation (first order in u; W = sum_{k != a} p_k (|d_k| + c), the condition of log S):
+Derivation (first order in u; W = sum_{k != a} p_k (|d_k| + c) + (V - 1) η / (2u), the
+condition of log S; η is the work dtype's smallest subnormal: an e_k in the subnormal range
+errs by up to η/2 absolutely, beyond its relative ε_k, so T by up to (V - 1) η / 2 more):
 
 - |T - T_true| <= u sum_{k != a} e_k (|d_k| + E + D) = u S W; |S - S_true| <= u S (W + 1).
 - loss (index/one-hot): log1p's argument errs by u S W, which log1p turns into
@@ -115,16 +117,23 @@ def depth(v: int) -> float:
     return 2.0 + float(np.log2(max(v, 2)))
 
 
-def softmax_condition(p: np.ndarray, d: np.ndarray, live: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """W per row: sum_{k != a} p_k (|d_k| + c), the first-order error of log S (units of u).
+def subnormal_floor(dtype: str) -> float:
+    """η / (2 u_w): half the work dtype's smallest subnormal, in units of its u."""
+    work = dtypes.get(get(dtype).work)
+    return 2.0 ** (work.min_exponent - work.mantissa_bits) / (2 * work.unit_roundoff)
+
+
+def softmax_condition(p: np.ndarray, d: np.ndarray, live: np.ndarray, a: np.ndarray, floor: float) -> np.ndarray:
+    """W per row: sum_{k != a} p_k (|d_k| + c) + (V - 1) floor, the first-order error of
+    log S (units of u).
 
     `p` (N, V) float64 probabilities, `d` (N, V) float64 z - m (-inf on masks), `live` the
-    finite d, `a` the argmax per row."""
+    finite d, `a` the argmax per row, `floor` = `subnormal_floor(dtype)`."""
     n, v = p.shape
     c = E + depth(v)
     terms = np.where(live, p * (np.abs(np.where(live, d, 0.0)) + c), 0.0)
     terms[np.arange(n), a] = 0.0
-    return terms.sum(axis=1)
+    return terms.sum(axis=1) + (v - 1) * floor
 
 
 def grad_scale(p, d, live, a, target, w, kind: str, y=None) -> np.ndarray:

@@ -113,6 +113,7 @@ def loss_and_grad(case: Case) -> Reference:
                 case.smoothing,
                 defined[rows],
                 extended_exp,
+                bounds.subnormal_floor(case.dtype),
             )
         loss[rows], grad[rows], loss_scale[rows], grad_scale[rows], loss_scale_att[rows], grad_scale_att[rows] = parts
     if case.has_ignored:  # ignored rows count for nothing, whatever their logits
@@ -123,7 +124,7 @@ def loss_and_grad(case: Case) -> Reference:
                      loss_scale_att, grad_scale_att)
 
 
-def _rows(z, target, kind, soft, eps, defined, extended_exp):
+def _rows(z, target, kind, soft, eps, defined, extended_exp, floor):
     X = EXTENDED
     n, v = z.shape
     rows = np.arange(n)
@@ -175,7 +176,7 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp):
     p64 = p.astype(np.float64)
 
     # The attainable bound's scales (`bounds`), from p before p_t becomes p_t - 1 below.
-    w = bounds.softmax_condition(p64, d_hi, live, a)
+    w = bounds.softmax_condition(p64, d_hi, live, a, floor)
     y_dense = None
     if kind == "soft":
         y_dense = soft

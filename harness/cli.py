@@ -213,7 +213,8 @@ def _print_errors(case, df) -> None:
 
     n, v = case.shape
     print(f"{n} rows x {v} classes, {case.dtype}; {int(df['n_rows_undefined'].max() or 0)} rows with no finite truth")
-    table = df.set_index("adapter")[["status", "out_dtype", "loss_ulps", "grad_ulps", "loss_tol_ratio", "grad_tol_ratio", "message"]]
+    table = df.set_index("adapter")[["status", "out_dtype", "loss_ulps", "grad_ulps", "loss_att_ratio", "grad_att_ratio",
+                                     "loss_tol_ratio", "grad_tol_ratio", "message"]]
     with pd.option_context("display.width", 200, "display.max_colwidth", 90, "display.float_format", "{:.3g}".format):
         print(table.sort_index().to_string())
 

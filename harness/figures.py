@@ -21,6 +21,7 @@ DPI = 100
 STATUS_COLOURS = {
     "ok": "#4caf50",
     "rejected": "#a5d6a7",
+    "lossy": "#d4e157",
     "inaccurate": "#ffb300",
     "silent": "#ab47bc",
     "nonfinite": "#e53935",

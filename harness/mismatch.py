@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import casefile, dtypes, metrics, tolerances
+from . import bounds, casefile, dtypes, metrics, tolerances
 from .cases import Case
 
 #: How many of the worst elements a report lists (a few, like assert_allclose's maxima).
@@ -45,6 +45,7 @@ class Element:
     abs: float
     ulps: float
     ratio: float  # abs / allowance: > 1 is outside the tolerance
+    ratio_att: float = 0.0  # abs / attainable allowance (`bounds`): > 1 is worse than a careful implementation
 
 
 @dataclass
@@ -53,7 +54,8 @@ class Quantity:
 
     name: str
     n: int = 0
-    n_bad: int = 0  # elements outside the tolerance (non-finite ones included)
+    n_bad: int = 0  # elements outside both bounds (non-finite ones included)
+    n_lossy: int = 0  # elements outside the attainable bound only
     n_nonfinite: int = 0
     max_abs: float = 0.0
     max_ulps: float = 0.0
@@ -63,7 +65,9 @@ class Quantity:
     def add(self, e: metrics.ElementErrors, computed, truth, index_of, top: int) -> None:
         """Fold in one block of element errors; `index_of(flat) -> index` in the case."""
         self.n += e.abs.size
-        self.n_bad += int((e.ratio > 1).sum())
+        bad, lossy = metrics.grades(e)
+        self.n_bad += int(bad.sum())
+        self.n_lossy += int(lossy.sum())
         self.n_nonfinite += int(e.nonfinite.sum())
         if e.abs.size == 0:
             return
@@ -71,15 +75,17 @@ class Quantity:
         self.max_ulps = max(self.max_ulps, float(e.ulps.max()))
         self.max_ratio = max(self.max_ratio, float(e.ratio.max()))
         ratio = e.ratio.reshape(-1)
-        bad = np.flatnonzero(ratio > 1)
+        ratio_att = e.ratio_att.reshape(-1)
+        bad = np.flatnonzero(ratio_att > 1)  # outside the attainable bound: lossy or worse
         # NaN/inf first (their ratio is inf), then by ratio; a stable sort keeps index order.
-        order = bad[np.argsort(-ratio[bad], kind="stable")][:top]
+        order = bad[np.lexsort((-ratio_att[bad], -ratio[bad]))][:top]
         c, t = np.asarray(computed).reshape(-1), np.asarray(truth).reshape(-1)
         for i in order:
             self.worst.append(Element(
-                index_of(int(i)), float(c[i]), float(t[i]), float(e.abs.flat[i]), float(e.ulps.flat[i]), float(ratio[i])
+                index_of(int(i)), float(c[i]), float(t[i]), float(e.abs.flat[i]), float(e.ulps.flat[i]), float(ratio[i]),
+                float(ratio_att[i]),
             ))
-        self.worst.sort(key=lambda el: -el.ratio)
+        self.worst.sort(key=lambda el: (-el.ratio, -el.ratio_att))
         del self.worst[top:]
 
 
@@ -90,14 +96,16 @@ def quantities(ref, loss, grad, dtype: str, top: int = WORST) -> list[Quantity]:
     grad = np.asarray(grad)
     lq = Quantity("loss")
     if rows.size:
-        e = metrics.element_errors(loss[rows], ref.loss[rows], ref.loss_scale[rows], dtype)
+        att = None if ref.loss_scale_att is None else ref.loss_scale_att[rows]
+        e = metrics.element_errors(loss[rows], ref.loss[rows], ref.loss_scale[rows], dtype, att)
         lq.add(e, loss[rows], ref.loss[rows], lambda i: (int(rows[i]),), top)
     gq = Quantity("grad")
     v = grad.shape[1] if grad.ndim == 2 else 1
     step = max(1, metrics.CHUNK_ELEMENTS // max(v, 1))
     for lo in range(0, rows.size, step):
         ids = rows[lo : lo + step]
-        e = metrics.element_errors(grad[ids], ref.grad[ids], ref.grad_scale[ids], dtype)
+        att = None if ref.grad_scale_att is None else ref.grad_scale_att[ids]
+        e = metrics.element_errors(grad[ids], ref.grad[ids], ref.grad_scale[ids], dtype, att)
         gq.add(e, grad[ids], ref.grad[ids], lambda i, ids=ids: (int(ids[i // v]), i % v), top)
     return [lq, gq]
 
@@ -108,9 +116,12 @@ def tolerance_line(dtype: str) -> str:
     fmt = dtypes.get(dtype)
     u = fmt.unit_roundoff
     flush = "; subnormal truths flushed to 0 are not judged" if tol.allow_flush_to_zero else ""
+    att = bounds.get(dtype)
     return (
         f"Not within tolerance: |computed - true| <= {tol.ulps:g} ulp(true) + {tol.cond:g} u scale  "
-        f"({dtype}: u = 2**{int(np.log2(u))}; scale is the condition scale of harness.tolerances{flush})"
+        f"({dtype}: u = 2**{int(np.log2(u))}; scale is the condition scale of harness.tolerances{flush})\n"
+        f"Attainable bound (ok within it, lossy outside it): <= {att.ulps:g} ulp(true) + {att.cond:g} u_w scale_att  "
+        f"({att.work} work: u_w = 2**{int(np.log2(att.unit_roundoff))}; harness.bounds)"
     )
 
 
@@ -124,6 +135,7 @@ def format_quantity(q: Quantity, adapter_id: str, dtype: str, status: str) -> st
     lines = [
         f"[{adapter_id} {dtype} {q.name}] status {status}",
         f"Mismatched elements: {q.n_bad} / {q.n} ({pct:.3g}%)",
+        f"Outside the attainable bound only (lossy): {q.n_lossy}",
         f"Non-finite where the truth is finite: {q.n_nonfinite}",
         f"Max absolute difference: {q.max_abs:.6g}   Max ulps: {q.max_ulps:.6g}   Max tolerance ratio: {q.max_ratio:.6g}",
     ]
@@ -131,12 +143,12 @@ def format_quantity(q: Quantity, adapter_id: str, dtype: str, status: str) -> st
         where = "(row,)" if q.name == "loss" else "(row, class)"
         width = 25 if dtype == "float64" else 17
         lines.append("Worst elements:")
-        lines.append(f"  {where:<14}{'computed':>{width}}{'true':>{width}}{'abs err':>11}{'ulps':>11}{'x tol':>11}")
+        lines.append(f"  {where:<14}{'computed':>{width}}{'true':>{width}}{'abs err':>11}{'ulps':>11}{'x tol':>11}{'x att':>11}")
         for el in q.worst:
             idx = "(" + ", ".join(map(str, el.index)) + ("," if len(el.index) == 1 else "") + ")"
             lines.append(
                 f"  {idx:<14}{_num(el.computed, dtype):>{width}}{_num(el.true, dtype):>{width}}"
-                f"{el.abs:>11.3g}{el.ulps:>11.3g}{el.ratio:>11.3g}"
+                f"{el.abs:>11.3g}{el.ulps:>11.3g}{el.ratio:>11.3g}{el.ratio_att:>11.3g}"
             )
     return "\n".join(lines)
 
@@ -189,11 +201,11 @@ def report(
 
     status = row.get("status", "?")
     parts = []
-    if output is not None and status in ("ok", "inaccurate", "nonfinite"):
+    if output is not None and status in ("ok", "lossy", "inaccurate", "nonfinite"):
         ref = ref if ref is not None else reference.loss_and_grad(case)
         parts.append(tolerance_line(case.dtype))
         for q in quantities(ref, output.loss, output.grad, case.dtype, top):
-            if q.n_bad or q.n_nonfinite:
+            if q.n_bad or q.n_nonfinite or q.n_lossy:
                 parts.append(format_quantity(q, adapter_id, case.dtype, status))
         if len(parts) == 1:
             parts.append(f"[{adapter_id} {case.dtype}] status {status}: every element within tolerance")

@@ -35,7 +35,7 @@ FAILURES = tuple(s for s in STATUSES if s not in ("ok", "rejected", *UNJUDGED))
 #: Failures on inputs with a finite truth: what the accuracy columns count.
 ACCURACY_FAILURES = tuple(s for s in FAILURES if s not in INVALID_LABEL_OUTCOMES)
 #: Statuses whose case had a finite truth and an answer to measure (the error plots).
-MEASURED = ("ok", "inaccurate", "nonfinite")
+MEASURED = ("ok", "lossy", "inaccurate", "nonfinite")
 
 RESULTS_FILE = "results.parquet"
 BENCH_FILE = "bench.parquet"

@@ -11,15 +11,16 @@ import pandas as pd
 
 #: A mark per status, so the tables read without colour too.
 STATUS_MARKS = {
-    "ok": "✓", "rejected": "✓", "inaccurate": "▲", "silent": "◆", "nonfinite": "✗", "error": "✗",
+    "ok": "✓", "rejected": "✓", "lossy": "△", "inaccurate": "▲", "silent": "◆", "nonfinite": "✗", "error": "✗",
     "crash": "✗", "timeout": "✗", "unsupported": "–", "undefined": "·",
 }
 
 #: What each status means (the statuses and their order are harness.tolerances.STATUSES).
 STATUS_MEANINGS = {
-    "ok": "within the tolerance of its dtype",
+    "ok": "within the attainable bound: as accurate as a careful implementation (harness.bounds)",
     "rejected": "invalid labels, and the implementation raised: right",
-    "inaccurate": "outside the tolerance: worse than a careful implementation in this dtype can be",
+    "lossy": "stable, but loses relative accuracy where a careful implementation does not (outside the attainable bound, within the textbook one)",
+    "inaccurate": "outside the textbook bound too: worse than even the max-shift algorithm in this dtype",
     "silent": "invalid labels, and the implementation returned numbers anyway",
     "nonfinite": "NaN/inf where the truth is finite",
     "error": "the implementation raised on a valid input",

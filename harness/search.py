@@ -40,7 +40,7 @@ def score(row: dict) -> float:
     status = row["status"]
     if status in ("nonfinite", "crash", "timeout", "error"):
         return BROKEN
-    if status in ("ok", "inaccurate"):
+    if status in ("ok", "lossy", "inaccurate"):
         ratio = max(row.get("loss_tol_ratio") or 0.0, row.get("grad_tol_ratio") or 0.0)
         return min(float(ratio), BROKEN / 2) if math.isfinite(ratio) else BROKEN
     return -1.0  # unsupported / undefined: nothing to learn

@@ -163,6 +163,11 @@ def cmd_run(args) -> int:
     if not args.quiet:
         print(format_summary(summarize(df)))
         print(format_timing(df.attrs["timing"]))
+    if args.corpus:
+        from .expectations import changed
+
+        for line in changed(df):
+            print(line)
     print(f"results: {df.attrs['run_dir']}")
     return 0
 

@@ -11,12 +11,17 @@ cancellation-free forms (Blanchard, Higham & Higham, IMA J. Numer. Anal. 41, 202
     S_{-t} = T if t == a else 1 + (T - exp(d_t))   (no 1 - p_t with p_t close to 1).
 
 Precision. For float16/bfloat16/float32 cases with integer or one-hot labels exp runs in
-float64 (max 0.7 ulp here), everything after it (sums, log1p, the division) in x87 extended precision (64-bit
+float64 (max 0.7 ulp here) - except for classes more than 708 below the max, whose float64
+exp would be subnormal (absolute errors of 2**-1075 that add up over many classes), which
+run in extended precision -, everything after it (sums, log1p, the division) in x87 extended precision (64-bit
 significand), and the result is rounded once to float64: within 2 float64 ulps of the
 exact value (tested against mpmath at 50 digits). For float64 cases the whole path runs
 in extended precision and the result is *kept* in extended precision, 11 bits more than
 the tested dtype; soft-label and smoothing cases run exp in extended precision too. Where `np.longdouble` is no wider than float64 (e.g. on aarch64 macOS)
-the float64 reference is still used and `PRECISION` says so.
+the float64 reference is still used and `PRECISION` says so (and the subnormal terms keep
+float64's absolute error, up to V * 2**-1075). Extended precision's own exp is subnormal
+below d = -11355: those terms (and results under float64's smallest normal) are within
+float64's absolute subnormal floor, not 2 ulps.
 
 Where p_j is close to a fractional y_j (soft labels, smoothing) the subtraction p_j - y_j
 is ill-conditioned for *every* algorithm: there the reference's error is bounded by about
@@ -39,6 +44,8 @@ from .cases import Case
 
 EXTENDED = np.longdouble if np.finfo(np.longdouble).nmant >= 63 else np.float64
 PRECISION = "x87-extended" if EXTENDED is not np.float64 else "float64"
+#: exp(d) is a subnormal float64 below this: such terms run in extended precision.
+SUBNORMAL_EXP = float(np.log(np.finfo(np.float64).tiny))  # -708.396...
 
 #: Rows are processed in chunks of about this many elements: it bounds memory (extended
 #: temporaries are 16 bytes each) and keeps temporaries small enough to be reused by the
@@ -151,6 +158,11 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp, floor):
         e_hi = np.exp(d_hi)
         e_hi += e_hi * d_lo
         e = e_hi.astype(X)
+        # Below SUBNORMAL_EXP float64's exp is subnormal: each term is off by up to 2**-1075,
+        # which adds up over many classes (1,812 ulps of a true 3.55e-307 loss at V = 32000).
+        deep = d_hi < SUBNORMAL_EXP
+        if deep.any():
+            e[deep] = np.exp(d_hi[deep].astype(X)) * (1 + d_lo[deep].astype(X))
     e[rows, a] = 0
     T = e.sum(axis=1)
     e[rows, a] = 1

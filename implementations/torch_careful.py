@@ -17,7 +17,8 @@ its relative accuracy when p_t is close to 1 (where F.cross_entropy's bfloat16 b
 exp(log_softmax) - 1, keeps only the absolute accuracy of bfloat16's log-probabilities).
 float16 and bfloat16 compute in float32 and round each output once. The forward keeps
 exp(d) (in the working precision) and T for the backward, one N x V buffer like
-F.cross_entropy's saved log-softmax (twice its bytes for bfloat16/float16 inputs).
+F.cross_entropy's saved log-softmax (twice its bytes for bfloat16/float16 inputs), and the
+backward turns that buffer into the gradient in place: one backward per forward.
 """
 
 from __future__ import annotations
@@ -44,32 +45,40 @@ def _function():
         @staticmethod
         def forward(ctx, logits, target, ignore_index: int):
             work = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
-            z = logits.to(work)
+            z = logits.to(work)  # no copy in float32/float64
             m, a = z.max(dim=1, keepdim=True)
-            d = z - m
-            e = torch.exp(d)
+            e = torch.sub(z, m).exp_()  # the one N x V buffer, kept for backward
             e.scatter_(1, a, 0.0)
             T = e.sum(dim=1)
             e.scatter_(1, a, 1.0)
             keep = target != ignore_index
             t = torch.where(keep, target, torch.zeros_like(target)).unsqueeze(1)
-            loss = torch.log1p(T) - d.gather(1, t).squeeze(1)
+            loss = torch.log1p(T) - (z.gather(1, t) - m).squeeze(1)
             loss = torch.where(keep, loss, torch.zeros_like(loss))
             ctx.save_for_backward(e, T, a, t, keep)
             ctx.out_dtype = logits.dtype
+            ctx.consumed = False
             return loss.to(logits.dtype)
 
         @staticmethod
         def backward(ctx, grad_output):
+            # The gradient is formed in place in the saved exp buffer (no second N x V
+            # buffer, as fused kernels do), so a second backward through the same graph
+            # (retain_graph=True) cannot reuse it.
+            if ctx.consumed:
+                raise RuntimeError("careful_cross_entropy: backward reuses its saved buffer; run forward again")
+            ctx.consumed = True
             e, T, a, t, keep = ctx.saved_tensors
             S = 1 + T
-            grad = e / S.unsqueeze(1)
             e_t = e.gather(1, t).squeeze(1)
             s_minus_t = torch.where(t.squeeze(1) == a.squeeze(1), T, 1 + (T - e_t))
+            grad = e.div_(S.unsqueeze(1))
             grad.scatter_(1, t, (-s_minus_t / S).unsqueeze(1))
-            grad = grad * grad_output.to(grad.dtype).unsqueeze(1)
-            # where, not a multiplied mask: an ignored all -inf padding row is NaN above
-            grad = torch.where(keep.unsqueeze(1), grad, torch.zeros((), dtype=grad.dtype, device=grad.device))
+            grad.mul_(grad_output.to(grad.dtype).unsqueeze(1))
+            # zero ignored rows by index, not a multiplied mask: an all -inf padding row is NaN above
+            dropped = ~keep
+            if bool(dropped.any()):
+                grad[dropped] = 0
             return grad.to(ctx.out_dtype), None, None
 
     return CarefulCrossEntropy

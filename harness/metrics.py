@@ -67,12 +67,16 @@ def element_errors(computed, truth, scale, dtype: str, scale_att=None) -> Elemen
         ulps = diff / u
         allowance = tol.ulps * u + tol.cond * dtypes.get(dtype).unit_roundoff * scale
         ratio = np.where(diff == 0, 0.0, diff / allowance)
+        # A finite answer where the truth is +-inf: the allowance (its scale) is inf as well,
+        # and inf / inf must not read as NaN, which compares as within.
+        ratio = np.where(np.isinf(t) & ~agree, np.inf, ratio)
         if scale_att is None:
             ratio_att = ratio
         else:
             att = bounds.get(dtype)
             allowance_att = att.ulps * u + att.cond * att.unit_roundoff * scale_att
             ratio_att = np.where(diff == 0, 0.0, diff / allowance_att)
+            ratio_att = np.where(np.isinf(t) & ~agree, np.inf, ratio_att)
         smallest_normal = 2.0 ** dtypes.get(dtype).min_exponent
         flushed = (c == 0) & (t != 0) & (np.abs(t) < smallest_normal)
         if tol.allow_flush_to_zero:

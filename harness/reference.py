@@ -228,6 +228,8 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp, floor):
     # Condition scales, continued: plus |g_j| for the final subtraction; loss: its own
     # size plus the summation depth.
     loss_scale = np.asarray(loss, np.float64) + depth
+    if kind in ("soft", "smoothing"):  # sum_j y_j log p_j over V classes: depth * u * loss more
+        loss_scale += depth * np.asarray(loss, np.float64)
     grad_scale += np.abs(grad if grad.dtype == np.float64 else grad.astype(np.float64))
 
     loss_scale_att = bounds.loss_scale(w, log_s, loss, kind, v)

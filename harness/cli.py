@@ -175,6 +175,11 @@ def cmd_run(args) -> int:
     if not args.quiet:
         print(format_summary(summarize(df)))
         print(format_timing(df.attrs["timing"]))
+    if args.corpus:
+        from harness.inputs.expectations import changed
+
+        for line in changed(df):
+            print(line)
     print(f"results: {df.attrs['run_dir']}")
     return 0
 
@@ -225,13 +230,14 @@ def _print_errors(case, df) -> None:
 
     n, v = case.shape
     print(f"{n} rows x {v} classes, {case.dtype}; {int(df['n_rows_undefined'].max() or 0)} rows with no finite truth")
-    table = df.set_index("adapter")[["status", "out_dtype", "loss_ulps", "grad_ulps", "loss_tol_ratio", "grad_tol_ratio", "message"]]
+    table = df.set_index("adapter")[["status", "out_dtype", "loss_ulps", "grad_ulps", "loss_att_ratio", "grad_att_ratio",
+                                     "loss_tol_ratio", "grad_tol_ratio", "message"]]
     with pd.option_context("display.width", 200, "display.max_colwidth", 90, "display.float_format", "{:.3g}".format):
         print(table.sort_index().to_string())
 
 
 def cmd_report(args) -> int:
-    from harness.report.write import write_report
+    from harness.report.content.write import write_report
 
     written = write_report(args.run_dirs, args.out, command=shlex.join(["cestab", *sys.argv[1:]]))
     print(f"report: {written['stability.md']} and {written['stability.html']}")
@@ -301,9 +307,9 @@ _seconds = _number(float, lambda v: v > 0, "time must be positive seconds")
 def cmd_bench(args) -> int:
     from dataclasses import replace
 
-    from harness.bench.measure import DEFAULT_TIMING
-    from harness.bench.runner import bench
-    from harness.bench.table import format_compare
+    from harness.bench.runner.measure import DEFAULT_TIMING
+    from harness.bench.runner.runner import bench
+    from harness.bench.runner.table import format_compare
 
     timing = DEFAULT_TIMING.get(args.device)
     if timing is not None:

@@ -2,6 +2,7 @@
 reproduces the numbers its report states, and the installed frameworks still do on it what
 its `observed_2026` record says (checked by hand first, then written down)."""
 
+import dataclasses
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import pytest
 
 from harness.run import judge
 from harness import adapters
-from harness.inputs import corpus
+from harness.inputs import corpus, expectations
 from harness.numerics import dtypes
 from harness.numerics import reference
 from harness.adapters import Unsupported
@@ -138,6 +139,7 @@ OBSERVED = [
     ("scipy-19521-log-softmax-dominant", "scipy.log_softmax"),
 ]
 PACKAGES = {
+    "numpy": ("numpy",),
     "torch": ("torch",),
     "jax": ("jax", "optax"),
     "tf": ("tensorflow",),
@@ -187,7 +189,7 @@ def test_float16_keras_labels_still_leave_the_class_range(entries):
     assert "label value of 2052" in str(exc)  # target 2051, cast to float16
 
 
-def test_tiny_truths_still_come_back_as_zero_within_tolerance(entries):
+def test_tiny_truths_still_come_back_as_zero_and_are_lossy(entries):
     case = entries["tensorflow-126634-float64-gradient-lost"].case()
     _, out = run_adapter("tf.nn.softmax_cross_entropy_with_logits", case)
     assert out.grad[0, 0] == 0.0 and out.grad[0, 1] == 5.551115123125776e-17  # true p - 1 = -5.55e-17
@@ -198,6 +200,71 @@ def test_tiny_truths_still_come_back_as_zero_within_tolerance(entries):
 def test_keras_probability_path_is_capped_at_minus_log_epsilon(entries):
     _, out = run_adapter("keras.categorical_crossentropy.probs", entries["keras-17634-probs-clip-float64"].case())
     assert out.loss[0] == pytest.approx(-math.log(1e-7), rel=1e-9)  # true loss 35.7
+
+
+# --- what each report implies (corpus expectations) ---------------------------------------
+
+#: The precision reports: each must flag (lossy or inaccurate) the adapter its report names.
+PRECISION = {
+    "jax-40384-float64-gradient-lost": "jax.log_softmax_gather",
+    "scipy-19521-log-softmax-dominant": "scipy.log_softmax",
+    "optax-1020-bf16-quantized-loss": "jax.optax.softmax_cross_entropy_with_integer_labels",
+    "scipy-18295-logsumexp-precision": "scipy.log_softmax",
+    "tensorflow-126636-sparse-float64-gradient-lost": "tf.nn.sparse_softmax_cross_entropy_with_logits",
+}
+EXPECTED = [(e.id, a) for e in corpus.load() for a in e.expectation.get("adapters", [])]
+
+
+def test_every_entry_carries_an_expectation_naming_registered_adapters(entries):
+    names = set(adapters.all_adapters()) | {a for e in entries.values() for a in e.observed_2026.get("status", {})}
+    for e in entries.values():
+        assert e.expectation, e.id
+        assert set(e.expectation["adapters"]) <= names, e.id
+
+
+@pytest.mark.parametrize("entry_id, adapter_id", EXPECTED, ids=[f"{e}:{a}" for e, a in EXPECTED])
+def test_every_expectation_holds_on_the_pinned_versions(entries, entry_id, adapter_id):
+    """Not fixed upstream: the report's status shows; fixed upstream: it does not."""
+    entry = entries[entry_id]
+    status, _ = run_adapter(adapter_id, entry.case())
+    outcome = expectations.Outcome(entry_id, adapter_id, entry.expectation["status"], status,
+                                   entry.expectation["fixed_upstream"])
+    assert outcome.as_expected, outcome.describe()
+
+
+@pytest.mark.parametrize("entry_id", sorted(PRECISION))
+def test_precision_reports_flag_the_adapter_they_name(entries, entry_id):
+    entry, adapter_id = entries[entry_id], PRECISION[entry_id]
+    assert adapter_id in entry.expectation["adapters"] and set(entry.expectation["status"]) <= {"lossy", "inaccurate"}
+    status, _ = run_adapter(adapter_id, entry.case())
+    assert status in ("lossy", "inaccurate"), status
+    numpy_careful, _ = run_adapter("numpy.careful", entry.case())
+    assert numpy_careful == "ok"  # the attainable line: a careful implementation gets it right
+
+
+def test_run_reports_an_expectation_that_no_longer_holds_and_a_fixed_one_that_regressed(tmp_path):
+    """On a real run's table: as run, nothing is reported; a report's adapter now ok (fixed
+    upstream) and a fixed one broken again are each reported in one line."""
+    pytest.importorskip("scipy")
+    from harness.run.runner import run
+
+    df = run(adapters=["scipy.log_softmax", "numpy.careful"], regimes_=["typical"], dtypes=["float32", "float64"], shapes=[(2, 3)],
+             out_dir=str(tmp_path), progress=False, budget=None, corpus=True)
+    assert expectations.changed(df) == []
+    scipy_rows = [o for o in expectations.outcomes(df) if o.adapter == "scipy.log_softmax"]
+    assert {o.entry for o in scipy_rows} == {"scipy-19521-log-softmax-dominant", "scipy-18295-logsumexp-precision",
+                                             "scipy-23225-softmax-inf"}
+    fixed = df.copy()
+    at = (fixed["case_id"] == "corpus/scipy-18295-logsumexp-precision/float64") & (fixed["adapter"] == "scipy.log_softmax")
+    fixed.loc[at, "status"] = "ok"
+    lines = expectations.changed(fixed)
+    assert lines == ["corpus scipy-18295-logsumexp-precision: scipy.log_softmax is ok where the report implies lossy: "
+                     "the expectation no longer holds (fixed upstream?)"]
+    entry = next(e for e in corpus.load() if e.id == "scipy-19521-log-softmax-dominant")
+    marked = dataclasses.replace(entry, expectation={**entry.expectation, "fixed_upstream": "SciPy 1.99"})
+    lines = expectations.changed(df, [marked])
+    assert lines == ["corpus scipy-19521-log-softmax-dominant: scipy.log_softmax is lossy again, the report's lossy, "
+                     "though marked fixed upstream (SciPy 1.99): a regression"]
 
 
 # --- malformed files -------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def test_registry_declares_every_jax_adapter():
 def test_typical_inputs_agree_with_reference(adapter_id, dtype, kind):
     case = regimes.make_case("typical", dtype, (16, 50), kind, seed=1)
     r = result(adapter_id, case)
-    assert r["status"] == "ok", r["message"]
+    assert r["status"] in ("ok", "lossy"), r["message"]  # within the textbook bound (lossy: see harness.numerics.bounds)
     rtol = {"float32": 1e-5, "float64": 1e-12}[dtype]
     np.testing.assert_allclose(r["out"].loss, np.asarray(r["ref"].loss, np.float64), rtol=rtol)
     np.testing.assert_allclose(r["out"].grad, np.asarray(r["ref"].grad, np.float64), rtol=rtol, atol=rtol * 1e-3)

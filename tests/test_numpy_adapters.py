@@ -1,4 +1,8 @@
-"""numpy.naive, numpy.stable and scipy.log_softmax against the reference (real values)."""
+"""numpy.naive, numpy.stable, scipy.log_softmax and numpy.careful against the reference (real values).
+
+numpy.stable and scipy.log_softmax are the textbook max-shift algorithm: never outside the
+textbook bound on these inputs, but `lossy` where a small loss or p_t near 1 needs relative
+accuracy; numpy.careful (the attainable bound's model) is `ok`."""
 
 import numpy as np
 import pytest
@@ -11,7 +15,8 @@ from harness.numerics import reference
 from harness.inputs import regimes
 from harness.numerics.cases import LABEL_KINDS, Case
 
-CAREFUL = ["numpy.stable", "scipy.log_softmax"]
+CAREFUL = ["numpy.stable", "scipy.log_softmax"]  # stable: within the textbook bound (ok or lossy)
+WITHIN_TEXTBOOK = ("ok", "lossy")
 
 
 def result(adapter_id: str, case: Case) -> dict:
@@ -20,13 +25,13 @@ def result(adapter_id: str, case: Case) -> dict:
     return judge.accuracy(ref, out.loss, out.grad, case.dtype) | {"out": out, "ref": ref}
 
 
-@pytest.mark.parametrize("adapter_id", CAREFUL + ["numpy.naive"])
+@pytest.mark.parametrize("adapter_id", CAREFUL + ["numpy.naive", "numpy.careful"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind", LABEL_KINDS)
 def test_typical_inputs_agree_with_reference(adapter_id, dtype, kind):
     case = regimes.make_case("typical", dtype, (16, 50), kind, seed=1)
     r = result(adapter_id, case)
-    assert r["status"] == "ok", r["message"]
+    assert r["status"] == "ok" if adapter_id == "numpy.careful" else r["status"] in WITHIN_TEXTBOOK, r["message"]
     rtol = {"float32": 1e-5, "float64": 1e-13}[dtype]
     np.testing.assert_allclose(r["out"].loss.astype(np.float64), np.asarray(r["ref"].loss, np.float64), rtol=rtol)
     np.testing.assert_allclose(
@@ -45,8 +50,9 @@ def test_naive_overflows_where_stable_does_not(dtype):
     case = row([big, big - 1.0, big - 2.0], dtype, target=1)
     naive = result("numpy.naive", case)
     assert naive["status"] == "nonfinite" and np.isnan(naive["out"].loss[0])  # inf / inf
-    for adapter_id in CAREFUL:
-        assert result(adapter_id, case)["status"] == "ok"
+    for adapter_id in CAREFUL:  # float16 arithmetic: lossy there, never nonfinite
+        assert result(adapter_id, case)["status"] in WITHIN_TEXTBOOK
+    assert result("numpy.careful", case)["status"] == "ok"
 
 
 def test_naive_underflows_to_nan_when_every_exp_is_zero():

@@ -187,3 +187,18 @@ def test_float64_top_binade_row_matches_mpmath():
     # TwoSum's intermediates overflow for |z| >= 2**1023; the reference halves first.
     case = one_row([1.7976931348623157e308, 1.7976931348623155e308, -1.7e308, 1e308], "float64", target=1)
     assert worst_ulps(case) <= (bound(case), bound(case))
+
+
+def test_classes_more_than_708_below_the_max_keep_two_ulps_at_v_32000():
+    """float32, V = 32000, z = [0, -716, ..., -716], label 0 (issue 12): exp(-716) is a
+    subnormal float64, so a float64 exp loses each term's low bits; 31999 of them once put the
+    loss (true 3.5504823960453845e-307, a normal float64) 1,812 ulps off. The reference takes
+    those terms in extended precision."""
+    v = 32000
+    z = np.full((1, v), -716.0)
+    z[0, 0] = 0.0
+    case = Case("manual/subnormal-exp-terms", "manual", "float32", dtypes.exact(z, "float32"), np.array([0]))
+    ref = reference.loss_and_grad(case)
+    assert float(ref.loss[0]) == pytest.approx(3.5504823960453845e-307, rel=4e-16)
+    loss_err, grad_err = worst_ulps(case)
+    assert loss_err <= 2 and grad_err <= 2, (loss_err, grad_err)

@@ -100,7 +100,8 @@ def test_unsupported_and_error_rows_do_not_stop_the_run():
     assert set(mine.loc[mine["dtype"] == "float16", "status"]) == {"unsupported"}
     assert set(mine.loc[mine["dtype"] == "float64", "status"]) == {"error"}
     assert (mine.loc[mine["dtype"] == "float64", "message"] == "RuntimeError: kernel exploded").all()
-    assert (df.loc[(df["adapter"] == "numpy.stable") & (df["regime"] == "typical"), "status"] == "ok").all()
+    # numpy.stable still ran every case: ok, or lossy in float16's own arithmetic
+    assert df.loc[(df["adapter"] == "numpy.stable") & (df["regime"] == "typical"), "status"].isin(["ok", "lossy"]).all()
 
 
 def test_summary_counts_statuses_per_adapter_and_dtype(small_run):

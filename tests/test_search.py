@@ -109,4 +109,5 @@ def test_repro_of_a_case_id_prints_the_table():
                         "--adapters", "numpy.naive,numpy.stable"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     lines = {l.split()[0]: l.split()[1] for l in p.stdout.splitlines()[3:]}
-    assert lines == {"numpy.naive": "nonfinite", "numpy.stable": "ok"}  # float16 sum of 1000 exps overflows
+    # float16 sum of 1000 exps overflows in numpy.naive; numpy.stable's float16 arithmetic is lossy
+    assert lines == {"numpy.naive": "nonfinite", "numpy.stable": "lossy"}

@@ -73,8 +73,13 @@ def test_output_dtype_is_torch_own_and_accurate_on_typical_inputs(adapter_id, dt
     case = regimes.make_case("typical", dtype, (16, 10), "index", seed=2)
     r = result(adapter_id, case)
     assert r["out"].out_dtype == dtype and r["out"].grad.dtype == dtypes.get(dtype).numpy_dtype
+    # float16/bfloat16: torch keeps the log-softmax in the tested dtype and its backward
+    # takes exp of that, so it is lossy (within the textbook bound), not ok; torch.careful
+    # (float32 work, one rounding) is ok on the same case.
+    expected = ("ok",) if dtype in ("float32", "float64") else ("ok", "lossy")
     if (adapter_id, dtype) != ("torch.softmax_log", "float16"):  # see the next test
-        assert r["status"] == "ok", r["message"]
+        assert r["status"] in expected, r["message"]
+    assert result("torch.careful", case)["status"] == "ok"
 
 
 def test_softmax_then_log_overflows_the_float16_gradient_on_typical_inputs():
@@ -86,7 +91,7 @@ def test_softmax_then_log_overflows_the_float16_gradient_on_typical_inputs():
     assert r["status"] == "nonfinite" and np.isfinite(r["out"].loss).all()
     np.testing.assert_array_equal(bad, np.asarray(r["ref"].loss) > np.log(65504))
     assert bad.sum() == 1 and r["n_grad_nonfinite"] == 10
-    assert result("torch.cross_entropy", case)["status"] == "ok"
+    assert result("torch.cross_entropy", case)["status"] in ("ok", "lossy")  # finite, within the textbook bound
 
 
 def finite_padding(case: Case) -> Case:

@@ -9,7 +9,7 @@ compared with a committed baseline of the same shape (`baseline`). A group regre
   the dtype's tolerance; see `_grew` for the measurement behind this);
 - it has non-finite results (NaN/inf where the truth is finite) where the baseline had none,
   or more of them, or more error/crash/timeout rows;
-- its worst status got worse by `SEVERITY` (e.g. ok -> inaccurate, rejected -> silent).
+- its worst status got worse by `SEVERITY` (e.g. ok -> lossy, ok -> inaccurate, rejected -> silent).
 
 The allowance is relative *and* absolute because the same code differs by an ulp or so
 between CPUs (numpy, PyTorch and XLA pick AVX2 or AVX-512 kernels for exp, log and sums at

@@ -38,7 +38,8 @@ REQUIRED = (
 #: `realistic` (bool) and `realistic_why` (str): does training or inference produce this
 #: input, and why (the report shows realistic and adversarial inputs apart). An entry
 #: that does not say counts as adversarial, with "not declared" as its reason.
-OPTIONAL = ("observed_2026", "realistic", "realistic_why")
+#: `expectation`: what the entry's public report implies (see `_expectation`).
+OPTIONAL = ("observed_2026", "realistic", "realistic_why", "expectation")
 LOGIT_KEYS = ("rows", "shape", "fill", "uniform", "set")
 LABEL_KEYS = ("kind", "target", "soft", "smoothing", "ignored")
 NONFINITE = {"inf": np.inf, "+inf": np.inf, "-inf": -np.inf, "nan": np.nan}
@@ -70,6 +71,7 @@ class Entry:
     observed_2026: dict = field(default_factory=dict)  # {"environment", "status": {adapter: status}, "note"}
     realistic: bool = False
     realistic_why: str = "not declared"
+    expectation: dict = field(default_factory=dict)  # {"adapters", "status", "fixed_upstream"?}: see `_expectation`
 
     def case(self, dtype: str | None = None) -> Case:
         """This entry as a Case in `dtype` (default: its own). The report's values, already
@@ -168,6 +170,7 @@ def _entry(item) -> Entry:
         raise _Problem(f"realistic must be true or false, got {realistic!r}")
     if not isinstance(why, str) or not why.strip():
         raise _Problem("realistic_why must be a non-empty string")
+    expectation = _expectation(item.get("expectation", {}))
 
     logits = dt.widen(dt.exact(_logits(item["logits"]), item["dtype"]))
     labels = _labels(item["labels"], logits.shape)
@@ -186,6 +189,7 @@ def _entry(item) -> Entry:
         observed_2026=observed,
         realistic=realistic,
         realistic_why=why,
+        expectation=expectation,
         **labels,
     )
 
@@ -203,6 +207,28 @@ def _observed(obs) -> dict:
     if not isinstance(status, dict) or not all(isinstance(k, str) and v in STATUSES for k, v in status.items()):
         raise _Problem(f"observed_2026.status must map adapter ids to one of {', '.join(STATUSES)}")
     return obs
+
+
+def _expectation(exp) -> dict:
+    """`expectation`: what the entry's public report implies, for `harness.expectations`:
+    {"adapters": [the adapter ids the report is about], "status": the status (or a list of
+    statuses) the report's behaviour gets in cestab, "fixed_upstream": where it was fixed, if
+    it was}. Without "fixed_upstream" the expectation should hold on the pinned versions;
+    with it, it should not (the fix holds)."""
+    if exp == {}:
+        return {}
+    if not (isinstance(exp, dict) and {"adapters", "status"} <= set(exp) <= {"adapters", "status", "fixed_upstream"}):
+        raise _Problem('expectation must be {"adapters": [...], "status": ..., "fixed_upstream"?: ...}')
+    adapters = exp["adapters"]
+    if not (isinstance(adapters, list) and adapters and all(isinstance(a, str) and a.strip() for a in adapters)):
+        raise _Problem("expectation.adapters must be a non-empty list of adapter ids")
+    status = [exp["status"]] if isinstance(exp["status"], str) else exp["status"]
+    if not (isinstance(status, list) and status and all(s in STATUSES for s in status)):
+        raise _Problem(f"expectation.status must be one or a list of {', '.join(STATUSES)}")
+    fixed = exp.get("fixed_upstream")
+    if fixed is not None and not (isinstance(fixed, str) and fixed.strip()):
+        raise _Problem("expectation.fixed_upstream must be a non-empty string")
+    return {"adapters": list(adapters), "status": tuple(status), "fixed_upstream": fixed}
 
 
 def _is_int(v) -> bool:

@@ -1,8 +1,9 @@
 """Error metrics: how far an adapter's loss and gradient are from the reference.
 
-Errors are recorded raw (absolute, relative, ulps, non-finite counts) and set against
-`tolerances.TABLE` (the ratio columns); the status they imply is decided by the judge
-(`run.judge`), the one place where a status is decided. ulps are Zimmermann-style: ulp taken at the *true* value in
+Errors are recorded raw (absolute, relative, ulps, non-finite counts) and set against two
+bounds (the ratio columns): the attainable one (`bounds`, a careful implementation's) and
+the textbook one (`tolerances.TABLE`). `grades` says which elements are outside which; the
+status they imply is decided by the judge (`run.judge`), the one place a status is decided. ulps are Zimmermann-style: ulp taken at the *true* value in
 the tested dtype, 2**(e - p + 1) for |x| in [2**e, 2**(e+1)), floored at the smallest
 subnormal, and extended past the largest finite value as if the exponent were unbounded.
 """
@@ -13,8 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.numerics import dtypes
-from harness.numerics import tolerances
+from harness.numerics import bounds, dtypes, tolerances
 from harness.numerics.reference import Reference
 
 
@@ -43,13 +43,15 @@ class ElementErrors:
 
     abs: np.ndarray  # |computed - true|; inf where finiteness disagrees
     ulps: np.ndarray  # abs / ulp(true)
-    ratio: np.ndarray  # abs / allowance: > 1 is outside the tolerance
+    ratio: np.ndarray  # abs / textbook allowance: > 1 is outside the textbook bound
+    ratio_att: np.ndarray  # abs / attainable allowance: > 1 is outside the attainable bound
     nonfinite: np.ndarray  # computed NaN/inf where the true value is finite (or NaN at all)
     flushed: np.ndarray  # subnormal true value returned as exactly 0 (flush to zero)
 
 
-def element_errors(computed, truth, scale, dtype: str) -> ElementErrors:
-    """Errors of `computed` against `truth` (same shape), judged with `scale` (condition)."""
+def element_errors(computed, truth, scale, dtype: str, scale_att=None) -> ElementErrors:
+    """Errors of `computed` against `truth` (same shape), judged with the textbook `scale`
+    and the attainable `scale_att` (None: the textbook bound stands for both)."""
     work = truth.dtype
     c = np.asarray(computed).astype(work)
     t = truth
@@ -65,11 +67,29 @@ def element_errors(computed, truth, scale, dtype: str) -> ElementErrors:
         ulps = diff / u
         allowance = tol.ulps * u + tol.cond * dtypes.get(dtype).unit_roundoff * scale
         ratio = np.where(diff == 0, 0.0, diff / allowance)
+        # A finite answer where the truth is +-inf: the allowance (its scale) is inf as well,
+        # and inf / inf must not read as NaN, which compares as within.
+        ratio = np.where(np.isinf(t) & ~agree, np.inf, ratio)
+        if scale_att is None:
+            ratio_att = ratio
+        else:
+            att = bounds.get(dtype)
+            allowance_att = att.ulps * u + att.cond * att.unit_roundoff * scale_att
+            ratio_att = np.where(diff == 0, 0.0, diff / allowance_att)
+            ratio_att = np.where(np.isinf(t) & ~agree, np.inf, ratio_att)
         smallest_normal = 2.0 ** dtypes.get(dtype).min_exponent
         flushed = (c == 0) & (t != 0) & (np.abs(t) < smallest_normal)
         if tol.allow_flush_to_zero:
             ratio = np.where(flushed, 0.0, ratio)
-    return ElementErrors(diff, ulps, ratio, nonfinite, flushed)
+            ratio_att = np.where(flushed, 0.0, ratio_att)
+    return ElementErrors(diff, ulps, ratio, ratio_att, nonfinite, flushed)
+
+
+def grades(e: ElementErrors) -> tuple[np.ndarray, np.ndarray]:
+    """(inaccurate, lossy) masks: outside both bounds; outside the attainable one only."""
+    outside_att = e.ratio_att > 1
+    bad = outside_att & (e.ratio > 1)
+    return bad, outside_att & ~bad
 
 
 #: Rows are reduced in chunks of about this many elements (memory and speed: the
@@ -86,7 +106,8 @@ class Element:
     true: float
     abs: float
     ulps: float
-    ratio: float  # abs / allowance: > 1 is outside the tolerance
+    ratio: float  # abs / textbook allowance: > 1 is outside the textbook bound
+    ratio_att: float  # abs / attainable allowance (`bounds`): > 1 is worse than a careful implementation
 
 
 @dataclass
@@ -98,13 +119,15 @@ class Reduction:
     name: str
     top: int = 0  # how many of the worst elements outside the tolerance to keep
     n: int = 0
-    n_bad: int = 0  # elements outside the tolerance (non-finite ones included)
+    n_bad: int = 0  # elements outside both bounds (non-finite ones included)
+    n_lossy: int = 0  # elements outside the attainable bound only
     n_nonfinite: int = 0
     n_flushed: int = 0
     abs_max: float = 0.0
     rel_max: float = 0.0
     ulps_max: float = 0.0
     ratio_max: float = 0.0
+    ratio_att_max: float = 0.0
     argmax: tuple[int, ...] = ()  # where the largest ratio is (the first such element)
     err_sq: float = 0.0  # sum of squared errors (inf if any error is)
     true_sq: float = 0.0
@@ -118,26 +141,30 @@ class Reduction:
         i = int(np.argmax(ratio))
         if ratio[i] > self.ratio_max or self.n == 0:
             self.ratio_max, self.argmax = float(ratio[i]), index_of(i)
-        t = np.asarray(truth, np.float64)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            t = np.asarray(truth, np.float64)  # an extended-precision truth may pass float64's range
             rel = np.where(e.abs == 0, 0.0, e.abs / np.abs(t))
             self.err_sq += float(np.square(e.abs).sum())
             self.true_sq += float(np.square(t).sum())
         self.n += e.abs.size
-        self.n_bad += int((ratio > 1).sum())
+        bad, lossy = grades(e)
+        self.n_bad += int(bad.sum())
+        self.n_lossy += int(lossy.sum())
+        self.ratio_att_max = max(self.ratio_att_max, float(e.ratio_att.max()))
         self.n_nonfinite += int(e.nonfinite.sum())
         self.n_flushed += int(e.flushed.sum())
         self.abs_max = max(self.abs_max, float(e.abs.max()))
         self.rel_max = float(np.maximum(self.rel_max, rel.max()))  # NaN (inf/inf) propagates
         self.ulps_max = max(self.ulps_max, float(e.ulps.max()))
         if self.top:
-            bad = np.flatnonzero(ratio > 1)
-            # NaN/inf first (their ratio is inf), then by ratio; a stable sort keeps index order.
-            order = bad[np.argsort(-ratio[bad], kind="stable")][: self.top]
+            ratio_att = e.ratio_att.reshape(-1)
+            outside = np.flatnonzero(ratio_att > 1)  # outside the attainable bound: lossy or worse
+            # NaN/inf first (their ratio is inf), then by ratio; lexsort is stable: index order.
+            order = outside[np.lexsort((-ratio_att[outside], -ratio[outside]))][: self.top]
             c, tt = np.asarray(computed).reshape(-1), t.reshape(-1)
             self.worst += [Element(index_of(int(k)), float(c[k]), float(tt[k]), float(e.abs.flat[k]),
-                                   float(e.ulps.flat[k]), float(ratio[k])) for k in order]
-            self.worst.sort(key=lambda el: -el.ratio)
+                                   float(e.ulps.flat[k]), float(ratio[k]), float(ratio_att[k])) for k in order]
+            self.worst.sort(key=lambda el: (-el.ratio, -el.ratio_att))
             del self.worst[self.top:]
 
     @property
@@ -151,13 +178,16 @@ def reduce_errors(ref: Reference, computed, name: str, dtype: str, top: int = 0)
     over the rows with a finite truth in chunks of about CHUNK_ELEMENTS elements."""
     rows = np.flatnonzero(ref.defined)
     computed = np.asarray(computed)
-    truth, scale = (ref.loss, ref.loss_scale) if name == "loss" else (ref.grad, ref.grad_scale)
+    if name == "loss":
+        truth, scale, scale_att = ref.loss, ref.loss_scale, ref.loss_scale_att
+    else:
+        truth, scale, scale_att = ref.grad, ref.grad_scale, ref.grad_scale_att
     width = computed.shape[1] if computed.ndim == 2 else 1
     step = max(1, CHUNK_ELEMENTS // width)
     out = Reduction(name, top)
     for lo in range(0, rows.size, step):
         ids = rows[lo : lo + step]
-        e = element_errors(computed[ids], truth[ids], scale[ids], dtype)
+        e = element_errors(computed[ids], truth[ids], scale[ids], dtype, None if scale_att is None else scale_att[ids])
         if name == "loss":
             out.add(e, computed[ids], truth[ids], lambda k, ids=ids: (int(ids[k]),))
         else:
@@ -178,16 +208,20 @@ def measure(ref: Reference, loss, grad, dtype: str) -> dict:
         loss_rel_err=lq.rel_max,
         loss_ulps=lq.ulps_max,
         loss_tol_ratio=lq.ratio_max,
+        loss_att_ratio=lq.ratio_att_max,
         loss_worst_row=lq.argmax[0],
         grad_abs_err=g.abs_max,
         grad_rel_norm=g.rel_norm,
         grad_ulps=g.ulps_max,
         grad_tol_ratio=g.ratio_max,
+        grad_att_ratio=g.ratio_att_max,
         grad_worst=f"{g.argmax[0]},{g.argmax[1]}",
         n_loss_nonfinite=lq.n_nonfinite,
         n_grad_nonfinite=g.n_nonfinite,
         n_loss_bad=lq.n_bad,
         n_grad_bad=g.n_bad,
+        n_loss_lossy=lq.n_lossy,
+        n_grad_lossy=g.n_lossy,
         n_flushed=lq.n_flushed + g.n_flushed,
         n_loss=lq.n,
         n_grad=g.n,

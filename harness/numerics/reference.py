@@ -11,12 +11,17 @@ cancellation-free forms (Blanchard, Higham & Higham, IMA J. Numer. Anal. 41, 202
     S_{-t} = T if t == a else 1 + (T - exp(d_t))   (no 1 - p_t with p_t close to 1).
 
 Precision. For float16/bfloat16/float32 cases with integer or one-hot labels exp runs in
-float64 (max 0.7 ulp here), everything after it (sums, log1p, the division) in x87 extended precision (64-bit
+float64 (max 0.7 ulp here) - except for classes more than 708 below the max, whose float64
+exp would be subnormal (absolute errors of 2**-1075 that add up over many classes), which
+run in extended precision -, everything after it (sums, log1p, the division) in x87 extended precision (64-bit
 significand), and the result is rounded once to float64: within 2 float64 ulps of the
 exact value (tested against mpmath at 50 digits). For float64 cases the whole path runs
 in extended precision and the result is *kept* in extended precision, 11 bits more than
 the tested dtype; soft-label and smoothing cases run exp in extended precision too. Where `np.longdouble` is no wider than float64 (e.g. on aarch64 macOS)
-the float64 reference is still used and `PRECISION` says so.
+the float64 reference is still used and `PRECISION` says so (and the subnormal terms keep
+float64's absolute error, up to V * 2**-1075). Extended precision's own exp is subnormal
+below d = -11355: those terms (and results under float64's smallest normal) are within
+float64's absolute subnormal floor, not 2 ulps.
 
 Where p_j is close to a fractional y_j (soft labels, smoothing) the subtraction p_j - y_j
 is ill-conditioned for *every* algorithm: there the reference's error is bounded by about
@@ -34,10 +39,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.numerics import bounds
 from harness.numerics.cases import Case
 
 EXTENDED = np.longdouble if np.finfo(np.longdouble).nmant >= 63 else np.float64
 PRECISION = "x87-extended" if EXTENDED is not np.float64 else "float64"
+#: exp(d) is a subnormal float64 below this: such terms run in extended precision.
+SUBNORMAL_EXP = float(np.log(np.finfo(np.float64).tiny))  # -708.396...
 
 #: Rows are processed in chunks of about this many elements: it bounds memory (extended
 #: temporaries are 16 bytes each) and keeps temporaries small enough to be reused by the
@@ -60,6 +68,10 @@ class Reference:
     loss_scale: np.ndarray  # (N,)
     grad_scale: np.ndarray  # (N, V)
     precision: str
+    # The attainable bound's scales (`bounds`); None on a hand-built Reference, which is then
+    # graded by the textbook bound alone.
+    loss_scale_att: np.ndarray | None = None  # (N,)
+    grad_scale_att: np.ndarray | None = None  # (N, V)
 
 
 def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +103,8 @@ def loss_and_grad(case: Case) -> Reference:
     grad = np.empty((n, v), dtype=out_dtype)
     loss_scale = np.empty(n)
     grad_scale = np.empty((n, v))
+    loss_scale_att = np.empty(n)
+    grad_scale_att = np.empty((n, v))
     defined = np.empty(n, dtype=bool)
     step = max(1, CHUNK_ELEMENTS // max(v, 1))
     for lo in range(0, n, step):
@@ -106,15 +120,18 @@ def loss_and_grad(case: Case) -> Reference:
                 case.smoothing,
                 defined[rows],
                 extended_exp,
+                bounds.subnormal_floor(case.dtype),
             )
-        loss[rows], grad[rows], loss_scale[rows], grad_scale[rows] = parts
+        loss[rows], grad[rows], loss_scale[rows], grad_scale[rows], loss_scale_att[rows], grad_scale_att[rows] = parts
     if case.has_ignored:  # ignored rows count for nothing, whatever their logits
         ign = case.ignored
         loss[ign], grad[ign], loss_scale[ign], grad_scale[ign], defined[ign] = 0, 0, 0, 0, True
-    return Reference(loss, grad, defined, loss_scale, grad_scale, PRECISION if case.dtype == "float64" else "float64")
+        loss_scale_att[ign], grad_scale_att[ign] = 0, 0
+    return Reference(loss, grad, defined, loss_scale, grad_scale, PRECISION if case.dtype == "float64" else "float64",
+                     loss_scale_att, grad_scale_att)
 
 
-def _rows(z, target, kind, soft, eps, defined, extended_exp):
+def _rows(z, target, kind, soft, eps, defined, extended_exp, floor):
     X = EXTENDED
     n, v = z.shape
     rows = np.arange(n)
@@ -141,6 +158,11 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp):
         e_hi = np.exp(d_hi)
         e_hi += e_hi * d_lo
         e = e_hi.astype(X)
+        # Below SUBNORMAL_EXP float64's exp is subnormal: each term is off by up to 2**-1075,
+        # which adds up over many classes (1,812 ulps of a true 3.55e-307 loss at V = 32000).
+        deep = d_hi < SUBNORMAL_EXP
+        if deep.any():
+            e[deep] = np.exp(d_hi[deep].astype(X)) * (1 + d_lo[deep].astype(X))
     e[rows, a] = 0
     T = e.sum(axis=1)
     e[rows, a] = 1
@@ -164,6 +186,16 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp):
     e /= S[:, None]
     p = e  # p_j = e_j / S, in place
     p64 = p.astype(np.float64)
+
+    # The attainable bound's scales (`bounds`), from p before p_t becomes p_t - 1 below.
+    w = bounds.softmax_condition(p64, d_hi, live, a, floor)
+    y_dense = None
+    if kind == "soft":
+        y_dense = soft
+    elif kind == "smoothing":
+        y_dense = np.full((n, v), eps / v)
+        y_dense[rows, target] = 1 - eps + eps / v
+    grad_scale_att = bounds.grad_scale(p64, d_hi, live, a, target, w, kind, y_dense)
 
     # Condition scales (float64 is plenty): what a backward-stable implementation's error
     # is proportional to. Gradient: p_j times the exp condition |d_j| and the summation depth.
@@ -196,9 +228,13 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp):
     # Condition scales, continued: plus |g_j| for the final subtraction; loss: its own
     # size plus the summation depth.
     loss_scale = np.asarray(loss, np.float64) + depth
+    if kind in ("soft", "smoothing"):  # sum_j y_j log p_j over V classes: depth * u * loss more
+        loss_scale += depth * np.asarray(loss, np.float64)
     grad_scale += np.abs(grad if grad.dtype == np.float64 else grad.astype(np.float64))
+
+    loss_scale_att = bounds.loss_scale(w, log_s, loss, kind, v)
 
     if not all_defined:
         loss = np.where(defined, loss, np.nan)
         grad = np.where(defined[:, None], grad, np.nan)
-    return loss, grad, loss_scale, grad_scale
+    return loss, grad, loss_scale, grad_scale, loss_scale_att, grad_scale_att

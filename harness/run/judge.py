@@ -79,6 +79,12 @@ def accuracy(ref: Reference, loss, grad, dtype: str) -> dict:
             f"{m['loss_tol_ratio']:.3g}x tolerance) and {m['n_grad_bad']} of {n_grad} gradient "
             f"elements (worst [{m['grad_worst']}], {m['grad_tol_ratio']:.3g}x) outside tolerance"
         )
+    elif m["n_loss_lossy"] or m["n_grad_lossy"]:
+        out["status"] = "lossy"
+        out["message"] = (
+            f"{m['n_loss_lossy']} of {n_loss} losses ({m['loss_att_ratio']:.3g}x) and {m['n_grad_lossy']} of "
+            f"{n_grad} gradient elements ({m['grad_att_ratio']:.3g}x) outside the attainable bound, within the textbook one"
+        )
     else:
         out["status"] = "ok"
         out["message"] = ""

@@ -169,9 +169,9 @@ def load(path: str | Path = PATH) -> tuple[KnownFailure, ...]:
 def failing_quantities(row: dict) -> tuple[str, ...]:
     """Which quantities a results row finds outside the tolerance or non-finite."""
     out = []
-    if row.get("n_loss_bad") or row.get("n_loss_nonfinite"):
+    if row.get("n_loss_bad") or row.get("n_loss_nonfinite") or row.get("n_loss_lossy"):
         out.append("loss")
-    if row.get("n_grad_bad") or row.get("n_grad_nonfinite"):
+    if row.get("n_grad_bad") or row.get("n_grad_nonfinite") or row.get("n_grad_lossy"):
         out.append("grad")
     return tuple(out)
 

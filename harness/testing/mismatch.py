@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.store import casefile
-from harness.numerics import dtypes
+from harness.numerics import bounds, dtypes
 from harness.numerics import metrics
 from harness.numerics import tolerances
 from harness.numerics.cases import Case
@@ -52,9 +52,12 @@ def tolerance_line(dtype: str) -> str:
     fmt = dtypes.get(dtype)
     u = fmt.unit_roundoff
     flush = "; subnormal truths flushed to 0 are not judged" if tol.allow_flush_to_zero else ""
+    att = bounds.get(dtype)
     return (
         f"Not within tolerance: |computed - true| <= {tol.ulps:g} ulp(true) + {tol.cond:g} u scale  "
-        f"({dtype}: u = 2**{int(np.log2(u))}; scale is the condition scale of harness.numerics.tolerances{flush})"
+        f"({dtype}: u = 2**{int(np.log2(u))}; scale is the condition scale of harness.numerics.tolerances{flush})\n"
+        f"Attainable bound (ok within it, lossy outside it): <= {att.ulps:g} ulp(true) + {att.cond:g} u_w scale_att  "
+        f"({att.work} work: u_w = 2**{int(np.log2(att.unit_roundoff))}; harness.numerics.bounds)"
     )
 
 
@@ -68,6 +71,7 @@ def format_quantity(q: Quantity, adapter_id: str, dtype: str, status: str) -> st
     lines = [
         f"[{adapter_id} {dtype} {q.name}] status {status}",
         f"Mismatched elements: {q.n_bad} / {q.n} ({pct:.3g}%)",
+        f"Outside the attainable bound only (lossy): {q.n_lossy}",
         f"Non-finite where the truth is finite: {q.n_nonfinite}",
         f"Max absolute difference: {q.abs_max:.6g}   Max ulps: {q.ulps_max:.6g}   Max tolerance ratio: {q.ratio_max:.6g}",
     ]
@@ -75,12 +79,12 @@ def format_quantity(q: Quantity, adapter_id: str, dtype: str, status: str) -> st
         where = "(row,)" if q.name == "loss" else "(row, class)"
         width = 25 if dtype == "float64" else 17
         lines.append("Worst elements:")
-        lines.append(f"  {where:<14}{'computed':>{width}}{'true':>{width}}{'abs err':>11}{'ulps':>11}{'x tol':>11}")
+        lines.append(f"  {where:<14}{'computed':>{width}}{'true':>{width}}{'abs err':>11}{'ulps':>11}{'x tol':>11}{'x att':>11}")
         for el in q.worst:
             idx = "(" + ", ".join(map(str, el.index)) + ("," if len(el.index) == 1 else "") + ")"
             lines.append(
                 f"  {idx:<14}{_num(el.computed, dtype):>{width}}{_num(el.true, dtype):>{width}}"
-                f"{el.abs:>11.3g}{el.ulps:>11.3g}{el.ratio:>11.3g}"
+                f"{el.abs:>11.3g}{el.ulps:>11.3g}{el.ratio:>11.3g}{el.ratio_att:>11.3g}"
             )
     return "\n".join(lines)
 
@@ -133,11 +137,11 @@ def report(
 
     status = row.get("status", "?")
     parts = []
-    if output is not None and status in ("ok", "inaccurate", "nonfinite"):
+    if output is not None and status in ("ok", "lossy", "inaccurate", "nonfinite"):
         ref = ref if ref is not None else reference.loss_and_grad(case)
         parts.append(tolerance_line(case.dtype))
         for q in quantities(ref, output.loss, output.grad, case.dtype, top):
-            if q.n_bad or q.n_nonfinite:
+            if q.n_bad or q.n_nonfinite or q.n_lossy:
                 parts.append(format_quantity(q, adapter_id, case.dtype, status))
         if len(parts) == 1:
             parts.append(f"[{adapter_id} {case.dtype}] status {status}: every element within tolerance")

@@ -237,7 +237,7 @@ def _print_errors(case, df) -> None:
 
 
 def cmd_report(args) -> int:
-    from harness.report.content.write import write_report
+    from harness.report.write import write_report
 
     written = write_report(args.run_dirs, args.out, command=shlex.join(["cestab", *sys.argv[1:]]))
     print(f"report: {written['stability.md']} and {written['stability.html']}")
@@ -307,9 +307,9 @@ _seconds = _number(float, lambda v: v > 0, "time must be positive seconds")
 def cmd_bench(args) -> int:
     from dataclasses import replace
 
-    from harness.bench.runner.measure import DEFAULT_TIMING
-    from harness.bench.runner.runner import bench
-    from harness.bench.runner.table import format_compare
+    from harness.bench.measure import DEFAULT_TIMING
+    from harness.bench.runner import bench
+    from harness.bench.table import format_compare
 
     timing = DEFAULT_TIMING.get(args.device)
     if timing is not None:

@@ -25,17 +25,17 @@ from harness.numerics.statuses import STATUSES
 
 FORMAT = "cestab-baseline"
 #: Bump when the meaning of a group's fields changes; a baseline of another version is refused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the attainable-bound ratios loss_att, grad_att (statuses ok/lossy)
 
 #: One group's fields, in file order: the key, then the aggregates `check.aggregate` computes.
 KEY = ("adapter", "dtype", "regime")
 FIELDS = (
     *KEY, "framework", "cases", "worst_status", "statuses",
-    "loss_ulps", "grad_ulps", "loss_tol", "grad_tol", "nonfinite", "failed",
+    "loss_ulps", "grad_ulps", "loss_tol", "grad_tol", "loss_att", "grad_att", "nonfinite", "failed",
 )
 _TEXT = {"adapter", "dtype", "regime", "framework", "worst_status"}
 _COUNTS = {"cases", "nonfinite", "failed"}
-_ULPS = {"loss_ulps", "grad_ulps", "loss_tol", "grad_tol"}  # numbers: 4 digits, "inf" or null
+_ULPS = {"loss_ulps", "grad_ulps", "loss_tol", "grad_tol", "loss_att", "grad_att"}  # numbers: 4 digits, "inf" or null
 
 
 def make(groups: list[dict], meta: dict, options: dict) -> dict:

@@ -103,6 +103,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
             "grad_ulps": _max(g["grad_ulps"]),
             "loss_tol": _max(g["loss_tol_ratio"]),
             "grad_tol": _max(g["grad_tol_ratio"]),
+            "loss_att": _max(g["loss_att_ratio"]),
+            "grad_att": _max(g["grad_att_ratio"]),
             "nonfinite": int(g["n_loss_nonfinite"].fillna(0).sum() + g["n_grad_nonfinite"].fillna(0).sum()),
             "failed": int(g["status"].isin(FAILED).sum()),
         })
@@ -174,9 +176,9 @@ def _judge(b: dict, n: dict, rtol: float, slack: float) -> tuple[list[str], list
     """(why it regressed, why the baseline is stale) for one group present in both."""
     worse, better = [], []
     sb, sn = SEVERITY[b["worst_status"]], SEVERITY[n["worst_status"]]
-    if sn > sb:
+    if sn > sb and not _at_the_attainable_edge(b, n, rtol):
         worse.append(f"status {b['worst_status']} -> {n['worst_status']}")
-    elif sn < sb:
+    elif sn < sb and not _at_the_attainable_edge(n, b, rtol):
         better.append(f"status {b['worst_status']} -> {n['worst_status']}")
     for what in ("loss", "grad"):
         old, new = baseline_file.number(b[f"{what}_ulps"]), baseline_file.number(n[f"{what}_ulps"])
@@ -195,6 +197,18 @@ def _judge(b: dict, n: dict, rtol: float, slack: float) -> tuple[list[str], list
         elif new < old:
             better.append(f"{label} {old} -> {new}")
     return worse, better
+
+
+def _at_the_attainable_edge(before: dict, after: dict, rtol: float) -> bool:
+    """An ok -> lossy change whose attainable ratio stays within 1 + rtol: the same code
+    lands either side of the attainable bound from one x86 CPU to the next (AVX2 and
+    AVX-512 kernels of exp, log and sums differ by an ulp or so, and the bound is tight by
+    design: careful float32 code reaches 0.9 of it), so only a clear crossing counts."""
+    if (before["worst_status"], after["worst_status"]) != ("ok", "lossy"):
+        return False
+    ratios = [baseline_file.number(after.get(k)) for k in ("loss_att", "grad_att")]
+    worst = max((r for r in ratios if not math.isnan(r)), default=math.inf)
+    return worst <= 1.0 + rtol
 
 
 def _grew(old_tol: float, new_tol: float, rtol: float, tol_slack: float) -> bool:

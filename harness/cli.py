@@ -7,6 +7,7 @@ prints one line, `cestab: error: ...`, and exits with code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 
@@ -15,6 +16,8 @@ from harness.inputs import regimes as regime_table
 from harness.numerics.cases import LABEL_KINDS
 from harness.numerics.dtypes import DTYPE_NAMES
 from harness.errors import UsageError
+from harness.store import memory
+from harness.store.validate import MAX_SEED, MAX_TIMEOUT
 
 EXIT_USAGE = 2
 
@@ -51,24 +54,43 @@ def _regime_shapes(text: str) -> list[tuple[int, ...]]:
 
 
 def _number(parse, valid, what: str):
-    """An argparse type: `parse(text)`, accepted when `valid(value)`, else one clear line."""
+    """An argparse type: `parse(text)`, accepted when finite and `valid(value)`, else one
+    clear line. Checked here, at parse time: a seed >= 2**63 or a timeout of inf used to be
+    accepted, the whole run computed, and the results (or the first worker call) fail."""
 
     def convert(text: str):
         try:
             value = parse(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             value = None
-        if value is None or not valid(value):
+        if value is None or not math.isfinite(value) or not valid(value):
             raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
         return value
 
     return convert
 
 
-_seed = _number(int, lambda v: v >= 0, "seed must be a non-negative integer")
+_seed = _number(int, lambda v: 0 <= v <= MAX_SEED, "seed must be a non-negative integer below 2**63")
 _cases = _number(int, lambda v: v >= 1, "ray chunk must be a positive number of cases")
-_positive = _number(float, lambda v: v > 0, "timeout must be positive seconds")
+_positive = _number(float, lambda v: 0 < v <= MAX_TIMEOUT, f"timeout must be positive seconds, at most {MAX_TIMEOUT:g}")
 _non_negative = _number(float, lambda v: v >= 0, "must be a non-negative number")
+
+
+def _max_memory(text: str) -> int:
+    try:
+        return memory.parse(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_max_memory(parser) -> None:
+    parser.add_argument("--max-memory", type=_max_memory, metavar="SIZE",
+                        help=f"refuse work needing more memory than this, e.g. 8G (default: "
+                             f"${memory.ENV}, else {int(memory.DEFAULT_FRACTION * 100)}%% of this machine's)")
+
+
+#: The `run` options `--resume` takes; every other one is refused (see `cmd_run`).
+RESUME_OPTIONS = {"resume", "quiet", "max_memory", "help", "executor", "ray_address"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="worst-case search per adapter x dtype (default quick; none to skip)")
     run.add_argument("--no-corpus", dest="corpus", action="store_false",
                      help="leave out the corpus of public bug reports (harness/inputs/corpus.json)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run folder with its own options")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="finish an interrupted run folder with its own options (run.json); "
+                          "takes no other option but --quiet, --max-memory and where it runs (--executor, --ray-address)")
     run.add_argument("--executor", choices=("local", "ray"),
                      help="where the work runs: local worker processes (default), or units on a Ray cluster "
                           "(pip install 'cestab[ray]'; README: Running on a cluster)")
@@ -107,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-chunk", type=_cases, metavar="N",
                      help="with --executor ray: cases per unit of work (default: from the cluster's CPUs)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    _add_max_memory(run)
 
     repro = sub.add_parser("repro", help="replay a case (a search's .npz, or any case id of a results table)")
     repro.add_argument("path", help="RUN_DIR/worst/....npz, or a case id such as typical/float16/16x1000/index/s0")
@@ -114,13 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--adapter", dest="plugins", action="append", default=[], metavar="MODULE:FUNCTION[@FRAMEWORK]",
                        help="also load your own implementation, as in cestab run (repeatable)")
     repro.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take (default 120)")
+    _add_max_memory(repro)
 
     probe = sub.add_parser("probe", help="run every adapter on your own batch (.npy/.npz) and print the errors")
     probe.add_argument("--logits", required=True, help="(N, V) or (N, T, V) logits, .npy or .npz")
     probe.add_argument("--labels", required=True, help="integer classes (-100: ignored) or dense label rows")
     probe.add_argument("--dtype", help="tested dtype (default: the logits file's own)")
     probe.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: all available)")
+    probe.add_argument("--adapter", dest="plugins", action="append", default=[], metavar="MODULE:FUNCTION[@FRAMEWORK]",
+                       help="also run your own implementation, as in cestab run (repeatable): is my kernel wrong here?")
     probe.add_argument("--timeout", type=_positive, default=120.0, help="seconds one adapter may take (default 120)")
+    _add_max_memory(probe)
 
     check = sub.add_parser("check", help="CI gate: compare a run with a baseline; exit 1 on a regression")
     check.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="a finished run folder (or --quick)")
@@ -138,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", default="runs", help="with --quick: parent of the run folder (default: runs)")
     check.add_argument("--timeout", type=_positive, default=120.0, help="with --quick: seconds per adapter and case (default 120)")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_max_memory(check)
 
     sub.add_parser("list", help="list adapters, and the frameworks that are unavailable")
 
@@ -149,9 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
+    """`--resume` finishes a run with the options it was started with (run.json), so every
+    option that would change them is refused with one line rather than silently ignored
+    (an interrupted run resumed with other adapters or another timeout would be a table of
+    mixed provenance); only --quiet, --max-memory and where the work runs (--executor, --ray-address), which
+    change no result, are taken."""
     from harness.run.runner import run
     from harness.run.summary import format_summary, format_timing, summarize
 
+    if args.resume is not None:
+        given = sorted(k for k in getattr(args, "_given", ()) if k not in RESUME_OPTIONS)
+        if given:
+            names = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"--resume finishes a run with its own options (its run.json); leave out {names}")
     df = run(
         adapters=args.adapters,
         dtypes=args.dtypes,
@@ -206,8 +246,11 @@ def cmd_probe(args) -> int:
     from harness.inputs.probe import batch
     from harness.run.runner import run
 
-    case = batch(args.logits, args.labels, args.dtype)
-    df = run(adapters=args.adapters, cases=[case], timeout=args.timeout)
+    notes: list[str] = []
+    case = batch(args.logits, args.labels, args.dtype, notes=notes)
+    df = run(adapters=args.adapters, cases=[case], timeout=args.timeout, plugins=tuple(args.plugins))
+    for note in notes:
+        print(f"note: {note}")
     _print_errors(case, df)
     return 0
 
@@ -220,16 +263,19 @@ def cmd_repro(args) -> int:
     adapters = args.adapters or ([info["adapter"]] if "adapter" in info else None)
     df = run(adapters=adapters, cases=[case], timeout=args.timeout, plugins=tuple(args.plugins))
     if "adapter" in info:
-        print(f"found with {info['adapter']}: {info.get('status')} (score {info.get('score', float('nan')):.3g}) {info.get('message', '')}")
+        print(f"found with {info['adapter']}: {info.get('status')} (score {float(info.get('score', float('nan'))):.3g}) {info.get('message', '')}")
     _print_errors(case, df)
     return 0
 
 
 def _print_errors(case, df) -> None:
+    """The table of one case's rows. A column may be all NA (no adapter produced metrics:
+    all unsupported, error, crash or timeout): that is a table to show, not a crash."""
     import pandas as pd
 
     n, v = case.shape
-    print(f"{n} rows x {v} classes, {case.dtype}; {int(df['n_rows_undefined'].max() or 0)} rows with no finite truth")
+    undefined = pd.to_numeric(df["n_rows_undefined"], errors="coerce").max()
+    print(f"{n} rows x {v} classes, {case.dtype}; {0 if pd.isna(undefined) else int(undefined)} rows with no finite truth")
     table = df.set_index("adapter")[["status", "out_dtype", "loss_ulps", "grad_ulps", "loss_att_ratio", "grad_att_ratio",
                                      "loss_tol_ratio", "grad_tol_ratio", "message"]]
     with pd.option_context("display.width", 200, "display.max_colwidth", 90, "display.float_format", "{:.3g}".format):
@@ -250,6 +296,10 @@ COMMANDS = {"run": cmd_run, "probe": cmd_probe, "repro": cmd_repro, "list": cmd_
 def cmd_check(args) -> int:
     from harness.gate import check
     from harness.gate import checkreport
+    from harness.store import validate
+
+    if args.junit:  # before the run: an unwritable report path found after it loses the run's verdict
+        validate.writable(args.junit, "JUnit report", make_parents=True)
 
     gate = check.gate(
         args.baseline,
@@ -298,6 +348,7 @@ def _bench_parser(sub) -> None:
     where.add_argument("--out", default="runs", help="parent folder of a new run folder (default: runs)")
     where.add_argument("--run-dir", help="an existing run folder: add bench.parquet/bench.csv beside its results")
     bench.add_argument("--quiet", action="store_true", help="no progress bar and no table")
+    _add_max_memory(bench)
 
 
 _count = _number(int, lambda v: v >= 1, "repeats must be a positive integer")
@@ -340,8 +391,16 @@ COMMANDS["bench"] = cmd_bench
 
 
 def main(argv=None) -> int:
+    limit_before = memory._limit
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        if any("\x00" in str(a) for a in argv):  # no shell passes one; os calls on such a path raise ValueError
+            raise UsageError("an argument contains a NUL byte")
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args._given = _given_options(parser, argv)
+        if getattr(args, "max_memory", None) is not None:
+            memory.set_limit(args.max_memory)
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"cestab: error: {exc}", file=sys.stderr)
@@ -349,6 +408,27 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("cestab: interrupted", file=sys.stderr)
         return 130
+    finally:  # an in-process caller (tests, a notebook) keeps its own limit
+        memory.set_limit(limit_before)
+
+
+def _given_options(parser, argv) -> set[str]:
+    """The dests of the options written on the command line (not left at their defaults):
+    the subcommand's arguments parsed again into a namespace whose defaults are suppressed."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = next((i for i, t in enumerate(argv) if t in sub.choices), None)
+    if command is None:
+        return set()
+    subparser = sub.choices[argv[command]]
+    saved = [(a, a.default) for a in subparser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        given, _ = subparser.parse_known_args(argv[command + 1:])
+    finally:
+        for action, default in saved:
+            action.default = default
+    return set(vars(given))
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def test_list_shows_numpy_adapters():
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
-    p = cestab(*args, "--out", str(tmp_path / "runs")) if args[0] == "run" else cestab(*args)
+    with_out = args[0] == "run" and "--resume" not in args  # --resume takes no --out: it finishes its own folder
+    p = cestab(*args, "--out", str(tmp_path / "runs")) if with_out else cestab(*args)
     assert p.returncode == 2
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("cestab: error: ")
     assert message in p.stderr and "Traceback" not in p.stderr

@@ -17,6 +17,7 @@ import functools
 import importlib
 import importlib.metadata
 import pkgutil
+import re
 
 from harness.adapters.contract import Adapter, Framework
 from harness.errors import UsageError, first_line
@@ -87,27 +88,52 @@ def load_source(source: str) -> list[Adapter]:
     `loss(logits, labels) -> per-row loss` written in one framework; cestab wraps it (the
     framework's own autodiff gives the gradient). The framework is the `@framework` suffix,
     or else the one framework module the function's globals refer to.
+
+    A user's module is someone else's code: whatever it raises at import (an exception, a
+    SyntaxError, `sys.exit(7)`), a malformed spec, or an id that clashes with one already
+    registered is one `UsageError` line, never a traceback or a silent exit.
     """
     spec, _, framework_name = source.partition("@")
     module_name, _, attr = spec.partition(":")
+    if not module_name or not _DOTTED.fullmatch(module_name) or (":" in spec and not _DOTTED.fullmatch(attr)):
+        raise UsageError(f"bad adapter {source!r}: write MODULE:FUNCTION[@FRAMEWORK], e.g. my_losses:ce@torch")
     before = set(_registry)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UsageError(f"cannot import adapter module {module_name!r}: {first_line(exc)}") from None
+    except (Exception, SystemExit) as exc:  # the module's own code failed (or exited) on import
+        raise UsageError(f"cannot import adapter module {module_name!r}: it raised "
+                         f"{first_line(f'{type(exc).__name__}: {exc}')}") from None
     if not attr:
         return [_registry[i] for i in _registry if i not in before]
     try:
         obj = getattr(module, attr)
     except AttributeError:
         raise UsageError(f"module {module_name!r} has no attribute {attr!r}") from None
+    except Exception as exc:  # a module __getattr__ of the user's
+        raise UsageError(f"{spec}: {first_line(f'{type(exc).__name__}: {exc}')}") from None
     if isinstance(obj, Adapter):
-        return [register(obj, source)]
-    if isinstance(obj, (list, tuple)) and obj and all(isinstance(a, Adapter) for a in obj):
-        return [register(a, source) for a in obj]
-    if not callable(obj):
+        adapters = [obj]
+    elif isinstance(obj, (list, tuple)) and obj and all(isinstance(a, Adapter) for a in obj):
+        adapters = list(obj)
+    elif not callable(obj):
         raise UsageError(f"{spec} is neither an Adapter nor a loss function")
-    return [register(from_function(obj, spec, framework_name), source)]
+    else:
+        adapters = [from_function(obj, spec, framework_name)]
+    out = []
+    for a in adapters:
+        if a.id in _registry and _registry[a.id] != a:
+            if _sources.get(a.id) == source:  # the same spec loaded again (a second run in this process)
+                out.append(_registry[a.id])
+                continue
+            raise UsageError(f"adapter id {a.id!r} of {source} is already taken (by {_sources.get(a.id, 'another adapter')}); "
+                             "give yours another id")
+        out.append(register(a, source))
+    return out
+
+
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def function_frameworks() -> list[str]:

@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +82,47 @@ class InProcess:
 # ---------------------------------------------------------------- the worker side
 
 
-def _serve(conn, sources: list[str], log_path: str | None) -> None:
+#: Seconds between the watchdog's checks that the driver is still there.
+WATCHDOG_SECONDS = 1.0
+
+
+def _die_with_parent(parent_pid: int, arm_signal: bool = True) -> None:
+    """End this worker when the driver dies, however it dies.
+
+    A worker stuck in a hang (or in a framework's endless loop) would otherwise outlive a
+    driver killed by `kill -9`, a CI timeout or the OOM killer, and keep a CPU or a GPU
+    under init. Linux delivers SIGKILL to us when the parent dies (PR_SET_PDEATHSIG);
+    since that signal follows the parent *thread* and exists only on Linux, a daemon
+    thread also checks that the parent is still our parent, and kills us if not. The
+    thread runs even while the main thread is stuck in a C call that holds no GIL (a
+    sleep, a framework kernel); one that holds the GIL is what the signal is for.
+    `arm_signal` is False when the worker was started from a thread other than the main
+    one: that thread's end would kill a worker whose driver lives on.
+    """
+    if arm_signal and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no libc prctl here: the watchdog alone
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(WATCHDOG_SECONDS)
+            if os.getppid() != parent_pid:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="cestab-parent-watchdog", daemon=True).start()
+
+
+def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | None = None, arm_signal: bool = True) -> None:
     """Worker main loop: load the adapters' sources, then answer case requests."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid, arm_signal)
     # Framework chatter (TF, XLA) goes to the run folder's logs, never to the terminal.
     fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -126,7 +166,9 @@ class Worker:
         self.name, self.sources, self.log_path = name, sources, log_path
         self.conn, child = ctx.Pipe()
         t0 = time.perf_counter()
-        self.process = ctx.Process(target=_serve, args=(child, sources, log_path), daemon=True, name=f"cestab-{name}")
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        self.process = ctx.Process(target=_serve, args=(child, sources, log_path, os.getpid(), in_main_thread), daemon=True,
+                                   name=f"cestab-{name}")
         with _main_without_missing_file():
             self.process.start()
         child.close()

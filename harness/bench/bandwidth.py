@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from harness.errors import first_line
-from harness.store import runfolder
+from harness.store import memory, runfolder
 
 def cpu_copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
     """GB/s (1e9 bytes/s) of a large numpy copy, counting the bytes read and the bytes
@@ -53,7 +53,9 @@ def cuda_copy_bandwidth(nbytes: int = 2 << 30, repeats: int = 20) -> tuple[str, 
 def device_bandwidth(device: str, nbytes: int | None = None) -> tuple[str, float, str]:
     """(device name, copy GB/s, note) measured now, on the bench's device."""
     if device == "cpu":
-        return runfolder.cpu_model(), cpu_copy_bandwidth(nbytes or 1 << 30), ""
+        # two buffers of 1 GiB, or of a quarter of the memory bound each where that is less
+        # (found by tests/test_cli_fuzz.py: 2 GiB under --max-memory 256M)
+        return runfolder.cpu_model(), cpu_copy_bandwidth(nbytes or min(1 << 30, memory.limit() // 4)), ""
     import concurrent.futures
     import multiprocessing as mp
 

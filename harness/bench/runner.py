@@ -28,7 +28,7 @@ from harness.bench.table import BENCH_SCHEMA_VERSION, PASSES, bench_frame
 from harness.errors import UsageError
 from harness.numerics import dtypes
 from harness.run.progress import Progress
-from harness.store import runfolder
+from harness.store import memory, runfolder
 from harness.store.runfolder import RunFolder
 
 #: Rows journalled as they come (JSON lines), so an interrupted bench keeps what it measured.
@@ -45,6 +45,10 @@ JOURNAL = "bench_rows.jsonl"
 DEFAULT_SHAPES = {"cpu": ((256, 32000), (4096, 32000)), "cuda": ((8192, 128256),)}
 DEFAULT_DTYPES = {"cpu": ("float32",), "cuda": ("float32", "bfloat16")}
 LARGE_16BIT_SHAPE = (16384, 256000)
+
+#: Copies of a bench batch alive at once on cpu (the batch, its device copy, the gradient,
+#: the framework's temporaries), for the memory bound.
+BENCH_COPIES = 4
 
 
 def bench_cases(device: str, dtype_names=None, shapes=None, seed: int = 0, timing: TimingSpec | None = None) -> list[BenchCase]:
@@ -174,6 +178,9 @@ def bench(
     meta_before = folder.read_meta(required=("run_id",)) if folder is not None else None
     adapter_list = registry.resolve(adapters, plugins)
     cases = bench_cases(device, dtypes, shapes, seed, timing)
+    for c in cases:  # the batch, and (on cpu) the framework's work and outputs beside it: bounded before drawing
+        per_element = c.itemsize * (2 if device == "cuda" else BENCH_COPIES)
+        memory.require(c.elements * per_element, f"a {c.n_rows}x{c.n_classes} {c.dtype} bench batch")
     if device == "cuda":  # JAX would otherwise take 75% of the GPU before torch allocates
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     started = dt.datetime.now(dt.timezone.utc)

@@ -143,6 +143,16 @@ def load(path: str | Path) -> dict:
     return data
 
 
+def _finite(v) -> bool:
+    """A finite non-negative JSON number (not bool, not 1e400 = inf, not an int beyond float)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v)) and v >= 0
+    except OverflowError:
+        return False
+
+
 def _problem(g) -> str | None:
     if not isinstance(g, dict):
         return "not an object"
@@ -153,13 +163,15 @@ def _problem(g) -> str | None:
         if not isinstance(g[f], str):
             return f"{f} must be a string"
     for f in _COUNTS:
-        if not isinstance(g[f], int) or isinstance(g[f], bool) or g[f] < 0:
+        if not isinstance(g[f], int) or isinstance(g[f], bool) or not 0 <= g[f] < 2**63:
             return f"{f} must be a non-negative integer"
     for f in _ULPS:
         v = g[f]
-        if not (v is None or v in ("inf", "-inf") or (isinstance(v, (int, float)) and not isinstance(v, bool))):
-            return f"{f} must be a number, \"inf\" or null"
-    if not isinstance(g["statuses"], dict) or not all(isinstance(v, int) for v in g["statuses"].values()):
+        if not (v is None or v in ("inf", "-inf") or _finite(v)):
+            # 1e400 parses as inf and 10**400 overflows float(): a number must be a finite one
+            return f"{f} must be a finite non-negative number, \"inf\" or null"
+    if not isinstance(g["statuses"], dict) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
+                                                      for v in g["statuses"].values()):
         return "statuses must map status names to counts"
     unknown = sorted(({g["worst_status"]} | set(g["statuses"])) - set(STATUSES))
     if unknown:

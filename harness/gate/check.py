@@ -129,6 +129,8 @@ def read_run(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
 def options_of(meta: dict) -> dict:
     """The options a `--quick` rerun of a run needs (its search budget is dropped)."""
     opts = meta.get("options", {})
+    if not isinstance(opts, dict):
+        raise UsageError(f"run {meta.get('run_id')}: options must be an object")
     return {k: opts.get(k, v) for k, v in QUICK.items()}
 
 
@@ -346,6 +348,8 @@ def gate(baseline_path, run_dir=None, quick=False, rtol=DEFAULT_RTOL, slack=DEFA
     if update and aliases:
         raise UsageError("--compare-as cannot be combined with --update-baseline")
     notes = []
+    if update:  # before the run: a read-only baseline found after a 4-minute --quick run loses it
+        _check_writable(baseline_path)
     try:
         base = baseline_file.load(baseline_path)
     except UsageError as exc:
@@ -356,6 +360,9 @@ def gate(baseline_path, run_dir=None, quick=False, rtol=DEFAULT_RTOL, slack=DEFA
             notes.append(f"old baseline unreadable, replaced: {exc}")
     if quick:
         options = base["options"] if base else QUICK
+        from harness.store import validate
+
+        options = validate.run_options(options, f"baseline {baseline_path}", required=(), defaults=QUICK)
         df, meta = quick_run(options, plugins, exclude=set(aliases.values()), out_dir=out_dir,
                              timeout=timeout, progress=progress, command=command)
     else:
@@ -385,6 +392,13 @@ def gate(baseline_path, run_dir=None, quick=False, rtol=DEFAULT_RTOL, slack=DEFA
         baseline_file.write(baseline_path, baseline_file.make(now.to_dict("records"), meta, options))
         result.updated = True
     return result
+
+
+def _check_writable(path) -> None:
+    """UsageError unless the baseline can be replaced (see `validate.writable`)."""
+    from harness.store import validate
+
+    validate.writable(path, "baseline")
 
 
 def _provenance(base: dict, meta: dict) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -80,6 +81,16 @@ def format_table(gate: Gate) -> str:
     return "\n".join(lines)
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """`text` without the characters XML 1.0 cannot hold (control characters): ElementTree
+    writes them as they are, and no CI system could parse the report (found by
+    tests/test_cli_fuzz.py: an adapter name with a \\x00 in a baseline)."""
+    return _NOT_XML.sub("\ufffd", str(text))
+
+
 def junit_xml(gate: Gate) -> str:
     """One testcase per adapter x dtype x regime (classname: the adapter), a failure per
     regression, skipped for missing; what CI systems render as a test report."""
@@ -99,6 +110,10 @@ def junit_xml(gate: Gate) -> str:
             ET.SubElement(case, "system-out").text = f"{r['verdict']}: {r['why']}\n{detail}"
     root = ET.Element("testsuites")
     root.append(suite)
+    for element in root.iter():  # names come from the baseline file and the run: keep the XML well-formed
+        element.attrib = {k: _xml_text(v) for k, v in element.attrib.items()}
+        if element.text:
+            element.text = _xml_text(element.text)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

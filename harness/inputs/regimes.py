@@ -278,6 +278,12 @@ def make_case(regime: str, dtype: str, shape: tuple[int, ...], label_kind: str, 
 
 def build_cases(regimes=None, dtype_names=None, shapes=None, label_kinds=None, seed: int = 0) -> list[Case]:
     """The cross product of regimes x dtypes x shapes x label kinds, validated."""
+    return [make_case(*args) for args in plan(regimes, dtype_names, shapes, label_kinds, seed)]
+
+
+def plan(regimes=None, dtype_names=None, shapes=None, label_kinds=None, seed: int = 0) -> list[tuple]:
+    """The `make_case` arguments of `build_cases`, validated, without drawing any case: a run
+    draws each case when it comes to it, so only one case's memory is held at a time."""
     regimes = list(regimes or REGIMES)
     dtype_names = list(dtype_names or dtypes.DTYPE_NAMES)
     shapes = list(shapes or DEFAULT_SHAPES)
@@ -293,7 +299,7 @@ def build_cases(regimes=None, dtype_names=None, shapes=None, label_kinds=None, s
         if len(shape) not in (2, 3) or min(shape[:-1]) < 1 or shape[-1] < 2:
             raise UsageError(f"bad shape {'x'.join(map(str, shape))}: need NxV or NxTxV, at least 1 row and 2 classes")
     return [
-        make_case(r, d, tuple(s), k, seed)
+        (r, d, tuple(s), k, seed)
         for r in regimes
         for d in dtype_names
         for s in (shapes if get(r).every_shape else shapes[:1])

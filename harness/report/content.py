@@ -269,6 +269,13 @@ def repro_command(run: Run, row) -> str:
     return f"cestab repro {target} --adapters {row['adapter']}"
 
 
+def _literal(text: str) -> str:
+    """An adapter's message as a code span: it is the framework's text (or a user's), so
+    Markdown must not read `<script>`, `*`, `[link](...)` or `|` in it as markup."""
+    text = str(text).replace("`", "'").replace("\n", " ").strip()
+    return f"`{text}`" if text else ""
+
+
 def worst_inputs(df: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     """Per run x adapter, the worst judged case (failures first, then by tolerance ratio).
 
@@ -496,7 +503,7 @@ def findings(df: pd.DataFrame, acc: pd.DataFrame, speed: pd.DataFrame | None) ->
         hit = df[df["status"] == status]
         for (run, adapter), g in hit.groupby(["run", "adapter"], sort=True):
             msg = str(g["message"].iloc[0] or "").splitlines()[0][:120] if not pd.isna(g["message"].iloc[0]) else ""
-            out.append(f"{who(run, adapter)}: {status} in {_cases(len(g))}, e.g. `{g['case_id'].iloc[0]}`: {msg}")
+            out.append(f"{who(run, adapter)}: {status} in {_cases(len(g))}, e.g. `{g['case_id'].iloc[0]}`: {_literal(msg)}")
     silent = df[df["status"] == "silent"]
     if not silent.empty:
         tested = df[df["invalid_labels"]]

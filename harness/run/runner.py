@@ -9,6 +9,8 @@ an interrupted run keeps what it had and `run(resume=RUN_DIR)` finishes it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import math
 import socket
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from harness.adapters import registry
 from harness.store import columns
 from harness.numerics import reference
 from harness.inputs import regimes
-from harness.store import runfolder
+from harness.store import memory, runfolder, validate
 from harness.store.runfolder import RunFolder
 from harness.run import search
 from harness.numerics import dtypes
@@ -78,8 +80,8 @@ def run(
         return _resume(Path(resume), progress, where if executor is not None else {})
     if device not in ("cpu", "cuda"):
         raise UsageError(f"unknown device {device!r}; choose cpu or cuda")
-    if timeout <= 0:
-        raise UsageError(f"timeout must be positive, got {timeout:g}")
+    timeout = validate.timeout(timeout)
+    seed = validate.seed(seed)
     if budget is not None and budget not in search.BUDGETS:
         raise UsageError(f"unknown budget {budget!r}; choose from {', '.join(search.BUDGETS)}")
     adapter_list = registry.resolve(adapters, plugins)
@@ -102,6 +104,9 @@ def run(
         from harness.run.ray_executor import preflight
 
         preflight(options)
+    if cases is not None:
+        for case in cases:
+            memory.require_case(case.nd_shape, case.dtype, f"case {case.case_id}")
     case_list = cases if cases is not None else build_cases(options)
     folder = RunFolder.create(out_dir, seed) if out_dir is not None else None
     return _execute(case_list, adapter_list, options, folder, progress, command, done_rows=[])
@@ -122,10 +127,18 @@ def _executor_options(executor, ray_address, ray_chunk) -> dict:
     return {"executor": executor, "ray_address": ray_address, "ray_chunk": ray_chunk}
 
 
-def build_cases(options: dict) -> list[Case]:
-    """The regime cases, then the corpus (unless switched off), from a run's options."""
+def build_cases(options: dict) -> list:
+    """The regime cases, then the corpus (unless switched off), from a run's options.
+
+    Regime cases come as functions that draw the case (`functools.partial(make_case, ...)`):
+    the run draws each when it reaches it, so a run holds one case at a time, not all of
+    them; the largest is bounded by `memory` before anything is drawn."""
     shapes = [tuple(s) for s in options["shapes"]] if options["shapes"] else None
-    out = regimes.build_cases(options["regimes"], options["dtypes"], shapes, options["label_kinds"], options["seed"])
+    planned = regimes.plan(options["regimes"], options["dtypes"], shapes, options["label_kinds"], options["seed"])
+    if planned:
+        largest = max(planned, key=lambda p: math.prod(p[2]))
+        memory.require_case(largest[2], largest[1])
+    out = [functools.partial(regimes.make_case, *p) for p in planned]
     if options.get("corpus"):
         out += corpus_cases(options["dtypes"], options["label_kinds"])
     return out
@@ -144,8 +157,10 @@ def corpus_cases(dtype_names, label_kinds) -> list[Case]:
 
 def _resume(path: Path, progress: bool, where: dict) -> pd.DataFrame:
     folder = RunFolder.open(path)
-    meta = folder.read_meta(required=("run_id", "options"))
+    meta = folder.read_meta(required=("options",))  # validated field by field
     options = meta["options"]
+    meta.setdefault("run_id", folder.name)  # a hand-made or damaged run.json: the folder's name, and now
+    meta.setdefault("started", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     if meta.get("state") == "complete":
         raise UsageError(f"{path} is already complete")
     options.update(where)
@@ -185,14 +200,20 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
     journal = folder.journal() if folder is not None else None
     bar = Progress(len(case_list), progress)
     reference_seconds = 0.0
+    case_order: dict[str, int] = {}
     try:
         if options.get("executor") == "ray":
+            case_list = [case() if callable(case) else case for case in case_list]  # units are chunks of cases
+            case_order = {case.case_id: k for k, case in enumerate(case_list)}
             new = executor.run(case_list, adapter_list, base, done_rows, journal, bar, folder.path if folder else None)
             # each module's unit computes its cases' reference: count each (case, unit) once
             reference_seconds = sum(s for _, s in {(r["case_id"], r.get("reference_seconds") or 0.0) for r in new})
             rows.extend(new)
         else:
             for case in case_list:
+                if callable(case):
+                    case = case()  # drawn now, dropped after its rows: one case in memory at a time
+                case_order.setdefault(case.case_id, len(case_order))
                 todo = [a for a in adapter_list if (case.case_id, a.id) not in done]
                 if todo:
                     new = rows_for_case(case, todo, executor, options["device"], base, journal.append if journal else None)
@@ -206,6 +227,8 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
         executor.close()
         if journal:
             journal.close()
+    if done_rows:  # resumed: the order a run without interruption gives (case, then adapter)
+        rows = _in_run_order(rows, case_order)
     df = columns.frame(rows)
     timing = {
         "wall_seconds": round(time.perf_counter() - t0, 3),
@@ -223,6 +246,12 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
         df.attrs["run_dir"] = str(folder.path)
     df.attrs["timing"] = timing
     return df
+
+
+def _in_run_order(rows: list[dict], case_order: dict[str, int]) -> list[dict]:
+    """Rows sorted as an uninterrupted run writes them: by case in the run's order, search
+    rows last; the journal's order within a case (a stable sort)."""
+    return sorted(rows, key=lambda r: (r.get("source") == "search", case_order.get(r["case_id"], len(case_order))))
 
 
 def _search(adapter_list, options, executor, base, folder, done_rows, journal) -> list[dict]:

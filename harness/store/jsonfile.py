@@ -11,12 +11,19 @@ import json
 from pathlib import Path
 
 from harness.errors import UsageError
+from harness.store import memory
 
 
 def read(path: Path, what: str, constant_hint: str = "") -> object:
     """The JSON value in `path`; UsageError `"{what} {path}: cannot read: ..."` or
     `"... not valid JSON: ..."` otherwise. `constant_hint` says how to write what a bare
     NaN/Infinity meant."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a directory, not a file")
+    try:  # parsed JSON takes some 10-20 times its text: bound it before reading
+        memory.require(path.stat().st_size * 20, f"{what} {path}")
+    except FileNotFoundError:
+        pass  # reported by the read below
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -33,3 +40,5 @@ def read(path: Path, what: str, constant_hint: str = "") -> object:
         raise UsageError(f"{what} {path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except ValueError as exc:
         raise UsageError(f"{what} {path}: not valid JSON: {exc}") from None
+    except RecursionError:  # nesting deeper than Python's stack: no cestab file is like that
+        raise UsageError(f"{what} {path}: not valid JSON: nested too deeply") from None

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import socket
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -18,19 +19,51 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import UsageError, first_line
+from harness.store import jsonfile, memory, validate
 
 
 def write_atomic(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path to path."""
-    path = Path(path)
+    """Call write(tmp_path), then rename tmp_path to path, as a plain write would leave it.
+
+    The file gets the mode it had (a 0644 baseline stays 0644), or, when new, 0666 less the
+    umask, as `open()` would give it: `mkstemp` makes 0600 files, which a CI job's other
+    users and a web server publishing the report could not read. A symlink is written
+    through (its target replaced, the link kept): a baseline linked from another folder
+    must not be turned into a regular file, leaving the link's target stale. The data is
+    flushed to disk before the rename, so a crash leaves the old file or the new one.
+    """
+    path = Path(os.path.realpath(path))
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, mode)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux allows (no race with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def cpu_model() -> str:
@@ -120,14 +153,9 @@ class RunFolder:
         """run.json as a dict; UsageError (one line) if it is missing, unreadable, not a
         JSON object, or lacks a `required` key."""
         path = self.path / self.META
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UsageError(f"{self.path}: no {self.META} (not a run folder)") from None
-        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-            raise UsageError(f"{path}: cannot read it ({first_line(exc)})") from None
-        if not isinstance(meta, dict):
-            raise UsageError(f"{path}: not a JSON object")
+        if not path.is_file():
+            raise UsageError(f"{self.path}: no {self.META} (not a run folder)")
+        meta = validate.run_meta(jsonfile.read(path, self.META), str(path))  # bounded, checked field by field
         missing = [k for k in required if k not in meta]
         if missing:
             raise UsageError(f"{path}: no {', '.join(missing)}")
@@ -142,18 +170,24 @@ class RunFolder:
         return RowJournal(self.path / name)
 
     def read_rows(self, name: str = ROWS_JOURNAL) -> list[dict]:
-        """The rows journalled so far; a torn line (the process died mid-write) is dropped."""
+        """The rows journalled so far. A line that does not parse is a torn write (the
+        process died mid-line) and is dropped: its row is computed again. A line that parses
+        but is not a row (`42`, `null`, a hand edit) is a UsageError: the folder is not what
+        cestab wrote."""
         path = self.path / name
         if not path.exists():
             return []
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
         rows = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for i, line in enumerate(text.splitlines(), 1):
             try:
                 row = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
-            if isinstance(row, dict):
-                rows.append(row)
+            rows.append(validate.journal_row(row, str(path), i))
         return rows
 
     def drop_journal(self, name: str = ROWS_JOURNAL) -> None:
@@ -173,6 +207,7 @@ class RunFolder:
         path = self.path / name
         if not path.is_file():
             raise UsageError(f"{self.path}: no {name} (not a finished run folder)")
+        memory.require(path.stat().st_size * 50, str(path))  # a parquet file expands about so much
         try:
             df = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for a damaged file
@@ -217,6 +252,7 @@ class RowJournal:
     """Appends each result row to a JSON-lines file and flushes it: a crash loses at most a line."""
 
     def __init__(self, path: Path):
+        _cut_torn_tail(path)
         self.file = open(path, "a", encoding="utf-8")
 
     def append(self, row: dict) -> None:
@@ -225,6 +261,31 @@ class RowJournal:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a torn last line (the process died mid-write) before appending: otherwise the
+    next row would be glued to it and lost too, and a second interruption would lose more."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            chunk, end = 1 << 16, size
+            while end > 0:  # find the last newline, reading backwards
+                start = max(0, end - chunk)
+                f.seek(start)
+                i = f.read(end - start).rfind(b"\n")
+                if i >= 0:
+                    f.truncate(start + i + 1)
+                    return
+                end = start
+            f.truncate(0)
+    except FileNotFoundError:
+        return
 
 
 def _plain(value):

@@ -92,7 +92,7 @@ def test_nan_in_one_regime_is_caught_in_that_regime_only(runs, base):
 def test_allowance_is_rtol_and_slack_in_ulps():
     def one(loss_ulps, loss_tol=None):
         return {"adapter": "a", "dtype": "float32", "regime": "r", "framework": "numpy", "cases": 1, "worst_status": "ok",
-                "statuses": {"ok": 1}, "loss_ulps": loss_ulps, "grad_ulps": 1.0, "loss_tol": loss_tol, "grad_tol": None,
+                "statuses": {"ok": 1}, "loss_ulps": loss_ulps, "grad_ulps": 1.0, "loss_tol": loss_tol, "grad_tol": None, "loss_att": None, "grad_att": None,
                 "nonfinite": 0, "failed": 0}
 
     import pandas as pd
@@ -148,15 +148,15 @@ def test_missing_adapter_is_reported_and_fails_only_when_strict(runs, base, caps
     [
         (None, "does not exist"),
         ("{not json", "not valid JSON"),
-        ('{"format": "cestab-baseline", "format_version": 1, "schema_version": 0, "groups": []}', "schema_version 0"),
-        ('{"format": "cestab-baseline", "format_version": 1, "schema_version": %d, "groups": [{"adapter": 1}]}'
+        ('{"format": "cestab-baseline", "format_version": 2, "schema_version": 0, "groups": []}', "schema_version 0"),
+        ('{"format": "cestab-baseline", "format_version": 2, "schema_version": %d, "groups": [{"adapter": 1}]}'
          % columns.SCHEMA_VERSION, "group #0: missing"),
-        ('{"format": "cestab-baseline", "format_version": 1, "schema_version": %d, "groups": [], "x": NaN}'
+        ('{"format": "cestab-baseline", "format_version": 2, "schema_version": %d, "groups": [], "x": NaN}'
          % columns.SCHEMA_VERSION, "not valid JSON"),
         ("[1, 2]", "not a cestab baseline"),
-        ('{"format": "cestab-baseline", "format_version": 1, "schema_version": %d, "groups": [{"adapter": "a", '
+        ('{"format": "cestab-baseline", "format_version": 2, "schema_version": %d, "groups": [{"adapter": "a", '
          '"dtype": "float32", "regime": "typical", "framework": "numpy", "cases": 1, "worst_status": "fine", '
-         '"statuses": {"fine": 1}, "loss_ulps": 1, "grad_ulps": null, "loss_tol": 0.1, "grad_tol": null, "nonfinite": 0, "failed": 0}]}'
+         '"statuses": {"fine": 1}, "loss_ulps": 1, "grad_ulps": null, "loss_tol": 0.1, "grad_tol": null, "loss_att": null, "grad_att": null, "nonfinite": 0, "failed": 0}]}'
          % columns.SCHEMA_VERSION, "unknown status 'fine'"),
     ],
 )

@@ -7,6 +7,7 @@ The plugin comes in through the `pytest11` entry point of the installed package 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -55,7 +56,8 @@ def test_plugin_fails_a_worse_kernel_with_the_mismatch_report_and_passes_the_bas
     # the same report as cestab's own tests: tag, tolerance, counts, elements, repro line
     assert "Not within tolerance: |computed - true| <= 4 ulp(true) + 4 u scale  (float32" in out
     assert "[test_user_kernel:softmax_then_log float32 " in out and "Mismatched elements: " in out
-    assert "worse than torch.cross_entropy (ok, " in out
+    # the baseline's own grade: within the textbook bound (ok, or lossy against the attainable one)
+    assert re.search(r"worse than torch\.cross_entropy \((ok|lossy), ", out), out[-3000:]
     repro = next(line for line in out.splitlines() if "Repro: cestab repro " in line)
     assert repro.rstrip().endswith(
         "--adapters test_user_kernel:softmax_then_log,torch.cross_entropy --adapter test_user_kernel:softmax_then_log"

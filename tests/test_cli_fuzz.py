@@ -444,7 +444,7 @@ def test_fuzz_resume_run_json_and_journal(finished_run, data):
 
 
 GROUP = {"adapter": "numpy.stable", "dtype": "float32", "regime": "typical", "framework": "numpy", "cases": 1,
-         "worst_status": "ok", "statuses": {"ok": 1}, "loss_ulps": 1.0, "grad_ulps": 2.0, "loss_tol": 0.1, "grad_tol": 0.2,
+         "worst_status": "ok", "statuses": {"ok": 1}, "loss_ulps": 1.0, "grad_ulps": 2.0, "loss_tol": 0.1, "grad_tol": 0.2, "loss_att": 0.5, "grad_att": 0.5,
          "nonfinite": 0, "failed": 0}
 
 
@@ -453,7 +453,7 @@ def baselines(draw):
     if draw(st.integers(0, 6)) == 0:
         return draw(json_texts)
     groups = draw(st.lists(mutated(GROUP, deletable=tuple(GROUP)), max_size=3))
-    base = {"format": draw(hostile("cestab-baseline")), "format_version": draw(hostile(1)), "schema_version": draw(hostile(1)),
+    base = {"format": draw(hostile("cestab-baseline")), "format_version": draw(hostile(2)), "schema_version": draw(hostile(1)),
             "options": draw(options_strategy(("adapters", "dtypes", "regimes", "shapes", "label_kinds", "seed", "corpus"))),
             "versions": draw(hostile({"numpy": "1"})), "machine": draw(hostile({})), "groups": draw(hostile(groups))}
     text = json.dumps(base)

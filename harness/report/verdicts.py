@@ -215,7 +215,7 @@ def zimmermann(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=["run", "dtype", "adapter", "cases", "median", "p99", "max", "max_case"])
     for stat in ("median", "p99", "max"):
         best = out.groupby(["run", "dtype"])[stat].transform("min")
-        out[f"best_{stat}"] = (out[stat] == best) & np.isfinite(out[stat])
+        out[f"best_{stat}"] = (out[stat] == best) & np.isfinite(out[stat].astype(float))  # empty: object columns
     return out
 
 

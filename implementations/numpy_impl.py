@@ -95,5 +95,3 @@ register(
     Adapter("numpy.stable", "numpy", stable, "max-shift log-sum-exp, softmax - y", supports_ignore=True,
             prepare=preparer(stable_math))
 )
-
-from implementations import numpy_careful  # noqa: E402,F401  registers numpy.careful (the attainable row)

@@ -443,5 +443,3 @@ def _user_function(fn, adapter_id: str) -> Adapter:
 
     return Adapter(adapter_id, "torch", eager(build), f"user function {adapter_id}", label_kinds=("index",), devices=DEVICES,
                    prepare=eager_preparer(build))
-
-from implementations import torch_careful  # noqa: E402,F401  registers torch.careful (a careful drop-in)

@@ -234,7 +234,8 @@ def _entry_points() -> list[tuple[str, str]]:
     if not any(value.startswith(BUILT_IN_PACKAGE + ".") for _, value in found):
         built_in = importlib.import_module(BUILT_IN_PACKAGE)
         found = [(m.name, f"{BUILT_IN_PACKAGE}.{m.name}") for m in pkgutil.iter_modules(built_in.__path__)] + found
-    return found
+    # frameworks first: a package's plain loss function is wrapped by a registered Framework
+    return sorted(found, key=lambda nv: not nv[1].startswith(BUILT_IN_PACKAGE + "."))
 
 
 def _load() -> None:

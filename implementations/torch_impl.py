@@ -22,6 +22,7 @@ import types
 import ml_dtypes
 import numpy as np
 
+from harness.adapters import compilecache
 from harness.adapters import Adapter, Framework, Output, Prepared, Unsupported, first_line, register, register_framework
 from harness.numerics.cases import Case
 
@@ -72,6 +73,7 @@ FRAMEWORK = register_framework(Torch())
 
 @functools.cache
 def _torch():
+    compilecache.use_fresh_inductor_cache()  # before the import; see harness/adapters/compilecache.py
     import torch
 
     return torch
@@ -321,6 +323,7 @@ def compiled_cross_entropy(dtype: str, target_form: str, smoothing: float, devic
     would first compile each signature for one static shape and recompile at the second.
     One-hot and soft labels share `target_form` "probabilities": they trace the same graph.
     """
+    compilecache.use_fresh_inductor_headers()
     fn = _cross_entropy_sum(smoothing)
     name = f"cross_entropy_sum_{dtype}_{target_form}_{device}"
     code = fn.__code__.replace(co_name=name, co_qualname=name)

@@ -56,6 +56,7 @@ def make(groups: list[dict], meta: dict, options: dict) -> dict:
         "versions": meta.get("versions", {}),
         "adapters": meta.get("adapters", {}),
         "machine": {k: env.get(k) for k in ("cpu", "cpu_count", "platform", "python")},
+        "portable_environment": meta.get("portable_environment"),  # None: an existing run folder, native kernels
         "groups": sorted((encode(g) for g in groups), key=lambda g: tuple(g[k] for k in KEY)),
     }
 

@@ -11,9 +11,10 @@ compared with a committed baseline of the same shape (`baseline`). A group regre
   or more of them, or more error/crash/timeout rows;
 - its worst status got worse by `SEVERITY` (e.g. ok -> lossy, ok -> inaccurate, rejected -> silent).
 
-The allowance is relative *and* absolute because the same code differs by an ulp or so
-between CPUs (numpy, PyTorch and XLA pick AVX2 or AVX-512 kernels for exp, log and sums at
-run time): rtol = 0.5 and slack = 2 ulps absorb that and still catch a change of a few
+The allowance is relative *and* absolute because the same code may still differ by an ulp or
+so between CPUs: the quick run pins every framework to AVX2 kernels and one thread
+(`portable`), but an existing run folder was made with native kernels, and libraries outside
+those switches (glibc's libm) vary: rtol = 0.5 and slack = 2 ulps absorb that and still catch a change of a few
 ulps on the 0.5-2 ulp errors of a good implementation (tests/test_check.py plants one).
 An improvement beyond the same allowance is reported as a stale baseline, not a failure.
 A group in the baseline but not in the run (its framework is not installed) is reported as
@@ -34,6 +35,7 @@ import pandas as pd
 
 from harness.adapters import registry
 from harness.gate import baseline as baseline_file
+from harness.gate import portable
 from harness.store import columns
 from harness.store.runfolder import RunFolder
 from harness.numerics import tolerances
@@ -150,23 +152,24 @@ def quick_run(options: dict, plugins=(), exclude=(), out_dir="runs", timeout=Non
     ids = [i for i in ids if i in available and i not in set(exclude)]
     if not ids and not plugins:
         raise UsageError("none of the baseline's adapters is installed here")
-    df = run(
-        adapters=ids or None,
-        plugins=tuple(plugins),
-        dtypes=options.get("dtypes"),
-        regimes_=options.get("regimes"),
-        shapes=[tuple(s) for s in options["shapes"]] if options.get("shapes") else None,
-        label_kinds=options.get("label_kinds"),
-        seed=int(options.get("seed") or 0),
-        corpus=bool(options.get("corpus", True)),
-        budget=None,
-        out_dir=out_dir,
-        timeout=timeout or DEFAULT_TIMEOUT,
-        progress=progress,
-        command=command,
-    )
+    with portable.pinned():  # the same kernels on every x86 CPU (harness/gate/portable.py)
+        df = run(
+            adapters=ids or None,
+            plugins=tuple(plugins),
+            dtypes=options.get("dtypes"),
+            regimes_=options.get("regimes"),
+            shapes=[tuple(s) for s in options["shapes"]] if options.get("shapes") else None,
+            label_kinds=options.get("label_kinds"),
+            seed=int(options.get("seed") or 0),
+            corpus=bool(options.get("corpus", True)),
+            budget=None,
+            out_dir=out_dir,
+            timeout=timeout or DEFAULT_TIMEOUT,
+            progress=progress,
+            command=command,
+        )
     _, meta = read_run(df.attrs["run_dir"])
-    return df, dict(meta, run_dir=df.attrs["run_dir"])
+    return df, dict(meta, run_dir=df.attrs["run_dir"], portable_environment=portable.environment())
 
 
 def allowance(base: float, rtol: float, slack: float) -> float:

@@ -232,24 +232,42 @@ def throughput_table(tp: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, 
     return keep, [[r.get(c, ("", "")) for c in keep] for r in rows]
 
 
-def run_versions(run, keys=("torch", "jax", "tensorflow", "liger", "numpy", "scipy", "cestab")) -> str:
-    """The versions a run recorded, for the line beside its numbers; CUDA, Triton, the driver and
-    the git commit are named as not recorded when run.json lacks them."""
+def run_versions(run, keys=("torch", "jax", "tensorflow", "liger", "numpy", "scipy")) -> str:
+    """The versions a run recorded, for the line beside its numbers: frameworks, then cestab and
+    its git commit, CUDA, Triton and the NVIDIA driver (content.provenance: "absent" where the
+    machine had none, "not recorded" for a run.json made before cestab recorded them), and the
+    day the run started, so a reader sees which numbers came from an older run."""
     meta = run.meta
     versions = meta.get("versions") or {}
-    env = meta.get("environment") or {}
     parts = [f"{k} {versions[k]}" for k in keys if versions.get(k) not in (None, "", "unknown")]
-    for key, name in (("cuda", "CUDA"), ("triton", "Triton"), ("driver", "driver")):
-        value = versions.get(key) or env.get(key)
-        if value:
-            parts.append(f"{name} {value}")
-        elif run.meta.get("device", "cpu") != "cpu":
-            parts.append(f"{name}: not recorded")
-    commit = meta.get("git_commit") or env.get("git_commit")
-    parts.append(f"git commit {commit}" if commit else "git commit: not recorded")
-    if versions.get("cestab") in (None, "", "unknown"):
-        parts.append("cestab version: not recorded")
-    return ", ".join(parts)
+    facts = rp.provenance(meta)
+    recorded = {k: v for k, v in facts.items() if v != rp.NOT_RECORDED}
+    parts += [f"{k} {v}" for k, v in recorded.items()]
+    missing = [k for k in facts if k not in recorded]
+    if missing:
+        parts.append(f"{', '.join(missing)}: {rp.NOT_RECORDED} (run.json predates them)")
+    started = str(meta.get("started", ""))[:10]
+    return (f"started {started}; " if started else "") + ", ".join(parts)
+
+
+def older_runs(runs) -> str:
+    """A warning when the runs of one report were made on different days or by different
+    cestab commits ('' when not): side by side, an older run's numbers would otherwise pass
+    for this checkout's."""
+    if len(runs) < 2:
+        return ""
+    started = {run.label: str(run.meta.get("started", ""))[:10] for run in runs}
+    commits = {run.label: rp.provenance(run.meta)["git commit"].split(" (")[0] for run in runs}
+    if len(set(started.values())) < 2 and len(set(commits.values())) < 2:
+        return ""
+    newest = max(started.values())
+    old = [label for label, day in started.items() if day < newest or commits[label] == rp.NOT_RECORDED]
+    if not old:
+        return "**These runs come from different cestab commits**: compare their numbers with that in mind."
+    return ("**Older runs:** " + ", ".join(f"`{label}` (started {started[label] or 'on an unrecorded day'}, "
+                                           f"git commit {commits[label]})" for label in old)
+            + f" predate the newest run ({newest}); their numbers were made with the versions listed for them, "
+              "not with this checkout's.")
 
 
 def corpus_rows(corpus: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str]]]]:
@@ -308,6 +326,10 @@ def blocks(report, command: str) -> list[tuple]:
         header, rows = which_rows(report.which, {run.label: vd.run_device(run.meta) for run in report.runs})
         out.append(("table", header, rows))
     out.append(("p", "**Rule.** " + vd.RULE))
+    out.append(("p", "**Made with** (details under Provenance):"))
+    out.append(("list", [f"`{run.label}` ({vd.run_device(run.meta)}): {run_versions(run)}" for run in report.runs]))
+    if older_runs(report.runs):
+        out.append(("p", older_runs(report.runs)))
     out.append(("toc",))
 
     out.append(("h2", "Breakdowns on realistic inputs"))
@@ -408,7 +430,11 @@ def blocks(report, command: str) -> list[tuple]:
                 + ", ".join(f"`{run.path.as_posix()}`" for run in report.runs)
                 + "; the report runs no implementation. Every number above is a cell of those results."))
     out.append(("pre", command))
-    out.append(("list", [f"`{run.label}`: {run_versions(run)}" for run in report.runs]))
+    out.append(("p", "Versions per run (each number above belongs to its own run's versions):"))
+    out.append(("list", [f"`{run.label}` ({vd.run_device(run.meta)}): {run_versions(run)}" for run in report.runs]))
+    older = older_runs(report.runs)
+    if older:
+        out.append(("p", older))
     checks = [f"`{run.label}`: {timing_check_text(run)}" for run in report.runs if timing_check_text(run)]
     if checks:
         out.append(("p", "Timing check (the harness's timer against independent timers, same call):"))

@@ -271,16 +271,37 @@ def error_vs_condition(points: pd.DataFrame, dtypes: list[str], styles: dict) ->
             for kind, filled in (("adversarial", False), ("realistic", True)):
                 k = t[t["realism"] == kind]
                 y = _ratio_y(k["tol_ratio"].to_numpy(float))
-                ax.scatter(k["cond_scale"].to_numpy(float), y, s=10, marker="o", linewidths=0.6,
+                ax.scatter(np.minimum(k["cond_scale"].to_numpy(float), X_EDGE), y, s=10, marker="o", linewidths=0.6,
                            facecolors="#1565c0" if filled else "none", edgecolors="#1565c0" if filled else "#e65100",
                            alpha=0.55, label=f"{kind} ({len(k)})")
             ax.set_xscale("log")
+            _log_xlim(ax, t["cond_scale"].to_numpy(float))
             _ratio_axis(ax)
             ax.set_title(dtype)
-            ax.set_xlabel("condition scale of the worst row (loss + 2 + log2 V)")
+            edge = (t["cond_scale"].to_numpy(float) > X_EDGE).any()
+            ax.set_xlabel("condition scale of the worst row (loss + 2 + log2 V)"
+                          + (f"; above {X_EDGE:.0e} at the edge" if edge else ""))
             ax.set_ylabel("largest error / tolerance")
             ax.legend(loc="center right", fontsize=7, frameon=True)
         return _png(fig)
+
+
+#: The largest condition scale a scatter draws where it lies; larger ones (float64 cases with a
+#: loss near float64's range) are drawn at this edge: matplotlib's log ticker overflows on an
+#: axis that reaches about 1e280 (its tick decades step past float64's largest value).
+X_EDGE = 1e250
+
+
+def _log_xlim(ax, x: np.ndarray) -> None:
+    """Log x limits from the finite positive values (clipped to X_EDGE), with a little margin:
+    left to itself matplotlib overflows for scales near 1e308 and draws a 1-to-10 axis under
+    points that lie far outside it (the float64 panel of the committed report did)."""
+    x = np.minimum(x[np.isfinite(x) & (x > 0)], X_EDGE)
+    if not len(x):
+        return
+    lo, hi = math.log10(x.min()), math.log10(x.max())
+    pad = max((hi - lo) * 0.04, 0.1)
+    ax.set_xlim(10 ** max(lo - pad, -250.0), 10 ** min(hi + pad, math.log10(X_EDGE) + 10))
 
 
 def _axes_height_px(ax) -> float:

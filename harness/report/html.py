@@ -38,13 +38,20 @@ figcaption { font-size: 0.85em; color: #555; }
 
 
 def _inline(text: str) -> str:
-    """Escape, then turn `code` spans into <code>."""
-    out = html.escape(str(text), quote=True)
-    # identifiers (adapter ids, case ids, paths) may break after '.', '/' and '_' rather than
-    # widen a table past the page: the browser only breaks there when it must
-    out = re.sub(r"`([^`]+)`", lambda m: "<code>" + re.sub(r"([./_])", r"\1<wbr>", m.group(1)) + "</code>", out)
+    """Escape, then turn `code` spans into <code> (their text literal: no bold or link inside),
+    **bold** into <strong> and [text](https://...) into links."""
+    codes: list[str] = []
+
+    def code(m) -> str:  # set aside, so `2**126` stays 2**126 rather than opening bold text
+        # identifiers (adapter ids, case ids, paths) may break after '.', '/' and '_' rather
+        # than widen a table past the page: the browser only breaks there when it must
+        codes.append("<code>" + re.sub(r"([./_])", r"\1<wbr>", m.group(1)) + "</code>")
+        return f"\x00{len(codes) - 1}\x00"
+
+    out = re.sub(r"`([^`]+)`", code, html.escape(str(text).replace("\x00", ""), quote=True))
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
     out = re.sub(r"\[([^\]]+)\]\(((?:https://|#)[^)\s]+)\)", r'<a href="\2">\1</a>', out)
+    out = re.sub(r"\x00(\d+)\x00", lambda m: codes[int(m.group(1))], out)
     return out.replace("\n", "<br>")
 
 

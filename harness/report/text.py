@@ -298,7 +298,8 @@ def _known_failure_sources() -> list[str]:
     for item in items:
         source = str(item.get("source", ""))
         linked = re.sub(r"(https?://[^\s,;)]+)", r"[\1](\1)", source)
-        out.append(f"`{item.get('adapter', '?')}` ({', '.join(item.get('when', []))}): {linked}")
+        when = ", ".join(item.get("when", []))
+        out.append(f"`{item.get('adapter', '?')}`" + (f" ({when})" if when else "") + f": {linked}")
     return sorted(set(out))
 
 

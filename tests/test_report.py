@@ -305,3 +305,19 @@ def test_condition_scale_axis_spans_points_near_float64s_largest_value():
     plt.close(fig)
     # matplotlib's own margin overflowed to a 1-to-10 axis; the largest drawn at the edge
     assert lo <= 5.0 and X_EDGE <= hi < np.inf and fig.axes[0].get_xticks().size > 2
+
+
+def test_direct_labels_stay_inside_the_axes_and_apart_and_lone_ones_stay_put():
+    from harness.report.figures import _spread_labels
+
+    # the committed report's CPU panel: two careful adapters alone at the floor, 22 crowded at the top
+    ys = [-3.0, -3.0] + [6.0] * 10 + [7.0] * 12
+    gap, lo, hi = 0.25, -3.2, 7.5
+    placed = _spread_labels(ys, gap, lo, hi)
+    assert all(lo - 1e-9 <= p <= hi + 1e-9 for p in placed)
+    ordered = sorted(placed)
+    assert all(b - a >= gap - 1e-9 for a, b in zip(ordered, ordered[1:]))
+    assert abs(min(placed[:2]) - (-3.0)) < 1e-9  # the lone pair keeps its place (one just above the other)
+    # more labels than fit: spread evenly over the axis, still inside it
+    many = _spread_labels([0.0] * 50, gap, 0.0, 5.0)
+    assert min(many) >= 0.0 and max(many) <= 5.0 + 1e-9

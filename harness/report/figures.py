@@ -180,22 +180,24 @@ def error_heatmap(table: pd.DataFrame, by: str, columns: list, labels: list[str]
 
 def _spread_labels(ys: list[float], gap: float, lo: float = -math.inf, hi: float = math.inf) -> list[float]:
     """Label positions (in the axis's log10 units) at least `gap` apart, as close as they can
-    stay to the points and inside [lo, hi]: sorted, pushed up where they collide, the block
-    re-centred, then moved back inside the bounds."""
+    stay to the points and inside [lo, hi]: sorted, pushed up where they collide, then pushed
+    down from `hi` where the stack overran it. Only colliding labels move (a block shifted as
+    a whole once carried two lone labels at the floor below the axes, onto the tick labels);
+    when they cannot all fit, they are spread evenly over [lo, hi]."""
     order = sorted(range(len(ys)), key=lambda k: (ys[k], k))
+    pos = [min(max(ys[k], lo), hi) for k in order]
+    for n in range(1, len(pos)):  # upwards: each at least a gap above the one below
+        pos[n] = max(pos[n], pos[n - 1] + gap)
+    if pos and pos[-1] > hi:  # downwards from the top: each at least a gap below the one above
+        pos[-1] = hi
+        for n in range(len(pos) - 2, -1, -1):
+            pos[n] = min(pos[n], pos[n + 1] - gap)
+    if pos and pos[0] < lo:  # more labels than the axis holds at this gap
+        step = (hi - lo) / max(len(pos) - 1, 1) if math.isfinite(hi - lo) else gap
+        pos = [lo + n * step for n in range(len(pos))]
     placed = [0.0] * len(ys)
-    last = -math.inf
-    for k in order:
-        placed[k] = max(ys[k], last + gap)
-        last = placed[k]
-    if ys:
-        shift = (sum(placed) - sum(ys)) / len(ys)
-        placed = [p - shift for p in placed]
-        top, bottom = max(placed), min(placed)
-        if top > hi:
-            placed = [p - (top - hi) for p in placed]
-        elif bottom < lo:
-            placed = [p + (lo - bottom) for p in placed]
+    for n, k in enumerate(order):
+        placed[k] = pos[n]
     return placed
 
 
@@ -251,11 +253,12 @@ def accuracy_vs_speed(points: pd.DataFrame, devices: dict[str, str]) -> bytes:
             for xi, yi, lyi, name, on in zip(x, y, ly, t["adapter"], front):
                 ax.annotate(name, (xi, yi), xytext=(0.53, lyi), textcoords=("axes fraction", "data"), va="center",
                             fontsize=7, color="#0d47a1" if on else "#424242", annotation_clip=False,
+                            bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.8},
                             arrowprops={"arrowstyle": "-", "color": "#b0bec5", "linewidth": 0.5}).set_in_layout(False)
             shape = t["shape"].iloc[0] if len(t) else ""
             ax.set_title(f"{run} ({devices.get(run, '')}), {dtype}, batch {shape}")
             ax.set_xlabel("rows per second (median of repeats)")
-            ax.set_ylabel("largest realistic error / tolerance")
+            ax.set_ylabel("largest realistic\n" + (t["measure"].iloc[0] if len(t) else "error / tolerance"))
         return _png(fig)
 
 

@@ -12,7 +12,7 @@ import html
 import re
 
 from harness.numerics.statuses import TABLE as STATUS_TABLE
-from harness.report.text import FIGURE_TITLES, NUM, slug
+from harness.report.text import FIGURE_TITLES, FOLD, NUM, slug
 
 _LONG_CELL = 62  # longer than any adapter id in backticks
 
@@ -32,6 +32,7 @@ code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0
 pre { background: #f7f7f7; padding: 0.7em; white-space: pre-wrap; font-size: 0.85em; border: 1px solid #eee; }
 img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
 figcaption { font-size: 0.85em; color: #555; }
+details summary { cursor: pointer; color: #1565c0; margin-top: 0.2em; }
 """ + "\n".join(
     f"td.s-{s.name} {{ background: {s.colour}; color: {'#fff' if s.dark else '#000'}; }}" for s in STATUS_TABLE.values()
 )
@@ -65,10 +66,16 @@ def _table(header, rows) -> str:
         cells = []
         for text, status in row:
             classes = [f"s-{status}"] if status in STATUS_TABLE else (["num"] if status == NUM else [])
-            if len(str(text)) > _LONG_CELL:
-                classes.append("long")  # a command line or path: may break anywhere rather than widen the page
+            if status == FOLD:  # (shown, summary, folded)
+                shown, summary, folded = text
+                content = (f"{_inline(shown)}<details><summary>{_inline(summary)}</summary>"
+                           f"{_inline(folded)}</details>")
+                text = shown + folded
+            else:
+                content = _inline(text)
+            classes += ["long"] if len(str(text)) > _LONG_CELL else []  # may break anywhere rather than widen the page
             cls = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{cls}>{_inline(text)}</td>")
+            cells.append(f"<td{cls}>{content}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     return "\n".join(out)

@@ -9,6 +9,7 @@ import math
 
 import pandas as pd
 
+from harness.numerics import statuses
 from harness.numerics.statuses import TABLE as STATUS_TABLE
 from harness.report import content as rp
 from harness.report import verdicts as vd
@@ -31,6 +32,14 @@ FIGURE_TITLES = {
 
 #: A cell tagged NUM is a number: right-aligned in both writers.
 NUM = "num"
+
+#: A table cell of the form (shown, summary, folded): the HTML page shows `shown` and folds
+#: `folded` under `summary` (a <details>, no script), so a use case with twenty adapters to
+#: avoid does not push the rest of the "which to use" table off the first screen; the
+#: Markdown prints shown and folded in full.
+FOLD = "fold"
+#: Entries an adapter list shows before folding the rest (the fastest: those a reader would pick).
+SHOWN = 3
 
 
 def sig3(x) -> str:
@@ -124,6 +133,19 @@ def _adapter_list(entries) -> str:
     return "\n".join(parts) if parts else "none"
 
 
+def _adapter_cell(entries, what: str) -> tuple:
+    """An adapter list as a table cell: plain when short, else folded after the first SHOWN
+    entries (fastest first), its summary counting what is folded and how many of those break
+    (NaN/inf, an error, a crash), so a folded hazard is still named on the first screen."""
+    if len(entries) <= SHOWN + 1:
+        return _adapter_list(entries), ""
+    rest = entries[SHOWN:]
+    worst = statuses.rank("inaccurate")
+    breaking = sum(any(statuses.rank(s) > worst for s in (e.get("failures") or {})) for e in rest)
+    summary = f"{len(rest)} more {what}" + (f", {breaking} of them with NaN/inf, errors or crashes" if breaking else "")
+    return (_adapter_list(entries[:SHOWN]), summary, _adapter_list(rest)), FOLD
+
+
 def which_rows(which: pd.DataFrame, devices: dict) -> tuple[list[str], list[list[tuple[str, str]]]]:
     """The "which to use" table: one row per use case x run (its device beside it)."""
     header = ["use case", "run", "recommended", "avoid", "evidence"]
@@ -133,8 +155,8 @@ def which_rows(which: pd.DataFrame, devices: dict) -> tuple[list[str], list[list
                     f"{r.others} adapters neither")
         if r.missing:
             evidence += f"; this run has no {', '.join(r.missing)} cases (run before that regime existed)"
-        rows.append([(r.use_case, ""), (f"{r.run} ({devices.get(r.run, '')})", ""), (_adapter_list(r.recommended), ""),
-                     (_adapter_list(r.avoid), ""), (evidence, "")])
+        rows.append([(r.use_case, ""), (f"{r.run} ({devices.get(r.run, '')})", ""),
+                     _adapter_cell(r.recommended, "recommended"), _adapter_cell(r.avoid, "to avoid"), (evidence, "")])
     return header, rows
 
 
@@ -168,6 +190,16 @@ def failure_rows(fails: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, s
              (", ".join(f"{k} ({v})" for k, v in r["regimes"].items()), ""), (f"`{r['case_id']}`", "")]
             for r in fails.to_dict("records")]
     return header, rows
+
+
+def measures(z: pd.DataFrame) -> str:
+    """What a Zimmermann table's numbers are ratios of: one measure, or one per run when the
+    runs differ (an older run has no attainable ratio)."""
+    per_run = z.drop_duplicates("run")[["run", "measure"]] if len(z) else z
+    kinds = sorted(set(per_run["measure"])) if len(z) else []
+    if len(kinds) <= 1:
+        return kinds[0] if kinds else "error / tolerance"
+    return "; ".join(f"`{r.run}`: {r.measure}" for r in per_run.itertuples(index=False))
 
 
 def zimmermann_rows(z: pd.DataFrame, versions: dict) -> tuple[list[str], list[list[tuple[str, str]]]]:
@@ -365,13 +397,12 @@ def blocks(report, command: str) -> list[tuple]:
     out.append(("list", [f"{STATUS_MARKS[s]} `{s}`: {STATUS_MEANINGS[s]}" for s in STATUS_MEANINGS]))
 
     out.append(("h2", "Accuracy: median, p99 and max error"))
-    metric = vd.error_metric(report.results, "loss")[1]
     out.append(("p", f"Per dtype and adapter, over the realistic cases with a finite truth and a measured answer: "
-                     f"the median, 99th percentile and largest {metric} (an actual case's value each, NaN/inf "
+                     f"the median, 99th percentile and largest error ratio (an actual case's value each, NaN/inf "
                      "outputs as inf), and the case of the largest; the best of each column within a dtype in bold. "
                      "Careful (attainable) implementations, where present, on top."))
     for quantity, frame in (("Loss", report.zimmermann_loss), ("Gradient", report.zimmermann_grad)):
-        out.append(("p", f"**{quantity}** ({vd.error_metric(report.results, quantity.lower()[:4])[1]}):"))
+        out.append(("p", f"**{quantity}** ({measures(frame)}):"))
         header, rows = zimmermann_rows(frame, versions)
         out.append(("table", header, rows))
     doc, table = rp.tolerance_legend()

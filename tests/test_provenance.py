@@ -16,6 +16,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.report.write import write_report
@@ -161,7 +162,10 @@ def test_report_prints_each_runs_provenance_beside_its_numbers(fresh_run, tmp_pa
     old = next(line for line in made_with.splitlines() if line.startswith(f"- `{OLD_RUN.name}`"))
     assert "git commit, CUDA (torch build), Triton, NVIDIA driver: not recorded" in old
     assert rec["git_commit"] not in old and "started 2026-11-28" in old
-    assert f"**Older runs:** `{OLD_RUN.name}` (started 2026-11-28, git commit not recorded)" in md
+    assert f"**Older runs:** `{OLD_RUN.name}` (started 2026-11-28, git commit not recorded" in md
+    # the older run has no attainable ratios, the fresh one does: its laxer verdicts are named
+    older = md.split("**Older runs:**")[1].split("\n")[0]
+    assert ("no `lossy` status" in older) == ("loss_att_ratio" in pd.read_parquet(fresh_run / "results.parquet"))
     # and the environment table holds the same facts, one row each
     env = md.split("## Provenance")[1]
     assert f"| git commit | {rec['git_commit']} ({'tree differed from it' if rec['git_dirty'] else 'clean tree'}) |" in env

@@ -348,6 +348,7 @@ def _lines_with_labels(ax, series, height_in: float, label_from: float = 0.56) -
         last = np.flatnonzero(np.isfinite(y))[-1]
         ax.annotate(name, (x[last], y[last]), xytext=(label_from, 10 ** ly), textcoords=("axes fraction", "data"),
                     va="center", fontsize=6.3, color=st["color"], annotation_clip=False,
+                    bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none"},  # a roofline passes behind
                     arrowprops={"arrowstyle": "-", "color": "#cfd8dc", "linewidth": 0.5}).set_in_layout(False)
     ax.grid(True, color="#e0e0e0", linewidth=0.6)
 

@@ -296,8 +296,22 @@ def older_runs(runs) -> str:
     old = [label for label, day in started.items() if day < newest or commits[label] == rp.NOT_RECORDED]
     if not old:
         return "**These runs come from different cestab commits**: compare their numbers with that in mind."
+    by_label = {run.label: run for run in runs}
+
+    def attainable(run) -> bool:
+        return any(c.endswith("_att_ratio") and run.results[c].notna().any() for c in run.results.columns)
+
+    newer_rules = any(attainable(run) for run in runs)
+
+    def notes(label: str) -> str:
+        run, out = by_label[label], ""
+        if newer_rules and not attainable(run):  # its statuses were judged by an older rule
+            out += "; judged without the attainable bound (no `lossy` status), so its verdicts are laxer than a newer run's"
+        readme = run.path / "README.md"  # a run folder's own README (reports/gpu has one) may name what run.json lacks
+        return out + (f"; see `{readme.as_posix()}`" if readme.is_file() else "")
+
     return ("**Older runs:** " + ", ".join(f"`{label}` (started {started[label] or 'on an unrecorded day'}, "
-                                           f"git commit {commits[label]})" for label in old)
+                                           f"git commit {commits[label]}{notes(label)})" for label in old)
             + f" predate the newest run ({newest}); their numbers were made with the versions listed for them, "
               "not with this checkout's.")
 

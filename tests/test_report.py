@@ -278,3 +278,46 @@ def test_the_report_loads_no_framework(tmp_path):
             "print(','.join(m for m in ('torch', 'jax', 'tensorflow', 'keras', 'optax', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_code_spans_stay_literal_in_html_while_bold_and_links_around_them_render():
+    from harness.report.html import _inline
+
+    # a corpus title: `2**126` to `2**1022` once came out as 2<b>126 to 2</b>1022
+    out = _inline("could be `2**126` to `2**1022` times more accurate")
+    assert "<code>2**126</code> to <code>2**1022</code>" in out and "<strong>" not in out
+    # the partial-run banner: bold around a code span, and a link on code
+    out = _inline("**Partial run `gpu`: 3 of 5 ran** see [`a_b`](#c)")
+    assert out == '<strong>Partial run <code>gpu</code>: 3 of 5 ran</strong> see <a href="#c"><code>a_<wbr>b</code></a>'
+
+
+def test_condition_scale_axis_spans_points_near_float64s_largest_value():
+    from harness.report.figures import X_EDGE, _log_xlim, _pyplot
+
+    _, plt = _pyplot()
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    x = np.array([5.0, 40.0, 1e300, 1.7e308, np.inf])  # float64 large_offset cases: loss near the range's edge
+    ax.scatter(np.minimum(x[:-1], X_EDGE), np.ones(4))
+    _log_xlim(ax, x)
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    plt.close(fig)
+    # matplotlib's own margin overflowed to a 1-to-10 axis; the largest drawn at the edge
+    assert lo <= 5.0 and X_EDGE <= hi < np.inf and fig.axes[0].get_xticks().size > 2
+
+
+def test_direct_labels_stay_inside_the_axes_and_apart_and_lone_ones_stay_put():
+    from harness.report.figures import _spread_labels
+
+    # the committed report's CPU panel: two careful adapters alone at the floor, 22 crowded at the top
+    ys = [-3.0, -3.0] + [6.0] * 10 + [7.0] * 12
+    gap, lo, hi = 0.25, -3.2, 7.5
+    placed = _spread_labels(ys, gap, lo, hi)
+    assert all(lo - 1e-9 <= p <= hi + 1e-9 for p in placed)
+    ordered = sorted(placed)
+    assert all(b - a >= gap - 1e-9 for a, b in zip(ordered, ordered[1:]))
+    assert abs(min(placed[:2]) - (-3.0)) < 1e-9  # the lone pair keeps its place (one just above the other)
+    # more labels than fit: spread evenly over the axis, still inside it
+    many = _spread_labels([0.0] * 50, gap, 0.0, 5.0)
+    assert min(many) >= 0.0 and max(many) <= 5.0 + 1e-9

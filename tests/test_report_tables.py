@@ -185,3 +185,37 @@ def test_partial_run_gets_a_banner_with_cases_run_of_planned(tmp_path):
     complete = (tmp_path / "complete")
     write_report([RUN], complete, command="x")
     assert "Partial run" not in (complete / "stability.md").read_text(encoding="utf-8")
+
+
+def test_each_run_keeps_its_own_error_measure_when_runs_differ(tmp_path):
+    """A newer run has attainable ratios, an older one only tolerance ratios: the older run's
+    finite errors stay in the accuracy table (they once all vanished, leaving only its infs)."""
+    newer = tmp_path / "newer"
+    shutil.copytree(RUN, newer)
+    df = pd.read_parquet(newer / "results.parquet")
+    df["loss_att_ratio"] = df["loss_tol_ratio"] * 2.0
+    df.to_parquet(newer / "results.parquet", index=False)
+    alone = report.build([RUN]).zimmermann_loss.set_index(["dtype", "adapter"])
+    both = report.build([newer, RUN]).zimmermann_loss
+    older = both[both["run"] == RUN.name].set_index(["dtype", "adapter"])
+    assert set(older["measure"]) == {"error / tolerance"} and set(both.loc[both["run"] == "newer", "measure"]) == {
+        "error / attainable error"}
+    assert len(older) == len(alone) and np.isfinite(older["max"].astype(float)).any()
+    for key, r in alone.iterrows():
+        assert (older.loc[key, "median"], older.loc[key, "max"]) == (r["median"], r["max"])
+
+
+def test_long_adapter_lists_fold_in_html_and_stay_whole_in_markdown():
+    from harness.report import html, markdown
+    from harness.report.text import FOLD, SHOWN, _adapter_cell
+
+    entries = [{"adapter": f"a{k}", "relative_time": 1.0 + k, "passed": 1, "supported": 2, "unsupported": 0,
+                "failures": {"nonfinite" if k == 6 else "lossy": 1}} for k in range(8)]
+    cell = _adapter_cell(entries, "to avoid")
+    assert cell[1] == FOLD and cell[0][1] == f"{8 - SHOWN} more to avoid, 1 of them with NaN/inf, errors or crashes"
+    page = html.render([("table", ["avoid"], [[cell]])], {})
+    shown, folded = page.split("<details>")
+    assert all(f"a{k}</code>" in shown for k in range(SHOWN)) and all(f"a{k}</code>" in folded for k in range(SHOWN, 8))
+    md = markdown.render([("table", ["avoid"], [[cell]])])
+    assert all(f"`a{k}`" in md for k in range(8)) and "more to avoid" not in md
+    assert _adapter_cell(entries[:SHOWN + 1], "to avoid")[1] == ""  # one more than shown: not worth a fold

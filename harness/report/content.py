@@ -142,6 +142,32 @@ def _dtype_order(dtypes) -> list[str]:
 # -- sections --------------------------------------------------------------------------------
 
 
+#: What a run.json made before cestab recorded provenance says instead of a value.
+NOT_RECORDED = "not recorded"
+
+
+def provenance(meta: dict) -> dict:
+    """What produced a run's numbers beyond its Python packages, for the report to print beside
+    them: the cestab version and git commit (with the tree's state), torch's CUDA, Triton and
+    the NVIDIA driver, as run.json's "provenance" holds them (harness/store/runfolder.py);
+    "absent" where the machine lacked one, `NOT_RECORDED` for a run.json older than the field
+    (an older run's numbers must not borrow this checkout's versions)."""
+    rec = meta.get("provenance")
+    rec = rec if isinstance(rec, dict) else {}
+    version = (meta.get("versions") or {}).get("cestab")
+    commit = rec.get("git_commit", NOT_RECORDED)
+    if commit not in (NOT_RECORDED, "absent"):
+        dirty = rec.get("git_dirty")
+        commit += {True: " (tree differed from it)", False: " (clean tree)"}.get(dirty, " (tree state unknown)")
+    return {
+        "cestab": version if version not in (None, "", "unknown") else NOT_RECORDED,
+        "git commit": commit,
+        "CUDA (torch build)": rec.get("cuda", NOT_RECORDED),
+        "Triton": rec.get("triton", NOT_RECORDED),
+        "NVIDIA driver": rec.get("nvidia_driver", NOT_RECORDED),
+    }
+
+
 def environment(runs: list[Run]) -> pd.DataFrame:
     """One column per run: where, with what and how it ran (from run.json)."""
     cols = {}
@@ -171,14 +197,17 @@ def environment(runs: list[Run]) -> pd.DataFrame:
             "run time (s)": f"{seconds:.0f}" if seconds else "",
             "reference precision (float64 cases)": meta.get("reference_precision", ""),
             "bench table": "yes" if run.bench is not None else "no",
+            **provenance(meta),
         }
         for name, version in sorted((meta.get("versions") or {}).items()):
-            info[name] = version
+            if name != "cestab":  # in the provenance rows above
+                info[name] = version
         unavailable = meta.get("unavailable_frameworks") or {}
         for name, reason in sorted(unavailable.items()):
             info[f"{name} (unavailable)"] = reason
         cols[run.label] = pd.Series(info, dtype="object").astype(str)
-    return pd.DataFrame(cols).fillna("")
+    order = list(dict.fromkeys(k for col in cols.values() for k in col.index))  # as listed, not sorted
+    return pd.DataFrame(cols).reindex(order).fillna("")
 
 
 def accuracy(df: pd.DataFrame) -> pd.DataFrame:

@@ -180,22 +180,24 @@ def error_heatmap(table: pd.DataFrame, by: str, columns: list, labels: list[str]
 
 def _spread_labels(ys: list[float], gap: float, lo: float = -math.inf, hi: float = math.inf) -> list[float]:
     """Label positions (in the axis's log10 units) at least `gap` apart, as close as they can
-    stay to the points and inside [lo, hi]: sorted, pushed up where they collide, the block
-    re-centred, then moved back inside the bounds."""
+    stay to the points and inside [lo, hi]: sorted, pushed up where they collide, then pushed
+    down from `hi` where the stack overran it. Only colliding labels move (a block shifted as
+    a whole once carried two lone labels at the floor below the axes, onto the tick labels);
+    when they cannot all fit, they are spread evenly over [lo, hi]."""
     order = sorted(range(len(ys)), key=lambda k: (ys[k], k))
+    pos = [min(max(ys[k], lo), hi) for k in order]
+    for n in range(1, len(pos)):  # upwards: each at least a gap above the one below
+        pos[n] = max(pos[n], pos[n - 1] + gap)
+    if pos and pos[-1] > hi:  # downwards from the top: each at least a gap below the one above
+        pos[-1] = hi
+        for n in range(len(pos) - 2, -1, -1):
+            pos[n] = min(pos[n], pos[n + 1] - gap)
+    if pos and pos[0] < lo:  # more labels than the axis holds at this gap
+        step = (hi - lo) / max(len(pos) - 1, 1) if math.isfinite(hi - lo) else gap
+        pos = [lo + n * step for n in range(len(pos))]
     placed = [0.0] * len(ys)
-    last = -math.inf
-    for k in order:
-        placed[k] = max(ys[k], last + gap)
-        last = placed[k]
-    if ys:
-        shift = (sum(placed) - sum(ys)) / len(ys)
-        placed = [p - shift for p in placed]
-        top, bottom = max(placed), min(placed)
-        if top > hi:
-            placed = [p - (top - hi) for p in placed]
-        elif bottom < lo:
-            placed = [p + (lo - bottom) for p in placed]
+    for n, k in enumerate(order):
+        placed[k] = pos[n]
     return placed
 
 
@@ -251,11 +253,12 @@ def accuracy_vs_speed(points: pd.DataFrame, devices: dict[str, str]) -> bytes:
             for xi, yi, lyi, name, on in zip(x, y, ly, t["adapter"], front):
                 ax.annotate(name, (xi, yi), xytext=(0.53, lyi), textcoords=("axes fraction", "data"), va="center",
                             fontsize=7, color="#0d47a1" if on else "#424242", annotation_clip=False,
+                            bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.8},
                             arrowprops={"arrowstyle": "-", "color": "#b0bec5", "linewidth": 0.5}).set_in_layout(False)
             shape = t["shape"].iloc[0] if len(t) else ""
             ax.set_title(f"{run} ({devices.get(run, '')}), {dtype}, batch {shape}")
             ax.set_xlabel("rows per second (median of repeats)")
-            ax.set_ylabel("largest realistic error / tolerance")
+            ax.set_ylabel("largest realistic\n" + (t["measure"].iloc[0] if len(t) else "error / tolerance"))
         return _png(fig)
 
 
@@ -271,16 +274,37 @@ def error_vs_condition(points: pd.DataFrame, dtypes: list[str], styles: dict) ->
             for kind, filled in (("adversarial", False), ("realistic", True)):
                 k = t[t["realism"] == kind]
                 y = _ratio_y(k["tol_ratio"].to_numpy(float))
-                ax.scatter(k["cond_scale"].to_numpy(float), y, s=10, marker="o", linewidths=0.6,
+                ax.scatter(np.minimum(k["cond_scale"].to_numpy(float), X_EDGE), y, s=10, marker="o", linewidths=0.6,
                            facecolors="#1565c0" if filled else "none", edgecolors="#1565c0" if filled else "#e65100",
                            alpha=0.55, label=f"{kind} ({len(k)})")
             ax.set_xscale("log")
+            _log_xlim(ax, t["cond_scale"].to_numpy(float))
             _ratio_axis(ax)
             ax.set_title(dtype)
-            ax.set_xlabel("condition scale of the worst row (loss + 2 + log2 V)")
+            edge = (t["cond_scale"].to_numpy(float) > X_EDGE).any()
+            ax.set_xlabel("condition scale of the worst row (loss + 2 + log2 V)"
+                          + (f"; above {X_EDGE:.0e} at the edge" if edge else ""))
             ax.set_ylabel("largest error / tolerance")
             ax.legend(loc="center right", fontsize=7, frameon=True)
         return _png(fig)
+
+
+#: The largest condition scale a scatter draws where it lies; larger ones (float64 cases with a
+#: loss near float64's range) are drawn at this edge: matplotlib's log ticker overflows on an
+#: axis that reaches about 1e280 (its tick decades step past float64's largest value).
+X_EDGE = 1e250
+
+
+def _log_xlim(ax, x: np.ndarray) -> None:
+    """Log x limits from the finite positive values (clipped to X_EDGE), with a little margin:
+    left to itself matplotlib overflows for scales near 1e308 and draws a 1-to-10 axis under
+    points that lie far outside it (the float64 panel of the committed report did)."""
+    x = np.minimum(x[np.isfinite(x) & (x > 0)], X_EDGE)
+    if not len(x):
+        return
+    lo, hi = math.log10(x.min()), math.log10(x.max())
+    pad = max((hi - lo) * 0.04, 0.1)
+    ax.set_xlim(10 ** max(lo - pad, -250.0), 10 ** min(hi + pad, math.log10(X_EDGE) + 10))
 
 
 def _axes_height_px(ax) -> float:
@@ -324,6 +348,7 @@ def _lines_with_labels(ax, series, height_in: float, label_from: float = 0.56) -
         last = np.flatnonzero(np.isfinite(y))[-1]
         ax.annotate(name, (x[last], y[last]), xytext=(label_from, 10 ** ly), textcoords=("axes fraction", "data"),
                     va="center", fontsize=6.3, color=st["color"], annotation_clip=False,
+                    bbox={"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none"},  # a roofline passes behind
                     arrowprops={"arrowstyle": "-", "color": "#cfd8dc", "linewidth": 0.5}).set_in_layout(False)
     ax.grid(True, color="#e0e0e0", linewidth=0.6)
 

@@ -12,7 +12,7 @@ import html
 import re
 
 from harness.numerics.statuses import TABLE as STATUS_TABLE
-from harness.report.text import FIGURE_TITLES, NUM, slug
+from harness.report.text import FIGURE_TITLES, FOLD, NUM, slug
 
 _LONG_CELL = 62  # longer than any adapter id in backticks
 
@@ -32,19 +32,27 @@ code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0
 pre { background: #f7f7f7; padding: 0.7em; white-space: pre-wrap; font-size: 0.85em; border: 1px solid #eee; }
 img { max-width: 100%; height: auto; display: block; margin: 0.8em 0; }
 figcaption { font-size: 0.85em; color: #555; }
+details summary { cursor: pointer; color: #1565c0; margin-top: 0.2em; }
 """ + "\n".join(
     f"td.s-{s.name} {{ background: {s.colour}; color: {'#fff' if s.dark else '#000'}; }}" for s in STATUS_TABLE.values()
 )
 
 
 def _inline(text: str) -> str:
-    """Escape, then turn `code` spans into <code>."""
-    out = html.escape(str(text), quote=True)
-    # identifiers (adapter ids, case ids, paths) may break after '.', '/' and '_' rather than
-    # widen a table past the page: the browser only breaks there when it must
-    out = re.sub(r"`([^`]+)`", lambda m: "<code>" + re.sub(r"([./_])", r"\1<wbr>", m.group(1)) + "</code>", out)
+    """Escape, then turn `code` spans into <code> (their text literal: no bold or link inside),
+    **bold** into <strong> and [text](https://...) into links."""
+    codes: list[str] = []
+
+    def code(m) -> str:  # set aside, so `2**126` stays 2**126 rather than opening bold text
+        # identifiers (adapter ids, case ids, paths) may break after '.', '/' and '_' rather
+        # than widen a table past the page: the browser only breaks there when it must
+        codes.append("<code>" + re.sub(r"([./_])", r"\1<wbr>", m.group(1)) + "</code>")
+        return f"\x00{len(codes) - 1}\x00"
+
+    out = re.sub(r"`([^`]+)`", code, html.escape(str(text).replace("\x00", ""), quote=True))
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
     out = re.sub(r"\[([^\]]+)\]\(((?:https://|#)[^)\s]+)\)", r'<a href="\2">\1</a>', out)
+    out = re.sub(r"\x00(\d+)\x00", lambda m: codes[int(m.group(1))], out)
     return out.replace("\n", "<br>")
 
 
@@ -58,10 +66,16 @@ def _table(header, rows) -> str:
         cells = []
         for text, status in row:
             classes = [f"s-{status}"] if status in STATUS_TABLE else (["num"] if status == NUM else [])
-            if len(str(text)) > _LONG_CELL:
-                classes.append("long")  # a command line or path: may break anywhere rather than widen the page
+            if status == FOLD:  # (shown, summary, folded)
+                shown, summary, folded = text
+                content = (f"{_inline(shown)}<details><summary>{_inline(summary)}</summary>"
+                           f"{_inline(folded)}</details>")
+                text = shown + folded
+            else:
+                content = _inline(text)
+            classes += ["long"] if len(str(text)) > _LONG_CELL else []  # may break anywhere rather than widen the page
             cls = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{cls}>{_inline(text)}</td>")
+            cells.append(f"<td{cls}>{content}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
     return "\n".join(out)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from harness.report.text import FIGURE_TITLES, NUM, slug
+from harness.report.text import FIGURE_TITLES, FOLD, NUM, slug
 
 
-def _cell(text: str) -> str:
+def _cell(text, status: str = "") -> str:
+    if status == FOLD:  # (shown, summary, folded): all of it, Markdown has no folding in a table
+        text = f"{text[0]}\n{text[2]}"
     return str(text).replace("|", "\\|").replace("\n", "<br>")
 
 
@@ -17,7 +19,7 @@ def _table(header, rows) -> list[str]:
         align.append("---:|" if tags and all(t == NUM for t in tags) else "---|")
     lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "".join(align)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(text) for text, _ in row) + " |")
+        lines.append("| " + " | ".join(_cell(text, status) for text, status in row) + " |")
     return lines
 
 

@@ -9,6 +9,7 @@ import math
 
 import pandas as pd
 
+from harness.numerics import statuses
 from harness.numerics.statuses import TABLE as STATUS_TABLE
 from harness.report import content as rp
 from harness.report import verdicts as vd
@@ -31,6 +32,14 @@ FIGURE_TITLES = {
 
 #: A cell tagged NUM is a number: right-aligned in both writers.
 NUM = "num"
+
+#: A table cell of the form (shown, summary, folded): the HTML page shows `shown` and folds
+#: `folded` under `summary` (a <details>, no script), so a use case with twenty adapters to
+#: avoid does not push the rest of the "which to use" table off the first screen; the
+#: Markdown prints shown and folded in full.
+FOLD = "fold"
+#: Entries an adapter list shows before folding the rest (the fastest: those a reader would pick).
+SHOWN = 3
 
 
 def sig3(x) -> str:
@@ -124,6 +133,19 @@ def _adapter_list(entries) -> str:
     return "\n".join(parts) if parts else "none"
 
 
+def _adapter_cell(entries, what: str) -> tuple:
+    """An adapter list as a table cell: plain when short, else folded after the first SHOWN
+    entries (fastest first), its summary counting what is folded and how many of those break
+    (NaN/inf, an error, a crash), so a folded hazard is still named on the first screen."""
+    if len(entries) <= SHOWN + 1:
+        return _adapter_list(entries), ""
+    rest = entries[SHOWN:]
+    worst = statuses.rank("inaccurate")
+    breaking = sum(any(statuses.rank(s) > worst for s in (e.get("failures") or {})) for e in rest)
+    summary = f"{len(rest)} more {what}" + (f", {breaking} of them with NaN/inf, errors or crashes" if breaking else "")
+    return (_adapter_list(entries[:SHOWN]), summary, _adapter_list(rest)), FOLD
+
+
 def which_rows(which: pd.DataFrame, devices: dict) -> tuple[list[str], list[list[tuple[str, str]]]]:
     """The "which to use" table: one row per use case x run (its device beside it)."""
     header = ["use case", "run", "recommended", "avoid", "evidence"]
@@ -133,8 +155,8 @@ def which_rows(which: pd.DataFrame, devices: dict) -> tuple[list[str], list[list
                     f"{r.others} adapters neither")
         if r.missing:
             evidence += f"; this run has no {', '.join(r.missing)} cases (run before that regime existed)"
-        rows.append([(r.use_case, ""), (f"{r.run} ({devices.get(r.run, '')})", ""), (_adapter_list(r.recommended), ""),
-                     (_adapter_list(r.avoid), ""), (evidence, "")])
+        rows.append([(r.use_case, ""), (f"{r.run} ({devices.get(r.run, '')})", ""),
+                     _adapter_cell(r.recommended, "recommended"), _adapter_cell(r.avoid, "to avoid"), (evidence, "")])
     return header, rows
 
 
@@ -168,6 +190,16 @@ def failure_rows(fails: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, s
              (", ".join(f"{k} ({v})" for k, v in r["regimes"].items()), ""), (f"`{r['case_id']}`", "")]
             for r in fails.to_dict("records")]
     return header, rows
+
+
+def measures(z: pd.DataFrame) -> str:
+    """What a Zimmermann table's numbers are ratios of: one measure, or one per run when the
+    runs differ (an older run has no attainable ratio)."""
+    per_run = z.drop_duplicates("run")[["run", "measure"]] if len(z) else z
+    kinds = sorted(set(per_run["measure"])) if len(z) else []
+    if len(kinds) <= 1:
+        return kinds[0] if kinds else "error / tolerance"
+    return "; ".join(f"`{r.run}`: {r.measure}" for r in per_run.itertuples(index=False))
 
 
 def zimmermann_rows(z: pd.DataFrame, versions: dict) -> tuple[list[str], list[list[tuple[str, str]]]]:
@@ -232,24 +264,56 @@ def throughput_table(tp: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, 
     return keep, [[r.get(c, ("", "")) for c in keep] for r in rows]
 
 
-def run_versions(run, keys=("torch", "jax", "tensorflow", "liger", "numpy", "scipy", "cestab")) -> str:
-    """The versions a run recorded, for the line beside its numbers; CUDA, Triton, the driver and
-    the git commit are named as not recorded when run.json lacks them."""
+def run_versions(run, keys=("torch", "jax", "tensorflow", "liger", "numpy", "scipy")) -> str:
+    """The versions a run recorded, for the line beside its numbers: frameworks, then cestab and
+    its git commit, CUDA, Triton and the NVIDIA driver (content.provenance: "absent" where the
+    machine had none, "not recorded" for a run.json made before cestab recorded them), and the
+    day the run started, so a reader sees which numbers came from an older run."""
     meta = run.meta
     versions = meta.get("versions") or {}
-    env = meta.get("environment") or {}
     parts = [f"{k} {versions[k]}" for k in keys if versions.get(k) not in (None, "", "unknown")]
-    for key, name in (("cuda", "CUDA"), ("triton", "Triton"), ("driver", "driver")):
-        value = versions.get(key) or env.get(key)
-        if value:
-            parts.append(f"{name} {value}")
-        elif run.meta.get("device", "cpu") != "cpu":
-            parts.append(f"{name}: not recorded")
-    commit = meta.get("git_commit") or env.get("git_commit")
-    parts.append(f"git commit {commit}" if commit else "git commit: not recorded")
-    if versions.get("cestab") in (None, "", "unknown"):
-        parts.append("cestab version: not recorded")
-    return ", ".join(parts)
+    facts = rp.provenance(meta)
+    recorded = {k: v for k, v in facts.items() if v != rp.NOT_RECORDED}
+    parts += [f"{k} {v}" for k, v in recorded.items()]
+    missing = [k for k in facts if k not in recorded]
+    if missing:
+        parts.append(f"{', '.join(missing)}: {rp.NOT_RECORDED} (run.json predates them)")
+    started = str(meta.get("started", ""))[:10]
+    return (f"started {started}; " if started else "") + ", ".join(parts)
+
+
+def older_runs(runs) -> str:
+    """A warning when the runs of one report were made on different days or by different
+    cestab commits ('' when not): side by side, an older run's numbers would otherwise pass
+    for this checkout's."""
+    if len(runs) < 2:
+        return ""
+    started = {run.label: str(run.meta.get("started", ""))[:10] for run in runs}
+    commits = {run.label: rp.provenance(run.meta)["git commit"].split(" (")[0] for run in runs}
+    if len(set(started.values())) < 2 and len(set(commits.values())) < 2:
+        return ""
+    newest = max(started.values())
+    old = [label for label, day in started.items() if day < newest or commits[label] == rp.NOT_RECORDED]
+    if not old:
+        return "**These runs come from different cestab commits**: compare their numbers with that in mind."
+    by_label = {run.label: run for run in runs}
+
+    def attainable(run) -> bool:
+        return any(c.endswith("_att_ratio") and run.results[c].notna().any() for c in run.results.columns)
+
+    newer_rules = any(attainable(run) for run in runs)
+
+    def notes(label: str) -> str:
+        run, out = by_label[label], ""
+        if newer_rules and not attainable(run):  # its statuses were judged by an older rule
+            out += "; judged without the attainable bound (no `lossy` status), so its verdicts are laxer than a newer run's"
+        readme = run.path / "README.md"  # a run folder's own README (reports/gpu has one) may name what run.json lacks
+        return out + (f"; see `{readme.as_posix()}`" if readme.is_file() else "")
+
+    return ("**Older runs:** " + ", ".join(f"`{label}` (started {started[label] or 'on an unrecorded day'}, "
+                                           f"git commit {commits[label]}{notes(label)})" for label in old)
+            + f" predate the newest run ({newest}); their numbers were made with the versions listed for them, "
+              "not with this checkout's.")
 
 
 def corpus_rows(corpus: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str]]]]:
@@ -280,7 +344,8 @@ def _known_failure_sources() -> list[str]:
     for item in items:
         source = str(item.get("source", ""))
         linked = re.sub(r"(https?://[^\s,;)]+)", r"[\1](\1)", source)
-        out.append(f"`{item.get('adapter', '?')}` ({', '.join(item.get('when', []))}): {linked}")
+        when = ", ".join(item.get("when", []))
+        out.append(f"`{item.get('adapter', '?')}`" + (f" ({when})" if when else "") + f": {linked}")
     return sorted(set(out))
 
 
@@ -308,6 +373,10 @@ def blocks(report, command: str) -> list[tuple]:
         header, rows = which_rows(report.which, {run.label: vd.run_device(run.meta) for run in report.runs})
         out.append(("table", header, rows))
     out.append(("p", "**Rule.** " + vd.RULE))
+    out.append(("p", "**Made with** (details under Provenance):"))
+    out.append(("list", [f"`{run.label}` ({vd.run_device(run.meta)}): {run_versions(run)}" for run in report.runs]))
+    if older_runs(report.runs):
+        out.append(("p", older_runs(report.runs)))
     out.append(("toc",))
 
     out.append(("h2", "Breakdowns on realistic inputs"))
@@ -342,13 +411,12 @@ def blocks(report, command: str) -> list[tuple]:
     out.append(("list", [f"{STATUS_MARKS[s]} `{s}`: {STATUS_MEANINGS[s]}" for s in STATUS_MEANINGS]))
 
     out.append(("h2", "Accuracy: median, p99 and max error"))
-    metric = vd.error_metric(report.results, "loss")[1]
     out.append(("p", f"Per dtype and adapter, over the realistic cases with a finite truth and a measured answer: "
-                     f"the median, 99th percentile and largest {metric} (an actual case's value each, NaN/inf "
+                     f"the median, 99th percentile and largest error ratio (an actual case's value each, NaN/inf "
                      "outputs as inf), and the case of the largest; the best of each column within a dtype in bold. "
                      "Careful (attainable) implementations, where present, on top."))
     for quantity, frame in (("Loss", report.zimmermann_loss), ("Gradient", report.zimmermann_grad)):
-        out.append(("p", f"**{quantity}** ({vd.error_metric(report.results, quantity.lower()[:4])[1]}):"))
+        out.append(("p", f"**{quantity}** ({measures(frame)}):"))
         header, rows = zimmermann_rows(frame, versions)
         out.append(("table", header, rows))
     doc, table = rp.tolerance_legend()
@@ -408,7 +476,11 @@ def blocks(report, command: str) -> list[tuple]:
                 + ", ".join(f"`{run.path.as_posix()}`" for run in report.runs)
                 + "; the report runs no implementation. Every number above is a cell of those results."))
     out.append(("pre", command))
-    out.append(("list", [f"`{run.label}`: {run_versions(run)}" for run in report.runs]))
+    out.append(("p", "Versions per run (each number above belongs to its own run's versions):"))
+    out.append(("list", [f"`{run.label}` ({vd.run_device(run.meta)}): {run_versions(run)}" for run in report.runs]))
+    older = older_runs(report.runs)
+    if older:
+        out.append(("p", older))
     checks = [f"`{run.label}`: {timing_check_text(run)}" for run in report.runs if timing_check_text(run)]
     if checks:
         out.append(("p", "Timing check (the harness's timer against independent timers, same call):"))

@@ -189,9 +189,11 @@ def zimmermann(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
     (the smallest value of each column within its run x dtype).
 
     A NaN/inf output where the truth is finite counts as an infinite error, so it cannot
-    hide behind the finite ones. Careful (attainable) adapters first.
+    hide behind the finite ones. Careful (attainable) adapters first. The error measure is
+    chosen per run (`measure`): a run made before the attainable ratio existed keeps its
+    error / tolerance rather than losing every finite row to the newer run's column.
     """
-    col, _ = error_metric(df, quantity)
+    metric = {run: error_metric(g, quantity) for run, g in df.groupby("run")}
     nonfinite = f"n_{quantity}_nonfinite"
     m = df[(df["realism"] == KINDS[0]) & df["status"].isin(MEASURED) & ~df["invalid_labels"]]
     rows = []
@@ -202,6 +204,7 @@ def zimmermann(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
     for (run, dtype), g in groups:
         for adapter in adapter_order(g["adapter"]):
             a = g[g["adapter"] == adapter]
+            col, measure = metric[run]
             err = a[col].to_numpy(float, na_value=np.nan)
             err = np.where(a[nonfinite].to_numpy() > 0, np.inf, err)
             keep = ~np.isnan(err)
@@ -211,8 +214,9 @@ def zimmermann(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
             top = int(np.lexsort((ids, -err))[0])  # largest error; among equals the first id
             rows.append({"run": run, "dtype": dtype, "adapter": adapter, "cases": int(err.size),
                          "median": _order_stat(err, 0.5), "p99": _order_stat(err, 0.99), "max": float(err[top]),
-                         "max_case": str(ids[top])})
-    out = pd.DataFrame(rows, columns=["run", "dtype", "adapter", "cases", "median", "p99", "max", "max_case"])
+                         "max_case": str(ids[top]), "measure": measure})
+    out = pd.DataFrame(rows, columns=["run", "dtype", "adapter", "cases", "median", "p99", "max", "max_case",
+                                      "measure"])
     for stat in ("median", "p99", "max"):
         best = out.groupby(["run", "dtype"])[stat].transform("min")
         out[f"best_{stat}"] = (out[stat] == best) & np.isfinite(out[stat].astype(float))  # empty: object columns
@@ -356,14 +360,19 @@ def speed_accuracy(tp: pd.DataFrame | None, loss: pd.DataFrame, grad: pd.DataFra
     of that dtype (a GPU float32 point is not dropped because bfloat16 was timed bigger),
     beside the largest realistic error (loss or gradient, inf for NaN/inf) of the Zimmermann
     tables, and `pareto`: no other adapter of the panel is both faster and at most as wrong."""
-    cols = ["run", "dtype", "adapter", "shape", "rows_per_second", "error", "pareto"]
+    cols = ["run", "dtype", "adapter", "shape", "rows_per_second", "error", "measure", "pareto"]
     s = speeds(tp)
     s = s[s["pass"] == "forward_backward"]
     if s.empty:
         return pd.DataFrame(columns=cols)
     err = pd.concat([loss[["run", "dtype", "adapter", "max"]], grad[["run", "dtype", "adapter", "max"]]])
     err = err.assign(dtype=err["dtype"].astype(str)).groupby(["run", "dtype", "adapter"])["max"].max().rename("error")
+    measure = {}  # per run: what the error is a ratio of (runs may differ: zimmermann)
+    for run in set(loss["run"]) | set(grad["run"]):
+        kinds = [t.loc[t["run"] == run, "measure"].iloc[0] for t in (loss, grad) if (t["run"] == run).any()]
+        measure[run] = kinds[0] if len(set(kinds)) == 1 else f"loss: {kinds[0]}, gradient: {kinds[1]}"
     out = s.merge(err.reset_index(), on=["run", "dtype", "adapter"], how="inner")
+    out["measure"] = out["run"].map(measure)
     out = out[cols[:-1]].sort_values(["run", "dtype", "adapter"]).reset_index(drop=True)
     pareto = []
     for r in out.itertuples(index=False):

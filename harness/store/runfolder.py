@@ -6,12 +6,18 @@ reader (or an interrupted run) never sees a half-written file.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -85,6 +91,154 @@ def environment() -> dict:
         "platform": platform.platform(),
         "python": sys.version.split()[0],
     }
+
+
+#: The value of a provenance fact this machine does not have (no GPU driver, a CPU-only
+#: torch, no Triton, cestab not run from a git checkout), so "absent" is told apart from a
+#: run.json written before cestab recorded the fact (the key is missing: "not recorded").
+ABSENT = "absent"
+
+#: The folder holding this cestab's `harness` package: the checkout whose commit a run records.
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+def provenance() -> dict:
+    """What made the numbers, beyond the Python packages of `versions` (run.json "provenance").
+
+    A result is only reproducible with the code that produced it: the git commit of the
+    cestab checkout (and whether its tree differed from that commit), and on a GPU the
+    CUDA toolkit torch was built with, the Triton that compiled the fused kernels and the
+    NVIDIA driver that ran them. Each is read without importing a framework in this process
+    (importing torch here would cost seconds and a CUDA context that the workers need);
+    a fact the machine lacks is `ABSENT`.
+    """
+    commit, dirty = git_state(CHECKOUT)
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "cuda": torch_cuda_version(),
+        "triton": distribution_version("triton"),
+        "nvidia_driver": nvidia_driver(),
+    }
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """`git -C root args` stdout, stripped, or None when git is missing or fails."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        done = subprocess.run([git, "-C", str(root), *args], capture_output=True, text=True, timeout=20,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_state(root: Path) -> tuple[str, bool | None]:
+    """(commit, dirty) of the git checkout whose top folder is `root`; (ABSENT, None) when
+    `root` is no checkout's top (cestab installed in site-packages, which may well lie
+    inside some other repository: that repository's commit would be a wrong answer).
+    Dirty means a tracked file differs from the commit or an untracked, not ignored file
+    exists (a new adapter module changes what runs as much as an edit does)."""
+    top = _git(root, "rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != Path(root).resolve():
+        return ABSENT, None
+    commit = _git(root, "rev-parse", "HEAD")
+    if commit is None or not _HEX40.fullmatch(commit):
+        return ABSENT, None  # a repository without a commit yet
+    status = _git(root, "status", "--porcelain")
+    return commit, (None if status is None else bool(status))
+
+
+def distribution_version(package: str) -> str:
+    """The installed version of the distribution providing import package `package`
+    (`triton` ships as `triton` or `pytorch-triton`), read from its metadata without
+    importing it; ABSENT when none is installed."""
+    try:
+        names = importlib.metadata.packages_distributions().get(package, []) or [package]
+    except Exception:  # a broken dist-info elsewhere must not cost the run its provenance
+        names = [package]
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ABSENT
+
+
+def torch_cuda_version() -> str:
+    """`torch.version.cuda` (the CUDA toolkit torch was built with), read from torch's
+    generated `version.py` without importing torch; ABSENT for a CPU-only build or when
+    torch is not installed."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return ABSENT
+    if spec is None or not spec.submodule_search_locations:
+        return ABSENT
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "version.py"
+        if path.is_file():
+            return _module_constant(path, "cuda")
+    return ABSENT
+
+
+def _module_constant(path: Path, name: str) -> str:
+    """The literal a module assigns to `name` at top level (`cuda: Optional[str] = '12.8'`),
+    as a string; ABSENT when it is None, not a literal, or not there."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, ValueError):
+        return ABSENT
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            try:
+                found = ast.literal_eval(value)
+            except ValueError:
+                return ABSENT
+            return ABSENT if found is None else str(found)
+    return ABSENT
+
+
+#: The kernel module's version line, e.g. "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue ..."
+_DRIVER_LINE = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)")
+
+
+def nvidia_driver(proc_file: Path = Path("/proc/driver/nvidia/version")) -> str:
+    """The NVIDIA driver version: from the kernel module's /proc file (no process started),
+    else from `nvidia-smi`; ABSENT on a machine with neither (no NVIDIA GPU)."""
+    try:
+        version = parse_driver_version(proc_file.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        version = None
+    if version:
+        return version
+    smi = shutil.which("nvidia-smi")
+    if smi is not None:
+        try:
+            done = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                                  text=True, timeout=20, stdin=subprocess.DEVNULL)
+            lines = done.stdout.split()
+            if done.returncode == 0 and lines and re.fullmatch(r"\d+(?:\.\d+)+", lines[0]):
+                return lines[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return ABSENT
+
+
+def parse_driver_version(text: str) -> str | None:
+    """The version in /proc/driver/nvidia/version's text, or None when it names none."""
+    match = _DRIVER_LINE.search(text)
+    return match.group(1) if match else None
 
 
 #: Rows as they come (one JSON object per line), so an interrupted run keeps them.
@@ -240,6 +394,7 @@ def new_meta(run_id: str, started: dt.datetime, command: str | None, options: di
         "options": options,
         **facts,
         "environment": environment(),
+        "provenance": provenance(),
     }
 
 

@@ -15,6 +15,7 @@ header says they hold no objects, JSON with `json` (which evaluates nothing).
 from __future__ import annotations
 
 import math
+import re
 import os
 import stat
 import zipfile
@@ -326,9 +327,28 @@ def run_meta(meta, where: str) -> dict:
             raise UsageError(f"{where}: {field} must be an object, got {_show(meta[field])}")
     if "timing" in meta and not isinstance(meta["timing"], list):
         raise UsageError(f"{where}: timing must be a list, got {_show(meta['timing'])}")
+    if "provenance" in meta:
+        provenance(meta["provenance"], where)
     if "options" in meta:
         meta = dict(meta, options=run_options(meta["options"], where))
     return meta
+
+
+def provenance(value, where: str) -> dict:
+    """run.json's "provenance" (runfolder.provenance): the report prints these beside the
+    numbers, so a hand-edited or foreign value is refused here rather than shown as a fact."""
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: provenance must be an object, got {_show(value)}")
+    commit = value.get("git_commit")
+    if "git_commit" in value and not (commit == "absent" or (isinstance(commit, str) and re.fullmatch(r"[0-9a-f]{40}", commit))):
+        raise UsageError(f"{where}: provenance.git_commit must be a 40-digit hex commit or \"absent\", got {_show(commit)}")
+    if "git_dirty" in value and value["git_dirty"] is not None and not isinstance(value["git_dirty"], bool):
+        raise UsageError(f"{where}: provenance.git_dirty must be true, false or null, got {_show(value['git_dirty'])}")
+    for field in ("cuda", "triton", "nvidia_driver"):
+        v = value.get(field)
+        if field in value and not (isinstance(v, str) and 0 < len(v) <= 100 and v.isprintable()):
+            raise UsageError(f"{where}: provenance.{field} must be a version string or \"absent\", got {_show(v)}")
+    return value
 
 
 def journal_row(row, where: str, line: int) -> dict:

@@ -66,6 +66,12 @@ def _number(parse, valid, what: str):
 
 
 _seed = _number(int, lambda v: v >= 0, "seed must be a non-negative integer")
+_jobs = _number(int, lambda v: v >= 1, "jobs must be a positive integer")
+
+
+def _regimes(text: str) -> list[str]:
+    """Regime names, or "none" (an empty list: no regime cases)."""
+    return [] if text.strip() == "none" else _csv(text)
 _positive = _number(float, lambda v: v > 0, "timeout must be positive seconds")
 _non_negative = _number(float, lambda v: v >= 0, "must be a non-negative number")
 
@@ -77,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the comparison suite and write a run folder")
     run.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: all available)")
     run.add_argument("--dtypes", type=_csv, help=f"comma-separated, from {', '.join(DTYPE_NAMES)} (default: all)")
-    run.add_argument("--regimes", type=_csv, help=f"comma-separated, from {', '.join(regime_table.REGIMES)} (default: all)")
+    run.add_argument("--regimes", type=_regimes, help=f"comma-separated, from {', '.join(regime_table.REGIMES)} (default: all;"
+                     " none: no regime cases, e.g. the search alone)")
     run.add_argument("--label-kinds", type=_csv, help=f"comma-separated, from {', '.join(LABEL_KINDS)} (default: all)")
     run.add_argument("--shapes", type=_regime_shapes, help="comma-separated ROWSxCLASSES or ROWSxTIMExCLASSES (default: %s)" % ",".join(f"{n}x{v}" for n, v in regime_table.DEFAULT_SHAPES))
     run.add_argument("--seed", type=_seed, default=0, help="seed of every case (default 0)")
@@ -97,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-corpus", dest="corpus", action="store_false",
                      help="leave out the corpus of public bug reports (harness/inputs/corpus.json)")
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run folder with its own options")
+    run.add_argument("--jobs", type=_jobs, help="framework workers running at the same time (default: the number of cores)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
     repro = sub.add_parser("repro", help="replay a case (a search's .npz, or any case id of a results table)")
@@ -159,6 +167,7 @@ def cmd_run(args) -> int:
         resume=args.resume,
         budget=None if args.budget == "none" else args.budget,
         corpus=args.corpus,
+        jobs=args.jobs,
     )
     if not args.quiet:
         print(format_summary(summarize(df)))

@@ -21,22 +21,30 @@ from harness.numerics import reference
 from harness.inputs import regimes
 from harness.store import runfolder
 from harness.store.runfolder import RunFolder
-from harness.run import search
+from harness.run import rowsearch
+from harness.run.phases import Phases
+from harness.adapters import threads as thread_budget
+from harness.adapters.parallel import ParallelPool, TimedInProcess
 from harness.numerics import dtypes
 from harness.numerics.cases import Case
 from harness.errors import UsageError
 from harness.run.judge import judge
 from harness.run.progress import Progress
-from harness.adapters.workers import Attempt, InProcess, WorkerPool
+from harness.adapters.workers import Attempt
 
 DEFAULT_TIMEOUT = 120.0  # seconds one adapter may take on one case before it is killed
 
 
-def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, on_row=None) -> list[dict]:
-    """Result rows (dicts keyed by column name) of every adapter on one case."""
+def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, on_row=None, phases: Phases | None = None,
+                  ref=None) -> list[dict]:
+    """Result rows (dicts keyed by column name) of every adapter on one case (`ref`: its
+    reference, when the caller has it already)."""
+    phases = phases or Phases()
     t0 = time.perf_counter()
-    ref = reference.loss_and_grad(case)
+    if ref is None:
+        ref = reference.loss_and_grad(case)
     ref_seconds = time.perf_counter() - t0
+    phases.add("reference", ref_seconds)
     n, v = case.shape
     common = dict(base)
     common.update(
@@ -56,12 +64,14 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
     rows = []
 
     def emit(adapter, attempt: Attempt):
-        row = dict(common, adapter=adapter.id, framework=adapter.framework,
-                   framework_version=registry.framework_version(adapter.framework))
-        row.update(judge(case, ref, attempt))
+        with phases.timed("metrics"):
+            row = dict(common, adapter=adapter.id, framework=adapter.framework,
+                       framework_version=registry.framework_version(adapter.framework))
+            row.update(judge(case, ref, attempt))
         rows.append(row)
         if on_row:
-            on_row(row)
+            with phases.timed("writing"):
+                on_row(row)
 
     for adapter in adapter_list:
         reason = adapter.unsupported_reason(case, device)
@@ -69,7 +79,10 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
             emit(adapter, Attempt("unsupported", message=reason))
         else:
             runnable.append(adapter)
-    for adapter, attempt in executor.run(case, runnable, device):
+    t0 = time.perf_counter()
+    attempts = list(executor.run(case, runnable, device))  # all frameworks at once (--jobs)
+    phases.add("dispatch", time.perf_counter() - t0)
+    for adapter, attempt in attempts:
         emit(adapter, attempt)
     return rows
 
@@ -92,6 +105,7 @@ def run(
     resume: str | Path | None = None,
     budget: str | None = None,
     corpus: bool = True,
+    jobs: int | None = None,
 ) -> pd.DataFrame:
     """Run the comparison suite and return the results table (see `columns.COLUMNS`).
 
@@ -104,7 +118,9 @@ def run(
     input found is shrunk, saved under RUN_DIR/worst/ and added with source "search".
     `corpus` adds the public bug reports of `harness/inputs/corpus.json` (source "corpus") for every
     adapter (a bug found in one framework is a question for all the others), each in its own
-    dtype, or in the requested dtypes when `dtypes` is given.
+    dtype, or in the requested dtypes when `dtypes` is given. `regimes_=[]` leaves the regime cases out (a search or a
+    corpus on its own). `jobs`: how many framework workers run at the same time (default:
+    the number of cores), each held to its share of the cores; rows do not depend on it.
     """
     if resume is not None:
         return _resume(Path(resume), progress)
@@ -112,8 +128,10 @@ def run(
         raise UsageError(f"unknown device {device!r}; choose cpu or cuda")
     if timeout <= 0:
         raise UsageError(f"timeout must be positive, got {timeout:g}")
-    if budget is not None and budget not in search.BUDGETS:
-        raise UsageError(f"unknown budget {budget!r}; choose from {', '.join(search.BUDGETS)}")
+    if budget is not None and budget not in rowsearch.BUDGETS:
+        raise UsageError(f"unknown budget {budget!r}; choose from {', '.join(rowsearch.BUDGETS)}")
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"jobs must be at least 1, got {jobs}")
     adapter_list = registry.resolve(adapters, plugins)
     options = {
         "adapters": [a.id for a in adapter_list],
@@ -128,16 +146,22 @@ def run(
         "timeout": timeout,
         "budget": budget,
         "corpus": corpus and cases is None,
+        "jobs": jobs,
     }
+    t0 = time.perf_counter()
     case_list = cases if cases is not None else build_cases(options)
+    phases = Phases()
+    phases.add("generation", time.perf_counter() - t0)
     folder = RunFolder.create(out_dir, seed) if out_dir is not None else None
-    return _execute(case_list, adapter_list, options, folder, progress, command, done_rows=[])
+    return _execute(case_list, adapter_list, options, folder, progress, command, done_rows=[], phases=phases)
 
 
 def build_cases(options: dict) -> list[Case]:
     """The regime cases, then the corpus (unless switched off), from a run's options."""
     shapes = [tuple(s) for s in options["shapes"]] if options["shapes"] else None
-    out = regimes.build_cases(options["regimes"], options["dtypes"], shapes, options["label_kinds"], options["seed"])
+    out = []
+    if options["regimes"] != []:  # [] (`--regimes none`): no regime cases
+        out = regimes.build_cases(options["regimes"], options["dtypes"], shapes, options["label_kinds"], options["seed"])
     if options.get("corpus"):
         out += corpus_cases(options["dtypes"], options["label_kinds"])
     return out
@@ -166,7 +190,16 @@ def _resume(path: Path, progress: bool) -> pd.DataFrame:
     return _execute(case_list, adapter_list, options, folder, progress, meta.get("command"), done_rows, meta)
 
 
-def _execute(case_list, adapter_list, options, folder, progress, command, done_rows, meta=None) -> pd.DataFrame:
+def _executor(options, folder, phases):
+    """Adapters in isolated workers, up to `jobs` frameworks at once, or in this process."""
+    if not options["isolate"]:
+        return TimedInProcess(phases)
+    jobs = options.get("jobs") or thread_budget.cores()
+    return ParallelPool(options["timeout"], folder.logs if folder else None, jobs=jobs,
+                        threads=thread_budget.per_worker(jobs), phases=phases)
+
+
+def _execute(case_list, adapter_list, options, folder, progress, command, done_rows, meta=None, phases=None) -> pd.DataFrame:
     started = dt.datetime.now(dt.timezone.utc)
     meta = meta or runfolder.new_meta(
         runfolder.run_id(folder, started, options["seed"]), started, command, options,
@@ -184,65 +217,71 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
     done = {(r["case_id"], r["adapter"]) for r in done_rows}
     rows = list(done_rows)
     journal = folder.journal() if folder is not None else None
-    executor = WorkerPool(options["timeout"], folder.logs if folder else None) if options["isolate"] else InProcess()
+    phases = phases or Phases()
+    executor = _executor(options, folder, phases)
     bar = Progress(len(case_list), progress)
-    t0 = time.perf_counter()
-    reference_seconds = 0.0
+    t0 = time.perf_counter() - phases.seconds["generation"]  # case building counts towards the wall time
     try:
         for case in case_list:
             todo = [a for a in adapter_list if (case.case_id, a.id) not in done]
             if todo:
-                new = rows_for_case(case, todo, executor, options["device"], base, journal.append if journal else None)
-                reference_seconds += new[0]["reference_seconds"] if new else 0.0
-                rows.extend(new)
+                rows.extend(rows_for_case(case, todo, executor, options["device"], base,
+                                          journal.append if journal else None, phases))
             bar.step(case.case_id)
         if options.get("budget"):
-            rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal))
+            rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal, phases))
     finally:
         bar.close()
         executor.close()
         if journal:
             journal.close()
-    df = columns.frame(rows)
-    timing = {
-        "wall_seconds": round(time.perf_counter() - t0, 3),
-        "reference_seconds": round(reference_seconds, 3),
-        "worker_startup_seconds": {k: round(v, 3) for k, v in executor.startup_seconds.items()},
-        "adapter_seconds": round(float(pd.to_numeric(df["adapter_seconds"]).sum()), 3),
-        "compile_seconds": round(float(pd.to_numeric(df["compile_seconds"]).sum()), 3),
-    }
+    with phases.timed("writing"):
+        df = columns.frame(rows)
+        meta["state"] = "complete"
+        if folder is not None:
+            folder.finish(df, meta)
+    timing = phases.summary(time.perf_counter() - t0, executor.startup_seconds)
     meta.setdefault("timing", []).append(timing)
-    meta["state"] = "complete"
     if folder is not None:
-        folder.finish(df, meta)
+        folder.write_meta(meta)  # again, with the timing (which includes writing the tables)
         df.attrs["run_dir"] = str(folder.path)
     df.attrs["timing"] = timing
     return df
 
 
-def _search(adapter_list, options, executor, base, folder, done_rows, journal) -> list[dict]:
-    """One worst-case search per adapter x dtype; the shrunk worst input becomes a row."""
-    budget = search.BUDGETS[options["budget"]]
+def _search(adapter_list, options, executor, base, folder, done_rows, journal, phases) -> list[dict]:
+    """The row-batched worst-case search over every adapter x dtype (`rowsearch`); each
+    pair's shrunk worst rows (one per failure kind, worst first) become results rows."""
+    budget = rowsearch.BUDGETS[options["budget"]]
     searched = {(r["adapter"], r["dtype"]) for r in done_rows if r.get("source") == "search"}
     dtype_names = options["dtypes"] or list(dtypes.DTYPE_NAMES)
+    device = options["device"]
+
+    def evaluate(case, adapters):
+        return executor.run(case, adapters, device)
+
+    def run_case(case, adapter):
+        return rows_for_case(case, [adapter], executor, device, base, phases=phases)[0]
+
+    search = rowsearch.RowSearch(adapter_list, dtype_names, budget, evaluate, seed=options["seed"], device=device,
+                                 label_kinds=options["label_kinds"], phases=phases)
+    search.run()
     rows = []
-    for adapter in adapter_list:
-        for dtype in dtype_names:
-            if (adapter.id, dtype) in searched or dtype not in adapter.dtypes:
-                continue
-
-            def evaluate(case, adapter=adapter):
-                return rows_for_case(case, [adapter], executor, options["device"], base)[0]
-
-            finding = search.search_one(adapter, dtype, evaluate, budget, seed=options["seed"])
-            if finding is None:
-                continue
-            row = dict(finding.row)
-            if folder is not None:
-                path = search.save_finding(finding, folder.path / "worst")
-                row["case_file"] = str(path.relative_to(folder.path))
-            rows.append(row)
-            if journal:
+    rank: dict[tuple[str, str], int] = {}
+    for finding in search.findings(run_case, skip=searched):
+        row = dict(finding.row)
+        key = (finding.adapter, finding.dtype)
+        if folder is not None:
+            with phases.timed("writing"):
+                path = rowsearch.save_finding(finding, folder.path / "worst", rank.get(key, 0))
+            row["case_file"] = str(path.relative_to(folder.path))
+        rank[key] = rank.get(key, 0) + 1
+        rows.append(row)
+        if journal:
+            with phases.timed("writing"):
                 journal.append(row)
+    stats = search.stats()
+    phases.count("search_batches", search.batches)
+    phases.count("search_rows", sum(s["rows"] for s in stats.values()))
+    phases.count("search_pairs", len(stats))
     return rows
-

@@ -41,7 +41,10 @@ def _jax():
     """jax, imported on first use with 64-bit types enabled (before any array is made)."""
     import jax
 
+    from harness.adapters import cachedirs
+
     jax.config.update("jax_enable_x64", True)
+    cachedirs.use_jax_cache(jax)  # compiled executables persist between runs, in a private folder
     return jax
 
 

@@ -80,6 +80,9 @@ FRAMEWORK = register_framework(Torch())
 
 @functools.cache
 def _torch():
+    from harness.adapters import cachedirs
+
+    cachedirs.use_inductor_cache()  # before the import: inductor reads it then, never a shared /tmp folder
     import torch
 
     return torch

@@ -200,92 +200,207 @@ def _finish(z: np.ndarray, fmt) -> np.ndarray:
 
 
 def mutate(rows: Rows, rng: np.random.Generator, fmt, allow_ignore: bool, n_children: int) -> Rows:
-    """`n_children` children of `rows` (parents picked in turn), one or two mutations each."""
-    from harness.inputs.strategies import step
-
+    """`n_children` children of `rows` (parents picked in turn), one mutation each, a second
+    for 40% of them. Vectorised: the children that drew the same mutation get it at once
+    (the search makes thousands of rows per batch; a Python loop per row would cost more
+    than the adapters)."""
     if not len(rows) or n_children <= 0:
         return rows.take([])
-    idx = np.arange(n_children) % len(rows)
-    kids = rows.take(idx)
-    z, target = kids.z.copy(), kids.target.copy()
+    kids = rows.take(np.arange(n_children) % len(rows))
+    z, target, ignored = kids.z.copy(), kids.target.copy(), kids.ignored.copy()
     soft = None if kids.soft is None else kids.soft.copy()
-    ignored = kids.ignored.copy()
-    v = z.shape[1]
-    names = list(kids.pieces)
-    for i in range(n_children):
-        row = z[i]
-        done = []
-        for _ in range(1 + int(rng.random() < 0.4)):
-            kind = MUTATIONS[rng.integers(len(MUTATIONS))]
-            finite = np.isfinite(row)
-            if not finite.any():
-                row[:] = 0.0
-                finite[:] = True
-            m = row[finite].max()
-            if kind == "scale":
-                factor = float(rng.choice([2.0, 4.0, 0.5, 16.0, 1024.0, 2.0 ** rng.integers(-8, 40)]))
-                row[finite] = m + (row[finite] - m) * factor
-            elif kind == "offset":
-                mags = [fmt.exp_overflow, -fmt.exp_underflow, math.sqrt(fmt.max), fmt.max / 4, fmt.max / 2,
-                        10.0 ** rng.uniform(-3, math.log10(fmt.max))]
-                row[finite] += float(rng.choice([-1.0, 1.0]) * rng.choice(mags))
-            elif kind == "limits":
-                cols = rng.choice(v, size=min(v, 1 + rng.integers(2)), replace=False)
-                row[cols] = rng.choice([-1.0, 1.0], size=len(cols)) * step(fmt.max, -rng.integers(0, 4, len(cols)), fmt)
-            elif kind == "spread_max":  # max and min apart by more than the dtype's max: z - m overflows
-                cols = rng.choice(v, size=2, replace=False) if v >= 2 else np.array([0, 0])
-                big = float(step(fmt.max, -int(rng.integers(0, 8 * (1 << min(fmt.mantissa_bits, 10)))), fmt))
-                row[cols[0]], row[cols[1]] = big * float(rng.uniform(0.5, 1.0)), -big * float(rng.uniform(0.5, 1.0))
-            elif kind == "tie":  # one column (mostly) or a few tied with the max: 0-3 ulps, or a small gap
-                a = int(np.argmax(np.where(finite, row, -np.inf)))
-                if v > 1:
-                    k = 1 if rng.random() < 0.6 else int(rng.integers(2, 5))
-                    cols = (a + 1 + rng.choice(v - 1, size=min(v - 1, k), replace=False)) % v
-                    if rng.random() < 0.3 and target[i] != a:
-                        cols[0] = target[i]
-                    if rng.random() < 0.5:
-                        row[cols] = step(np.full(len(cols), m), -rng.integers(0, 4, len(cols)), fmt)
-                    else:
-                        gap = 2.0 ** rng.uniform(-24, -4) * max(1.0, abs(m))
-                        row[cols] = m - gap * rng.uniform(0.0, 1.0, len(cols))
-            elif kind in ("lead", "lead_pair"):  # one class (target, max or any) leads the rest by a gap;
-                # lead_pair: a second one nearly tied with it (a confident two-way prediction)
-                c = int(rng.choice([target[i], np.argmax(np.where(finite, row, -np.inf)), rng.integers(v)]))
-                row[c] = m + 2.0 ** rng.uniform(-4, 7) * max(1.0, abs(m) * 2.0**-8)
-                if kind == "lead_pair" and v > 1:
-                    d = int((c + 1 + rng.integers(v - 1)) % v)
-                    ulps = step(row[c], -int(rng.integers(0, 4)), fmt)
-                    row[d] = ulps if rng.random() < 0.5 else row[c] - 2.0 ** rng.uniform(-24, -4) * max(1.0, abs(row[c]))
-            elif kind == "mask":
-                live = [c for c in range(v) if c != target[i]]
-                if live:
-                    cols = rng.choice(live, size=max(1, int(len(live) * float(rng.choice([0.05, 0.5, 1.0])))), replace=False)
-                    row[cols] = -np.inf
-            elif kind == "mask_target":
-                row[target[i]] = -np.inf
-            elif kind == "swap_target":
-                new = int(rng.choice([np.argmax(np.where(finite, row, -np.inf)), np.argmin(np.where(finite, row, np.inf)),
-                                      rng.integers(v)]))
-                if soft is not None:
-                    soft[i, [target[i], new]] = soft[i, [new, target[i]]]
-                target[i] = new
-            elif kind == "subnormal":
-                cols = rng.choice(v, size=min(v, 1 + int(rng.integers(4))), replace=False)
-                row[cols] = rng.choice([-1.0, 1.0], size=len(cols)) * rng.integers(1, 2 ** fmt.mantissa_bits, len(cols)) \
-                    * fmt.smallest_subnormal
-            elif kind == "ignore" and allow_ignore:
-                ignored[i] = not ignored[i]
-                if ignored[i] and rng.random() < 0.5:
-                    row[:] = -np.inf  # padding
-            else:
-                continue
-            row[:] = _finish(row, fmt)  # back into the dtype's finite range before the next mutation
-            done.append(kind)
-        z[i] = _finish(row, fmt)
-        if not ignored[i] and not np.isfinite(z[i]).any():
-            z[i, target[i]] = 0.0  # a valid row keeps a live class
-        names[i] = names[i] + "+" + ".".join(["mut", *done]) if done else names[i]
+    done = [[] for _ in range(n_children)]
+    for round_ in range(2):
+        chosen = rng.integers(len(MUTATIONS), size=n_children)
+        active = np.ones(n_children, bool) if round_ == 0 else rng.random(n_children) < 0.4
+        for k, name in enumerate(MUTATIONS):
+            sel = np.flatnonzero(active & (chosen == k))
+            if sel.size and (name != "ignore" or allow_ignore):
+                soft = _MUTATORS[name](z, target, ignored, soft, sel, rng, fmt)
+                for i in sel:
+                    done[i].append(name)
+        _clamp(z, fmt)
+    names = [p + "+" + ".".join(["mut", *d]) if d else p for p, d in zip(kids.pieces, done)]
+    z = _finish(z, fmt)  # rounded to the dtype once, every row at a time
+    dead = ~ignored & ~np.isfinite(z).any(axis=1)
+    z[dead, target[dead]] = 0.0  # a valid row keeps a live class
     return Rows(z, target, ignored, names, soft)
+
+
+def _clamp(z: np.ndarray, fmt) -> None:
+    """In place: NaN to 0, +inf and finite values past max to +-max; -inf masks stay."""
+    z[np.isnan(z)] = 0.0
+    z[z == np.inf] = fmt.max
+    with np.errstate(invalid="ignore"):
+        z[(z < -fmt.max) & np.isfinite(z)] = -fmt.max
+        z[z > fmt.max] = fmt.max
+
+
+def _row_max(z: np.ndarray) -> np.ndarray:
+    """Largest finite logit per row (0 for a row with none)."""
+    finite = np.isfinite(z)
+    m = np.where(finite, z, -np.inf).max(axis=1)
+    return np.where(np.isfinite(m), m, 0.0)
+
+
+def _cols(rng, sel, v: int, k: int = 1) -> np.ndarray:
+    """k random columns for each selected row: (len(sel), k)."""
+    return rng.integers(0, v, size=(sel.size, k))
+
+
+def _set(z, sel, cols, values) -> None:
+    r = np.repeat(sel[:, None], cols.shape[1], axis=1)
+    z[r, cols] = values
+
+
+def _m_scale(z, target, ignored, soft, sel, rng, fmt):
+    m = _row_max(z[sel])[:, None]
+    factor = rng.choice([2.0, 4.0, 0.5, 16.0, 1024.0, 2.0**-8, 2.0**20, 2.0**40], size=(sel.size, 1))
+    block = z[sel]
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = m + (block - m) * factor
+    z[sel] = np.where(np.isfinite(block), scaled, block)
+    return soft
+
+
+def _m_offset(z, target, ignored, soft, sel, rng, fmt):
+    mags = np.array([fmt.exp_overflow, -fmt.exp_underflow, math.sqrt(fmt.max), fmt.max / 4, fmt.max / 2])
+    shift = np.where(rng.random(sel.size) < 0.7, rng.choice(mags, sel.size),
+                     10.0 ** rng.uniform(-3, math.log10(fmt.max), sel.size)) * rng.choice([-1.0, 1.0], sel.size)
+    block = z[sel]
+    with np.errstate(over="ignore", invalid="ignore"):
+        z[sel] = np.where(np.isfinite(block), block + shift[:, None], block)
+    return soft
+
+
+def _m_limits(z, target, ignored, soft, sel, rng, fmt):
+    from harness.inputs.strategies import step
+
+    cols = _cols(rng, sel, z.shape[1], 2)
+    one = rng.random(sel.size) < 0.5  # one column, or two
+    cols[one, 1] = cols[one, 0]
+    values = rng.choice([-1.0, 1.0], size=cols.shape) * step(np.full(cols.shape, fmt.max), -rng.integers(0, 4, cols.shape), fmt)
+    _set(z, sel, cols, values)
+    return soft
+
+
+def _m_spread_max(z, target, ignored, soft, sel, rng, fmt):
+    """The max and the min apart by more than the dtype's max: z - max z overflows."""
+    v = z.shape[1]
+    a = rng.integers(0, v, sel.size)
+    b = (a + 1 + rng.integers(0, max(v - 1, 1), sel.size)) % v
+    big = fmt.max * rng.uniform(0.5, 1.0, (sel.size, 2))
+    z[sel, a] = big[:, 0]
+    z[sel, b] = -big[:, 1]
+    return soft
+
+
+def _tied_values(m, rng, fmt):
+    """Values 0-3 ulps below m, or below it by a gap from 2**-24 to 2**-4 (relative past 1)."""
+    from harness.inputs.strategies import step
+
+    ulps = step(m, -rng.integers(0, 4, m.shape), fmt)
+    gap = m - 2.0 ** rng.uniform(-24, -4, m.shape) * np.maximum(1.0, np.abs(m))
+    return np.where(rng.random(m.shape) < 0.5, ulps, gap)
+
+
+def _m_tie(z, target, ignored, soft, sel, rng, fmt):
+    """One column (60%) or up to four tied with the row's max (the target among them 30%)."""
+    v = z.shape[1]
+    if v < 2:
+        return soft
+    block = z[sel]
+    m = _row_max(block)
+    a = np.where(np.isfinite(block), block, -np.inf).argmax(axis=1)
+    k = np.where(rng.random(sel.size) < 0.6, 1, rng.integers(2, 5, sel.size))
+    cols = (a[:, None] + 1 + rng.integers(0, v - 1, (sel.size, 4))) % v
+    use_t = (rng.random(sel.size) < 0.3) & (target[sel] != a)
+    cols[use_t, 0] = target[sel][use_t]
+    values = _tied_values(np.repeat(m[:, None], 4, axis=1), rng, fmt)
+    keep = np.arange(4)[None, :] < k[:, None]
+    r = np.repeat(sel[:, None], 4, axis=1)
+    z[r[keep], cols[keep]] = values[keep]
+    return soft
+
+
+def _lead(z, target, sel, rng, fmt, pair: bool):
+    """One class (the target, the max or any) leads the rest by a gap; with `pair`, a
+    second one nearly tied with it (a confident two-way prediction)."""
+    v = z.shape[1]
+    block = z[sel]
+    m = _row_max(block)
+    choice = rng.integers(0, 3, sel.size)
+    c = np.where(choice == 0, target[sel], np.where(choice == 1, np.where(np.isfinite(block), block, -np.inf).argmax(axis=1),
+                                                     rng.integers(0, v, sel.size)))
+    lead = np.minimum(fmt.max, m + 2.0 ** rng.uniform(-4, 7, sel.size) * np.maximum(1.0, np.abs(m) * 2.0**-8))
+    z[sel, c] = lead
+    if pair and v > 1:
+        d = (c + 1 + rng.integers(0, v - 1, sel.size)) % v
+        z[sel, d] = _tied_values(lead, rng, fmt)
+
+
+def _m_lead(z, target, ignored, soft, sel, rng, fmt):
+    _lead(z, target, sel, rng, fmt, pair=False)
+    return soft
+
+
+def _m_lead_pair(z, target, ignored, soft, sel, rng, fmt):
+    _lead(z, target, sel, rng, fmt, pair=True)
+    return soft
+
+
+def _m_mask(z, target, ignored, soft, sel, rng, fmt):
+    """-inf on a fraction (5%, 50% or all) of the non-target classes."""
+    frac = rng.choice([0.05, 0.5, 1.0], size=(sel.size, 1))
+    mask = rng.random((sel.size, z.shape[1])) < frac
+    mask[np.arange(sel.size), target[sel]] = False
+    block = z[sel]
+    block[mask] = -np.inf
+    z[sel] = block
+    return soft
+
+
+def _m_mask_target(z, target, ignored, soft, sel, rng, fmt):
+    z[sel, target[sel]] = -np.inf
+    return soft
+
+
+def _m_swap_target(z, target, ignored, soft, sel, rng, fmt):
+    """The target moved to the row's max, its min, or anywhere (soft labels move with it)."""
+    block = np.where(np.isfinite(z[sel]), z[sel], np.nan)
+    choice = rng.integers(0, 3, sel.size)
+    with np.errstate(invalid="ignore"):
+        hi = np.nan_to_num(block, nan=-np.inf).argmax(axis=1)
+        lo = np.nan_to_num(block, nan=np.inf).argmin(axis=1)
+    new = np.where(choice == 0, hi, np.where(choice == 1, lo, rng.integers(0, z.shape[1], sel.size)))
+    if soft is not None:
+        old = target[sel]
+        a, b = soft[sel, old].copy(), soft[sel, new].copy()
+        soft[sel, new], soft[sel, old] = a, b
+    target[sel] = new
+    return soft
+
+
+def _m_subnormal(z, target, ignored, soft, sel, rng, fmt):
+    cols = _cols(rng, sel, z.shape[1], 2)
+    values = rng.choice([-1.0, 1.0], cols.shape) * rng.integers(1, 2**fmt.mantissa_bits, cols.shape) * fmt.smallest_subnormal
+    _set(z, sel, cols, values)
+    return soft
+
+
+def _m_ignore(z, target, ignored, soft, sel, rng, fmt):
+    """Flip ignored; half the newly ignored rows become all -inf padding."""
+    ignored[sel] = ~ignored[sel]
+    pad = sel[ignored[sel] & (rng.random(sel.size) < 0.5)]
+    z[pad] = -np.inf
+    return soft
+
+
+_MUTATORS = {
+    "scale": _m_scale, "offset": _m_offset, "limits": _m_limits, "tie": _m_tie, "lead": _m_lead,
+    "lead_pair": _m_lead_pair, "mask": _m_mask, "mask_target": _m_mask_target, "swap_target": _m_swap_target,
+    "subnormal": _m_subnormal, "ignore": _m_ignore, "spread_max": _m_spread_max,
+}
 
 
 # ------------------------------------------------------------------ judging rows
@@ -736,7 +851,8 @@ def simpler_values(rows: Rows, fmt, rng, n: int) -> Rows:
         else:
             bits = 1 + k % 3
             mant, exp = np.frexp(c[cols])
-            c[cols] = np.ldexp(np.round(mant * 2**bits) / 2**bits, exp)
+            with np.errstate(over="ignore"):  # rounding up past max: clipped by _finish
+                c[cols] = np.ldexp(np.round(mant * 2**bits) / 2**bits, exp)
         out.append(_finish(c, fmt))
     return Rows(np.array(out), np.repeat(rows.target[:1], n), np.repeat(rows.ignored[:1], n),
                 [rows.pieces[0] + "+shrunk.values"] * n, None if rows.soft is None else np.repeat(rows.soft[:1], n, axis=0))

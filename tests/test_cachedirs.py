@@ -31,12 +31,15 @@ def test_torch_and_jax_workers_compile_into_the_private_folders(tmp_path):
         "torch_impl._torch(); jax = jax_impl._jax()\n"
         "from torch._inductor.runtime.cache_dir_utils import cache_dir\n"
         "jax.jit(lambda x: x * 2)(jax.numpy.ones(3)).block_until_ready()\n"
-        "print(cache_dir()); print(jax.config.jax_compilation_cache_dir)\n"
+        "torch_impl.compiled_cross_entropy('float32', 'index', 0.0, 'cpu')\n"
+        "from torch._inductor import codecache\n"
+        "print(cache_dir()); print(jax.config.jax_compilation_cache_dir); print(codecache._HEADER_DIR)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR")}
     env["XDG_CACHE_HOME"] = str(tmp_path)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
-    inductor, jax_dir = p.stdout.split()
+    inductor, jax_dir, headers = p.stdout.split()
     assert inductor == str(tmp_path / "cestab" / "inductor") and jax_dir == str(tmp_path / "cestab" / "jax")
+    assert headers.startswith(inductor)  # inductor's precompiled headers too, not /tmp/torchinductor_<user>
     assert any(name.startswith("jit_") for name in os.listdir(jax_dir))  # a compiled executable was kept

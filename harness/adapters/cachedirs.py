@@ -63,3 +63,20 @@ def use_jax_cache(jax) -> None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def use_private_inductor_headers() -> None:
+    """Inductor builds its precompiled C++ headers in `<tempdir>/torchinductor_<user>`
+    whatever TORCHINDUCTOR_CACHE_DIR says (torch 2.13: `codecache._HEADER_DIR`, fixed at
+    import), and includes them in every kernel it compiles: a shared /tmp folder again. Point
+    it into the private cache folder; call after torch is imported, before compiling."""
+    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not folder:
+        return
+    try:
+        from torch._inductor import codecache
+    except ImportError:
+        return
+    if hasattr(codecache, "_HEADER_DIR"):
+        codecache._HEADER_DIR = os.path.join(folder, "precompiled_headers")
+        codecache._HEADER_LOCK_DIR = os.path.join(codecache._HEADER_DIR, "locks")

@@ -216,7 +216,8 @@ def mutate(rows: Rows, rng: np.random.Generator, fmt, allow_ignore: bool, n_chil
         for k, name in enumerate(MUTATIONS):
             sel = np.flatnonzero(active & (chosen == k))
             if sel.size and (name != "ignore" or allow_ignore):
-                soft = _MUTATORS[name](z, target, ignored, soft, sel, rng, fmt)
+                with np.errstate(over="ignore", invalid="ignore"):  # float64 rows near max: clamped below
+                    soft = _MUTATORS[name](z, target, ignored, soft, sel, rng, fmt)
                 for i in sel:
                     done[i].append(name)
         _clamp(z, fmt)
@@ -418,7 +419,9 @@ def feature(z: np.ndarray, target: int, ignored: bool, fmt) -> str:
         return "mask.target"
     zf = z[finite]
     m, lo = zf.max(), zf.min()
-    if m - lo > fmt.max:
+    with np.errstate(over="ignore"):
+        spread = m - lo  # inf past float64's max: still past the dtype's
+    if spread > fmt.max:
         return "spread_overflow"
     if np.abs(zf).max() >= fmt.max / 2:
         return "near_max"

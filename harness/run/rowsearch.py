@@ -783,12 +783,18 @@ class RowSearch:
                 w = self.shrink(adapter, dtype, w)
                 rows = w.rows
                 note = f"failure kind {w.kind}; batch score {w.score:.3g}; {rows.pieces[0] if len(rows) == 1 else 'batch'}"
-                case = self.make_case(rows, dtype, w.label_kind, w.smoothing, "search:" + _regime_pieces(rows))
+                regime = "search:" + _regime_pieces(rows)
+                if len(rows) == 1:
+                    # the row, then one pad row (zeros): two rows, not one, because torch.compile
+                    # (dynamic=True) specialises N == 1 and would compile again for every finding
+                    rows = Rows.concat([rows, pad_rows(1, w.v, rows.soft is not None)])
+                    note += "; row 1 is a pad row"
+                case = self.make_case(rows, dtype, w.label_kind, w.smoothing, regime)
                 case = replace(case, note=note)
                 row = run_case(case, adapter)
-                if len(rows) == 1 and score_row_dict(row) < min(1.0, w.score / 2) and not w.status:
+                if len(w.rows) == 1 and score_row_dict(row) < min(1.0, w.score / 2) and not w.status:
                     # alone it does not fail (the row depends on its batch-mates?): keep the padded batch
-                    padded = Rows.concat([rows, pad_rows(self.budget.rows(w.v) - 1, w.v, rows.soft is not None)])
+                    padded = Rows.concat([w.rows, pad_rows(self.budget.rows(w.v) - 1, w.v, w.rows.soft is not None)])
                     case = replace(self.make_case(padded, dtype, w.label_kind, w.smoothing, case.regime), note=note)
                     row = run_case(case, adapter)
                 out.append(Finding(adapter_id, dtype, w.kind, score_row_dict(row), case, row))

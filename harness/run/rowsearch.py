@@ -526,6 +526,7 @@ class RowSearch:
         self.plain_only: set[tuple[str, str, str]] = set()  # (adapter, dtype, kind): refused ignored rows
         self.dead: set[tuple[str, str, str]] = set()  # (adapter, dtype, kind): unsupported
         self.batches = 0
+        self._pools: dict[tuple[str, int], Rows] = {}  # (dtype, V) -> hypothesis rows
 
     # -- bookkeeping
 
@@ -609,11 +610,8 @@ class RowSearch:
                             if adapters:
                                 self._generation(g, fmt, v, kind, eps, fam, adapters, pool)
 
-    _pools: dict
-
     def _pool(self, fmt, v: int) -> Rows:
-        if not hasattr(self, "_pools"):
-            self._pools = {}
+        """The hypothesis rows of one dtype x V, drawn once (the first batch that needs them)."""
         key = (fmt.name, v)
         if key not in self._pools:
             with self._timed("generation"):

@@ -35,7 +35,7 @@ class ParallelPool(WorkerPool):
         for adapter, attempt in self.run_source(source, group, case, device, task):
             now = time.perf_counter()
             if self.phases is not None and task is None:
-                self.phases.add_attempt(attempt, now - last)
+                self.phases.add_attempt(attempt, now - last, adapter.framework)
             last = now
             yield adapter, attempt
 

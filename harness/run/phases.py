@@ -33,6 +33,8 @@ class Phases:
     def __init__(self):
         self.seconds: dict[str, float] = {name: 0.0 for name in PARENT + WORKER}
         self.counts: dict[str, int] = {}
+        self.by_framework: dict[str, float] = {}  # seconds of round trips per framework's worker
+        self.extra: dict = {}  # more facts for run.json's timing record (the search's rows per pair)
         self._lock = threading.Lock()
 
     def add(self, name: str, seconds: float) -> None:
@@ -51,8 +53,11 @@ class Phases:
         finally:
             self.add(name, time.perf_counter() - t0)
 
-    def add_attempt(self, attempt, round_trip: float | None) -> None:
+    def add_attempt(self, attempt, round_trip: float | None, framework: str | None = None) -> None:
         """An attempt's adapter and compile seconds, and the rest of its round trip as ipc."""
+        if framework is not None and round_trip is not None:
+            with self._lock:
+                self.by_framework[framework] = self.by_framework.get(framework, 0.0) + round_trip
         adapter = attempt.seconds or 0.0
         compiling = attempt.output.compile_seconds if attempt.output is not None else 0.0
         self.add("adapter", adapter)
@@ -75,4 +80,6 @@ class Phases:
             "adapter_seconds": phases["adapter"],
             "compile_seconds": phases["compile"],
             "worker_startup_seconds": {k: round(v, 3) for k, v in startup.items()},
+            "framework_seconds": {k: round(v, 3) for k, v in sorted(self.by_framework.items())},
+            **self.extra,
         }

@@ -281,6 +281,7 @@ def _search(adapter_list, options, executor, base, folder, done_rows, journal, p
             with phases.timed("writing"):
                 journal.append(row)
     stats = search.stats()
+    phases.extra["search_rows_per_pair"] = {key: s["rows"] for key, s in stats.items()}
     phases.count("search_batches", search.batches)
     phases.count("search_rows", sum(s["rows"] for s in stats.values()))
     phases.count("search_pairs", len(stats))

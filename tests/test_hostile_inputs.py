@@ -213,6 +213,9 @@ def test_3_a_hung_worker_dies_when_its_driver_is_killed(from_thread):
     ("--timeout", "inf", "timeout must be positive seconds, at most"),
     ("--timeout", "1e10", "timeout must be positive seconds, at most"),
     ("--timeout", "nan", "timeout must be positive seconds"),
+    ("--jobs", "0", "jobs must be a positive integer, at most"),
+    ("--jobs", "100000", "jobs must be a positive integer, at most"),
+    ("--jobs", "2.5", "jobs must be a positive integer"),
 ])
 def test_4_out_of_range_numbers_are_refused_at_parse_time(capsys, tmp_path, option, value, message):
     code, _, err = cestab(capsys, "run", *NARROW, option, value, "--out", tmp_path / "runs")
@@ -228,6 +231,14 @@ def test_4_the_api_refuses_them_too_and_the_largest_seed_works(tmp_path):
     df = harness.run(adapters=["numpy.stable"], seed=2**63 - 1, dtypes=["float32"], regimes_=["typical"], shapes=[(4, 10)],
                      label_kinds=["index"], corpus=False, isolate=False, out_dir=tmp_path)
     assert (df["seed"] == 2**63 - 1).all() and (Path(df.attrs["run_dir"]) / "results.parquet").is_file()
+
+
+def test_4_the_api_and_a_resumed_run_json_refuse_bad_jobs_too(capsys, tmp_path):
+    with pytest.raises(UsageError, match="jobs must be a positive integer"):
+        harness.run(adapters=["numpy.stable"], jobs=0, isolate=False)
+    (tmp_path / "run.json").write_text('{"options": {"adapters": ["numpy.stable"], "jobs": "many"}, "state": "running"}')
+    code, _, err = cestab(capsys, "run", "--resume", tmp_path)
+    one_line_error(code, err, "options.jobs must be a positive integer")
 
 
 def test_4_a_run_json_with_a_bare_infinity_is_one_line_on_resume(capsys, tmp_path):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.adapters import registry
+from harness.adapters import threads as thread_budget
 from harness.adapters.contract import Adapter, Output, Unsupported
 from harness.errors import first_line
 from harness.numerics.cases import Case
@@ -119,19 +120,26 @@ def _die_with_parent(parent_pid: int, arm_signal: bool = True) -> None:
     threading.Thread(target=watch, name="cestab-parent-watchdog", daemon=True).start()
 
 
-def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | None = None, arm_signal: bool = True) -> None:
-    """Worker main loop: load the adapters' sources, then answer case requests."""
+def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | None = None, arm_signal: bool = True,
+           threads: int | None = None) -> None:
+    """Worker main loop: load the adapters' sources, then answer case requests.
+
+    `threads`: the worker's thread budget (`adapters.threads`), set before any framework import."""
     if parent_pid is not None:
         _die_with_parent(parent_pid, arm_signal)
     # Framework chatter (TF, XLA) goes to the run folder's logs, never to the terminal.
     fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    if threads:
+        thread_budget.apply_environment(threads)
     loaded = [a for source in sources for a in registry.load_source(source)]
     for name in sorted({a.framework for a in loaded}):
         framework = registry.framework(name)
         if framework is not None:  # import the framework now: start-up time, not the first adapter's
             framework.warm_up()
+            if threads:
+                framework.set_threads(threads)
     conn.send(("ready",))
     while True:
         try:
@@ -161,13 +169,14 @@ def _task(name: str):
 class Worker:
     """One spawned process holding one framework's adapters."""
 
-    def __init__(self, name: str, sources: list[str], log_path: str | None):
+    def __init__(self, name: str, sources: list[str], log_path: str | None, threads: int | None = None):
         ctx = mp.get_context("spawn")
         self.name, self.sources, self.log_path = name, sources, log_path
         self.conn, child = ctx.Pipe()
         t0 = time.perf_counter()
         in_main_thread = threading.current_thread() is threading.main_thread()
-        self.process = ctx.Process(target=_serve, args=(child, sources, log_path, os.getpid(), in_main_thread), daemon=True,
+        self.process = ctx.Process(target=_serve, args=(child, sources, log_path, os.getpid(), in_main_thread, threads),
+                                   daemon=True,
                                    name=f"cestab-{name}")
         with _main_without_missing_file():
             self.process.start()
@@ -259,13 +268,22 @@ class WorkerFailed(RuntimeError):
     """A worker died or hung while starting (importing its framework)."""
 
 
+def by_source(adapter_list: list[Adapter]) -> dict[str, list[Adapter]]:
+    """Adapters grouped by the implementation module (worker) that holds them, in order."""
+    groups: dict[str, list[Adapter]] = {}
+    for adapter in adapter_list:
+        groups.setdefault(registry.source_of(adapter.id), []).append(adapter)
+    return groups
+
+
 class WorkerPool:
     """One worker per implementation module (TensorFlow and Keras share one, as they share a
     runtime), started on first use and restarted after a crash or hang."""
 
-    def __init__(self, timeout: float, log_dir: Path | None = None):
+    def __init__(self, timeout: float, log_dir: Path | None = None, threads: int | None = None):
         self.timeout = timeout
         self.log_dir = log_dir
+        self.threads = threads  # each worker's thread budget (None: the frameworks' defaults)
         self.workers: dict[str, Worker] = {}
         self.startup_seconds: dict[str, float] = {}
 
@@ -274,27 +292,28 @@ class WorkerPool:
         if worker is None or not worker.alive:
             name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-")
             log = str(self.log_dir / f"worker-{name}.log") if self.log_dir else None
-            worker = Worker(name, [source], log)
+            worker = Worker(name, [source], log, self.threads)
             self.workers[source] = worker
             self.startup_seconds[name] = self.startup_seconds.get(name, 0.0) + worker.startup_seconds
         return worker
 
     def run(self, case: Case, adapter_list: list[Adapter], device: str, task: str | None = None):
         """Yield (adapter, Attempt) for every adapter, worker by worker (`task`: see Worker.run)."""
-        by_source: dict[str, list[Adapter]] = {}
-        for adapter in adapter_list:
-            by_source.setdefault(registry.source_of(adapter.id), []).append(adapter)
-        for source, group in by_source.items():
-            pending = {a.id: a for a in group}
-            while pending:
-                try:
-                    worker = self._worker(source)
-                except WorkerFailed as exc:
-                    for adapter in pending.values():
-                        yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")
-                    break
-                for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout, task):
-                    yield pending.pop(adapter_id), attempt
+        for source, group in by_source(adapter_list).items():
+            yield from self.run_source(source, group, case, device, task)
+
+    def run_source(self, source: str, group: list[Adapter], case: Case, device: str, task: str | None = None):
+        """Yield (adapter, Attempt) for the adapters of one implementation module (one worker)."""
+        pending = {a.id: a for a in group}
+        while pending:
+            try:
+                worker = self._worker(source)
+            except WorkerFailed as exc:
+                for adapter in pending.values():
+                    yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")
+                break
+            for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout, task):
+                yield pending.pop(adapter_id), attempt
 
     def close(self) -> None:
         for worker in self.workers.values():

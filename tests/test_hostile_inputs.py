@@ -204,6 +204,37 @@ def test_3_a_hung_worker_dies_when_its_driver_is_killed(from_thread):
                 os.kill(p, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_3_workers_of_frameworks_in_parallel_are_started_by_the_main_thread_and_get_pdeathsig():
+    """--jobs hands each framework's work to a thread; the workers are started before, from
+    the main thread, so each dies with the driver by signal, not by the watchdog alone."""
+    import threading
+
+    from harness.adapters import registry
+    from harness.adapters.parallel import ParallelPool
+
+    case = regimes.make_case("typical", "float32", (4, 10), "index", 0)
+    adapters = [registry.get("numpy.stable"), registry.get("scipy.log_softmax")]
+    assert len({registry.source_of(a.id) for a in adapters}) == 2
+    pool = ParallelPool(60.0, jobs=2, threads=1)
+    try:
+        got = {a.id: v for a, v in pool.run(case, adapters, "cpu", task="crashy_adapters:parent_death_signal")}
+    finally:
+        pool.close()
+    assert got == {"numpy.stable": signal.SIGKILL, "scipy.log_softmax": signal.SIGKILL}
+    # what the main thread's start gives them: a worker a thread started has no such signal
+    from_thread = {}
+    pool = ParallelPool(60.0, jobs=1, threads=1)
+    try:
+        t = threading.Thread(target=lambda: from_thread.update(
+            {a.id: v for a, v in pool.run(case, adapters[:1], "cpu", task="crashy_adapters:parent_death_signal")}))
+        t.start()
+        t.join()
+    finally:
+        pool.close()
+    assert from_thread == {"numpy.stable": 0}
+
+
 # ---------------------------------------------------------------- 4. numeric options
 
 

@@ -105,10 +105,7 @@ def test_rows_do_not_depend_on_their_batch_mates(adapter_id, pool_rows):
 
 
 def test_jobs_2_gives_the_rows_of_jobs_1():
-    """torch.compile included: its CPU kernels round differently with another thread count,
-    so the thread budget must not follow --jobs (`adapters.threads`)."""
-    kwargs = dict(adapters=["numpy.stable", "torch.cross_entropy", "torch.compile.cross_entropy",
-                            "jax.optax.softmax_cross_entropy_with_integer_labels"],
+    kwargs = dict(adapters=["numpy.stable", "torch.cross_entropy", "jax.optax.softmax_cross_entropy_with_integer_labels"],
                   dtypes=["float32", "bfloat16"], regimes_=["typical", "near_ties", "neg_inf_mask", "ignored_rows"],
                   shapes=[(8, 100)], label_kinds=["index"], corpus=False)
     serial = harness.run(**kwargs, jobs=1)
@@ -116,3 +113,22 @@ def test_jobs_2_gives_the_rows_of_jobs_1():
     stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
     assert len(serial) > 20 and set(serial["framework"]) == {"numpy", "torch", "jax"}
     pd.testing.assert_frame_equal(serial[stable], parallel[stable])
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 64, None])
+def test_every_worker_has_one_thread_whatever_jobs_is(jobs):
+    """torch.compile's CPU kernels round differently with another thread count (see
+    tests/test_ray_executor.py), so a thread budget that followed --jobs or the cores would
+    make rows depend on them; a Ray unit's workers get the same budget."""
+    from harness.run import ray_executor, runner
+
+    pool = runner._executor({"isolate": True, "timeout": 1.0, "jobs": jobs}, None, None)
+    try:
+        assert pool.threads == 1 and pool.jobs == (jobs or runner.thread_budget.cores())
+    finally:
+        pool.close()
+    unit_pool, _ = ray_executor._executor_for(("implementations.numpy_impl",), {"timeout": 1.0, "isolate": True})
+    try:
+        assert unit_pool.threads == 1
+    finally:
+        ray_executor._drop_kept()

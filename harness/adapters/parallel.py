@@ -12,6 +12,7 @@ adapter, compilation, or the harness moving arrays between processes (`run.phase
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +46,8 @@ class ParallelPool(WorkerPool):
             for source, group in groups.items():
                 yield from self._timed(source, group, case, device, task)
             return
+        if threading.current_thread() is threading.main_thread():
+            self.start(groups)  # from the main thread: its workers die with the driver (PR_SET_PDEATHSIG)
         futures = [self._pool.submit(lambda s=s, g=g: list(self._timed(s, g, case, device, task))) for s, g in groups.items()]
         for future in futures:  # in submission order: the serial pool's order
             yield from future.result()

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import importlib
 import multiprocessing as mp
+from multiprocessing import connection as mp_connection
 import os
 import signal
 import sys
@@ -169,7 +170,9 @@ def _task(name: str):
 class Worker:
     """One spawned process holding one framework's adapters."""
 
-    def __init__(self, name: str, sources: list[str], log_path: str | None, threads: int | None = None):
+    def __init__(self, name: str, sources: list[str], log_path: str | None, threads: int | None = None,
+                 wait: bool = True):
+        """Spawn the worker and, with `wait`, wait until it is ready (`wait_ready`)."""
         ctx = mp.get_context("spawn")
         self.name, self.sources, self.log_path = name, sources, log_path
         self.conn, child = ctx.Pipe()
@@ -181,8 +184,16 @@ class Worker:
         with _main_without_missing_file():
             self.process.start()
         child.close()
-        ready = self._receive(STARTUP_TIMEOUT)
-        self.startup_seconds = time.perf_counter() - t0
+        self._t0 = t0
+        self.startup_seconds = 0.0
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Wait for the worker's "ready" (its framework imported); WorkerFailed if it died or
+        stayed silent for `timeout` seconds (it is killed then)."""
+        ready = self._receive(timeout)
+        self.startup_seconds = time.perf_counter() - self._t0
         if ready is None or ready[0] != "ready":
             self.kill()
             raise WorkerFailed(self.death_message() if ready is None else f"unexpected {ready!r}")
@@ -286,16 +297,50 @@ class WorkerPool:
         self.threads = threads  # each worker's thread budget (None: the frameworks' defaults)
         self.workers: dict[str, Worker] = {}
         self.startup_seconds: dict[str, float] = {}
+        self._start_failures: dict[str, WorkerFailed] = {}  # from `start`, reported by run_source
+
+    def _spawn(self, source: str) -> Worker:
+        name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-")
+        log = str(self.log_dir / f"worker-{name}.log") if self.log_dir else None
+        return Worker(name, [source], log, self.threads, wait=False)
+
+    def _ready(self, source: str, worker: Worker, timeout: float = STARTUP_TIMEOUT) -> Worker:
+        try:
+            worker.wait_ready(timeout)
+        finally:
+            self.startup_seconds[worker.name] = self.startup_seconds.get(worker.name, 0.0) + worker.startup_seconds
+        self.workers[source] = worker
+        return worker
+
+    def _missing(self, source: str) -> bool:
+        worker = self.workers.get(source)
+        return worker is None or not worker.alive
 
     def _worker(self, source: str) -> Worker:
-        worker = self.workers.get(source)
-        if worker is None or not worker.alive:
-            name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-")
-            log = str(self.log_dir / f"worker-{name}.log") if self.log_dir else None
-            worker = Worker(name, [source], log, self.threads)
-            self.workers[source] = worker
-            self.startup_seconds[name] = self.startup_seconds.get(name, 0.0) + worker.startup_seconds
-        return worker
+        failed = self._start_failures.pop(source, None)
+        if failed is not None:
+            raise failed
+        if self._missing(source):
+            return self._ready(source, self._spawn(source))
+        return self.workers[source]
+
+    def start(self, sources) -> None:
+        """Start the missing workers of `sources` all at once, from the calling thread, and
+        wait until they are ready. Called from the main thread before work is handed to
+        other threads (`parallel.ParallelPool`): PR_SET_PDEATHSIG follows the thread that
+        started a worker, so only a worker the main thread started gets it (the others
+        have the watchdog alone). A worker that fails to start is reported by `run_source`."""
+        spawned = {s: self._spawn(s) for s in dict.fromkeys(sources) if self._missing(s) and s not in self._start_failures}
+        deadline = time.perf_counter() + STARTUP_TIMEOUT
+        while spawned:
+            conns = {worker.conn: source for source, worker in spawned.items()}
+            ready = mp_connection.wait(list(conns), timeout=max(0.0, deadline - time.perf_counter()))
+            for conn in ready or list(conns):  # none ready by the deadline: each times out at once
+                source = conns[conn]
+                try:
+                    self._ready(source, spawned.pop(source), timeout=0.0 if not ready else STARTUP_TIMEOUT)
+                except WorkerFailed as exc:
+                    self._start_failures[source] = exc
 
     def run(self, case: Case, adapter_list: list[Adapter], device: str, task: str | None = None):
         """Yield (adapter, Attempt) for every adapter, worker by worker (`task`: see Worker.run)."""

@@ -17,7 +17,7 @@ from harness.numerics.cases import LABEL_KINDS
 from harness.numerics.dtypes import DTYPE_NAMES
 from harness.errors import UsageError
 from harness.store import memory
-from harness.store.validate import MAX_SEED, MAX_TIMEOUT
+from harness.store.validate import MAX_JOBS, MAX_SEED, MAX_TIMEOUT
 
 EXIT_USAGE = 2
 
@@ -73,6 +73,14 @@ def _number(parse, valid, what: str):
 _seed = _number(int, lambda v: 0 <= v <= MAX_SEED, "seed must be a non-negative integer below 2**63")
 _cases = _number(int, lambda v: v >= 1, "ray chunk must be a positive number of cases")
 _positive = _number(float, lambda v: 0 < v <= MAX_TIMEOUT, f"timeout must be positive seconds, at most {MAX_TIMEOUT:g}")
+_jobs = _number(int, lambda v: 1 <= v <= MAX_JOBS, f"jobs must be a positive integer, at most {MAX_JOBS}")
+
+
+def _regimes(text: str) -> list[str]:
+    """Regime names, or "none" (an empty list: no regime cases)."""
+    return [] if text.strip() == "none" else _csv(text)
+
+
 _non_negative = _number(float, lambda v: v >= 0, "must be a non-negative number")
 
 
@@ -90,7 +98,7 @@ def _add_max_memory(parser) -> None:
 
 
 #: The `run` options `--resume` takes; every other one is refused (see `cmd_run`).
-RESUME_OPTIONS = {"resume", "quiet", "max_memory", "help", "executor", "ray_address"}
+RESUME_OPTIONS = {"resume", "quiet", "max_memory", "help", "executor", "ray_address", "jobs"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the comparison suite and write a run folder")
     run.add_argument("--adapters", type=_csv, help="comma-separated adapter ids (default: all available)")
     run.add_argument("--dtypes", type=_csv, help=f"comma-separated, from {', '.join(DTYPE_NAMES)} (default: all)")
-    run.add_argument("--regimes", type=_csv, help=f"comma-separated, from {', '.join(regime_table.REGIMES)} (default: all)")
+    run.add_argument("--regimes", type=_regimes, help=f"comma-separated, from {', '.join(regime_table.REGIMES)} (default: all;"
+                     " none: no regime cases, e.g. the search alone)")
     run.add_argument("--label-kinds", type=_csv, help=f"comma-separated, from {', '.join(LABEL_KINDS)} (default: all)")
     run.add_argument("--shapes", type=_regime_shapes, help="comma-separated ROWSxCLASSES or ROWSxTIMExCLASSES (default: %s)" % ",".join(f"{n}x{v}" for n, v in regime_table.DEFAULT_SHAPES))
     run.add_argument("--seed", type=_seed, default=0, help="seed of every case (default 0)")
@@ -121,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="leave out the corpus of public bug reports (harness/inputs/corpus.json)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="finish an interrupted run folder with its own options (run.json); "
-                          "takes no other option but --quiet, --max-memory and where it runs (--executor, --ray-address)")
+                          "takes no other option but --quiet, --max-memory, --jobs and where it runs "
+                          "(--executor, --ray-address)")
     run.add_argument("--executor", choices=("local", "ray"),
                      help="where the work runs: local worker processes (default), or units on a Ray cluster "
                           "(pip install 'cestab[ray]'; README: Running on a cluster)")
@@ -130,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "default: start a local Ray instance for this run")
     run.add_argument("--ray-chunk", type=_cases, metavar="N",
                      help="with --executor ray: cases per unit of work (default: from the cluster's CPUs)")
+    run.add_argument("--jobs", type=_jobs, help="framework workers running at the same time (default: the number of "
+                     "cores; local executor only)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     _add_max_memory(run)
 
@@ -182,8 +194,8 @@ def cmd_run(args) -> int:
     """`--resume` finishes a run with the options it was started with (run.json), so every
     option that would change them is refused with one line rather than silently ignored
     (an interrupted run resumed with other adapters or another timeout would be a table of
-    mixed provenance); only --quiet, --max-memory and where the work runs (--executor, --ray-address), which
-    change no result, are taken."""
+    mixed provenance); only --quiet, --max-memory, --jobs and where the work runs (--executor, --ray-address),
+    which change no result, are taken."""
     from harness.run.runner import run
     from harness.run.summary import format_summary, format_timing, summarize
 
@@ -211,6 +223,7 @@ def cmd_run(args) -> int:
         executor=args.executor,
         ray_address=args.ray_address,
         ray_chunk=args.ray_chunk,
+        jobs=args.jobs,
     )
     if not args.quiet:
         print(format_summary(summarize(df)))

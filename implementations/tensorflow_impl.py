@@ -77,6 +77,14 @@ class Tensorflow(Framework):
     def warm_up(self) -> None:
         frameworks()
 
+    def set_threads(self, n: int) -> None:
+        tf, _ = frameworks()
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # the runtime already started: TF_NUM_*_THREADS set before import hold
+            pass
+
     def to_native(self, a: np.ndarray, device: str):
         return frameworks()[0].constant(a)
 

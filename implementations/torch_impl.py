@@ -48,6 +48,14 @@ class Torch(Framework):
     def warm_up(self) -> None:
         _torch()
 
+    def set_threads(self, n: int) -> None:
+        torch = _torch()
+        torch.set_num_threads(n)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # only before the first parallel work; the budget above still holds
+            pass
+
     def to_native(self, a: np.ndarray, device: str):
         return to_torch(a, device)
 

@@ -52,3 +52,12 @@ CRASHY = {
 
 for _id, _action in CRASHY.items():
     register(Adapter(_id, "numpy", _misbehave_on_large_offset(_action), "test only: misbehaves on large_offset"))
+
+
+def parent_death_signal(adapter, case, device) -> int:
+    """A worker task (`WorkerPool.run(..., task="crashy_adapters:parent_death_signal")`):
+    the signal this worker gets when its driver dies (PR_GET_PDEATHSIG; 0: none)."""
+    value = ctypes.c_int(0)
+    PR_GET_PDEATHSIG = 2
+    ctypes.CDLL(None, use_errno=True).prctl(PR_GET_PDEATHSIG, ctypes.byref(value), 0, 0, 0)
+    return value.value

@@ -1,5 +1,6 @@
 """The `cestab` command: a working run, and one-line errors with exit code 2 on bad input."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ def test_run_prints_summary_and_writes_the_folder(tmp_path):
     assert "numpy.naive" in p.stdout and "nonfinite" in p.stdout and "loss_ulps_max" in p.stdout
     run_dir = Path(p.stdout.strip().splitlines()[-1].removeprefix("results: "))
     assert (run_dir / "results.parquet").is_file() and run_dir.parent == tmp_path
-    found = {p.name for p in (run_dir / "worst").iterdir()}  # the default quick search
-    assert "worst-numpy.naive-float32.npz" in found and found <= {"worst-numpy.naive-float32.npz", "worst-numpy.stable-float32.npz"}
+    found = {p.name for p in (run_dir / "worst").iterdir()}  # the default quick search: worst first, then -2, -3
+    assert "worst-numpy.naive-float32.npz" in found and "worst-numpy.stable-float32.npz" in found
+    assert all(re.fullmatch(r"worst-numpy\.(naive|stable)-float32(-[23])?\.npz", name) for name in found), found
+    assert "search:" in p.stdout and "rows per adapter x dtype" in p.stdout  # the summary says how much was searched
 
 
 def test_list_shows_numpy_adapters():
@@ -44,6 +47,7 @@ def test_list_shows_numpy_adapters():
         (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["run", "--ray-address", "auto"], "--ray-address and --ray-chunk need --executor ray"),
         (["run", "--executor", "dask"], "invalid choice: 'dask'"),
+        (["run", "--jobs", "0"], "jobs must be a positive integer"),
         (["fly"], "invalid choice: 'fly'"),
     ],
 )

@@ -246,7 +246,7 @@ VALUES = ["0", "-1", "1", "2.5", "1e10", "inf", "-inf", "nan", str(2**63), str(2
           *PATH_TOKENS]
 OPTIONS = {
     "run": ["--adapters", "--dtypes", "--regimes", "--label-kinds", "--shapes", "--seed", "--adapter", "--device", "--timeout",
-            "--out", "--budget", "--resume", "--max-memory"],
+            "--out", "--budget", "--resume", "--max-memory", "--jobs"],
     "repro": ["--adapters", "--adapter", "--timeout", "--max-memory"],
     "probe": ["--logits", "--labels", "--dtype", "--adapters", "--adapter", "--timeout", "--max-memory"],
     "check": ["--baseline", "--rtol", "--slack", "--junit", "--adapter", "--compare-as", "--out", "--timeout", "--max-memory"],

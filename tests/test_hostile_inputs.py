@@ -204,6 +204,37 @@ def test_3_a_hung_worker_dies_when_its_driver_is_killed(from_thread):
                 os.kill(p, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_3_workers_of_frameworks_in_parallel_are_started_by_the_main_thread_and_get_pdeathsig():
+    """--jobs hands each framework's work to a thread; the workers are started before, from
+    the main thread, so each dies with the driver by signal, not by the watchdog alone."""
+    import threading
+
+    from harness.adapters import registry
+    from harness.adapters.parallel import ParallelPool
+
+    case = regimes.make_case("typical", "float32", (4, 10), "index", 0)
+    adapters = [registry.get("numpy.stable"), registry.get("scipy.log_softmax")]
+    assert len({registry.source_of(a.id) for a in adapters}) == 2
+    pool = ParallelPool(60.0, jobs=2, threads=1)
+    try:
+        got = {a.id: v for a, v in pool.run(case, adapters, "cpu", task="crashy_adapters:parent_death_signal")}
+    finally:
+        pool.close()
+    assert got == {"numpy.stable": signal.SIGKILL, "scipy.log_softmax": signal.SIGKILL}
+    # what the main thread's start gives them: a worker a thread started has no such signal
+    from_thread = {}
+    pool = ParallelPool(60.0, jobs=1, threads=1)
+    try:
+        t = threading.Thread(target=lambda: from_thread.update(
+            {a.id: v for a, v in pool.run(case, adapters[:1], "cpu", task="crashy_adapters:parent_death_signal")}))
+        t.start()
+        t.join()
+    finally:
+        pool.close()
+    assert from_thread == {"numpy.stable": 0}
+
+
 # ---------------------------------------------------------------- 4. numeric options
 
 
@@ -213,6 +244,9 @@ def test_3_a_hung_worker_dies_when_its_driver_is_killed(from_thread):
     ("--timeout", "inf", "timeout must be positive seconds, at most"),
     ("--timeout", "1e10", "timeout must be positive seconds, at most"),
     ("--timeout", "nan", "timeout must be positive seconds"),
+    ("--jobs", "0", "jobs must be a positive integer, at most"),
+    ("--jobs", "100000", "jobs must be a positive integer, at most"),
+    ("--jobs", "2.5", "jobs must be a positive integer"),
 ])
 def test_4_out_of_range_numbers_are_refused_at_parse_time(capsys, tmp_path, option, value, message):
     code, _, err = cestab(capsys, "run", *NARROW, option, value, "--out", tmp_path / "runs")
@@ -228,6 +262,14 @@ def test_4_the_api_refuses_them_too_and_the_largest_seed_works(tmp_path):
     df = harness.run(adapters=["numpy.stable"], seed=2**63 - 1, dtypes=["float32"], regimes_=["typical"], shapes=[(4, 10)],
                      label_kinds=["index"], corpus=False, isolate=False, out_dir=tmp_path)
     assert (df["seed"] == 2**63 - 1).all() and (Path(df.attrs["run_dir"]) / "results.parquet").is_file()
+
+
+def test_4_the_api_and_a_resumed_run_json_refuse_bad_jobs_too(capsys, tmp_path):
+    with pytest.raises(UsageError, match="jobs must be a positive integer"):
+        harness.run(adapters=["numpy.stable"], jobs=0, isolate=False)
+    (tmp_path / "run.json").write_text('{"options": {"adapters": ["numpy.stable"], "jobs": "many"}, "state": "running"}')
+    code, _, err = cestab(capsys, "run", "--resume", tmp_path)
+    one_line_error(code, err, "options.jobs must be a positive integer")
 
 
 def test_4_a_run_json_with_a_bare_infinity_is_one_line_on_resume(capsys, tmp_path):

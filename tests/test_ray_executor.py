@@ -138,22 +138,26 @@ def test_differing_versions_between_nodes_are_a_warning():
     assert ray_executor.version_warnings(nodes) == ["torch differs between nodes: 2.12.1 on gpu2; 2.13.0 on gpu1"]
 
 
-# ------------------------------------------------------------------ a search is one unit
+# ------------------------------------------------------------------ a search is one unit per dtype
 
-SEARCH = dict(adapters=["numpy.naive"], dtypes=["float32"], regimes_=["typical"], shapes=[(2, 3)], label_kinds=["index"],
-              corpus=False, budget="quick")
+SEARCH = dict(adapters=["numpy.naive", "numpy.stable"], dtypes=["float32"], regimes_=["typical"], shapes=[(2, 3)],
+              label_kinds=["index"], corpus=False, budget="quick")
 
 
-def test_search_of_one_adapter_and_dtype_is_one_unit_and_finds_what_local_finds(cluster, tmp_path):
+def test_search_of_one_dtype_is_one_unit_and_finds_what_local_finds(cluster, tmp_path):
     local = harness.run(out_dir=tmp_path / "local", **SEARCH)
     remote = on_ray(cluster, out_dir=tmp_path / "ray", **SEARCH)
     found = [df[df["source"] == "search"].reset_index(drop=True) for df in (local, remote)]
-    assert len(found[1]) == 1 and found[1].loc[0, "status"] == "nonfinite"  # the naive exp overflows
-    pd.testing.assert_frame_equal(found[0][STABLE], found[1][STABLE])
+    assert set(found[1]["adapter"]) == {"numpy.naive", "numpy.stable"}
+    assert found[1].groupby("adapter")["status"].first()["numpy.naive"] == "nonfinite"  # the naive exp overflows
+    pd.testing.assert_frame_equal(found[0][STABLE], found[1][STABLE])  # the same findings, in the same order
     run_dir = Path(remote.attrs["run_dir"])
-    assert (run_dir / found[1].loc[0, "case_file"]).is_file()
+    assert all((run_dir / f).is_file() for f in found[1]["case_file"])
+    assert list(found[0]["case_file"]) == list(found[1]["case_file"])
     meta = json.loads((run_dir / "run.json").read_text())
-    assert meta["timing"][-1]["ray_units"] == 2  # the one case, then the one search
+    timing = meta["timing"][-1]
+    assert timing["ray_units"] == 2  # the module's one chunk of cases, then the one dtype's search
+    assert timing["counts"]["search_rows"] == local.attrs["timing"]["counts"]["search_rows"] > 0
 
 
 # ------------------------------------------------------------------ crashes and hangs inside a unit

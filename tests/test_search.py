@@ -1,4 +1,5 @@
-"""Worst-case search: finds the planted failure, shrinks it, saves a replayable .npz."""
+"""Worst-case search: finds the textbook formula's failure, shrinks it, saves a replayable .npz
+(the row-batched search itself: tests/test_rowsearch.py)."""
 
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import harness
 from harness.store import casefile
 from harness.inputs import regimes
-from harness.run import search
+from harness.run import rowsearch
 from harness.errors import UsageError
 
 
@@ -23,15 +24,24 @@ def searched(tmp_path_factory):
 
 
 def test_search_rows_are_added_with_their_case_files(searched):
-    found = searched[searched["source"] == "search"].set_index("adapter")
-    assert set(found.index) == {"numpy.naive", "numpy.stable"}
-    assert found.loc["numpy.naive", "status"] == "nonfinite"  # the textbook formula breaks
+    found = searched[searched["source"] == "search"]
+    assert set(found["adapter"]) == {"numpy.naive", "numpy.stable"}
+    worst = found.groupby("adapter").head(1).set_index("adapter")  # each pair's worst finding comes first
+    assert worst.loc["numpy.naive", "status"] == "nonfinite"  # the textbook formula breaks
     run_dir = Path(searched.attrs["run_dir"])
-    for adapter, row in found.iterrows():
+    assert worst.loc["numpy.naive", "case_file"] == "worst/worst-numpy.naive-float32.npz"
+    assert not found.duplicated(["case_id", "adapter"]).any()
+    for _, row in found.iterrows():
         path = run_dir / row["case_file"]
         case, info = casefile.load(path)
-        assert info["adapter"] == adapter and info["status"] == row["status"]
-        assert case.case_id == row["case_id"] and case.source == "search"
+        assert info["adapter"] == row["adapter"] and info["status"] == row["status"]
+        assert case.case_id == row["case_id"] and case.source == "search" and info["failure_kind"]
+
+
+def test_naive_formula_fails_in_several_kinds_each_reported_once(searched):
+    naive = searched[(searched["source"] == "search") & (searched["adapter"] == "numpy.naive")]
+    kinds = [casefile.load(Path(searched.attrs["run_dir"]) / f)[1]["failure_kind"] for f in naive["case_file"]]
+    assert len(kinds) >= 2 and len(set(kinds)) == len(kinds)
 
 
 def test_worst_naive_input_is_shrunk_to_something_small(searched):
@@ -71,10 +81,10 @@ def test_bad_case_files_are_usage_errors(tmp_path):
 
 
 def test_score_ranks_broken_results_above_any_ratio():
-    assert search.score({"status": "nonfinite"}) == search.BROKEN
-    assert search.score({"status": "crash"}) == search.BROKEN
-    assert search.score({"status": "inaccurate", "loss_tol_ratio": 5.0, "grad_tol_ratio": 2.0}) == 5.0
-    assert search.score({"status": "unsupported"}) < 0
+    assert rowsearch.score_row_dict({"status": "nonfinite"}) == rowsearch.BROKEN
+    assert rowsearch.score_row_dict({"status": "crash"}) == rowsearch.BROKEN
+    assert rowsearch.score_row_dict({"status": "inaccurate", "loss_tol_ratio": 5.0, "grad_tol_ratio": 2.0}) == 5.0
+    assert rowsearch.score_row_dict({"status": "unsupported"}) < 0
 
 
 def test_same_seed_finds_the_same_worst_inputs():
@@ -82,7 +92,7 @@ def test_same_seed_finds_the_same_worst_inputs():
                   label_kinds=["index"], budget="quick", corpus=False, isolate=False)
     a = harness.run(**kwargs)
     b = harness.run(**kwargs)
-    pick = lambda df: df.loc[df["source"] == "search", ["adapter", "case_id", "status"]].reset_index(drop=True)
+    pick = lambda df: df.loc[df["source"] == "search", ["adapter", "case_id", "status", "loss_ulps"]].reset_index(drop=True)
     # naive exp overflows on bfloat16 logits hypothesis reaches at once: both searches find something
     assert set(pick(a)["adapter"]) >= {"numpy.naive"}
     pd.testing.assert_frame_equal(pick(a), pick(b))

@@ -158,6 +158,12 @@ class Framework:
         if self.package:
             importlib.import_module(self.package)
 
+    def set_threads(self, n: int) -> None:
+        """Hold the framework to `n` threads per operation (called in a worker after
+        `warm_up`, when workers of several frameworks share the cores; see
+        `adapters.threads`). The default relies on the environment variables set before
+        the import."""
+
     def to_native(self, a: np.ndarray, device: str):
         """An exact copy of `a` (any tested dtype, bfloat16 included) on `device`."""
         return np.array(a, copy=True)

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import importlib
 import multiprocessing as mp
+from multiprocessing import connection as mp_connection
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.adapters import registry
+from harness.adapters import threads as thread_budget
 from harness.adapters.contract import Adapter, Output, Unsupported
 from harness.errors import first_line
 from harness.numerics.cases import Case
@@ -119,19 +121,26 @@ def _die_with_parent(parent_pid: int, arm_signal: bool = True) -> None:
     threading.Thread(target=watch, name="cestab-parent-watchdog", daemon=True).start()
 
 
-def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | None = None, arm_signal: bool = True) -> None:
-    """Worker main loop: load the adapters' sources, then answer case requests."""
+def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | None = None, arm_signal: bool = True,
+           threads: int | None = None) -> None:
+    """Worker main loop: load the adapters' sources, then answer case requests.
+
+    `threads`: the worker's thread budget (`adapters.threads`), set before any framework import."""
     if parent_pid is not None:
         _die_with_parent(parent_pid, arm_signal)
     # Framework chatter (TF, XLA) goes to the run folder's logs, never to the terminal.
     fd = os.open(log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    if threads:
+        thread_budget.apply_environment(threads)
     loaded = [a for source in sources for a in registry.load_source(source)]
     for name in sorted({a.framework for a in loaded}):
         framework = registry.framework(name)
         if framework is not None:  # import the framework now: start-up time, not the first adapter's
             framework.warm_up()
+            if threads:
+                framework.set_threads(threads)
     conn.send(("ready",))
     while True:
         try:
@@ -161,19 +170,30 @@ def _task(name: str):
 class Worker:
     """One spawned process holding one framework's adapters."""
 
-    def __init__(self, name: str, sources: list[str], log_path: str | None):
+    def __init__(self, name: str, sources: list[str], log_path: str | None, threads: int | None = None,
+                 wait: bool = True):
+        """Spawn the worker and, with `wait`, wait until it is ready (`wait_ready`)."""
         ctx = mp.get_context("spawn")
         self.name, self.sources, self.log_path = name, sources, log_path
         self.conn, child = ctx.Pipe()
         t0 = time.perf_counter()
         in_main_thread = threading.current_thread() is threading.main_thread()
-        self.process = ctx.Process(target=_serve, args=(child, sources, log_path, os.getpid(), in_main_thread), daemon=True,
+        self.process = ctx.Process(target=_serve, args=(child, sources, log_path, os.getpid(), in_main_thread, threads),
+                                   daemon=True,
                                    name=f"cestab-{name}")
         with _main_without_missing_file():
             self.process.start()
         child.close()
-        ready = self._receive(STARTUP_TIMEOUT)
-        self.startup_seconds = time.perf_counter() - t0
+        self._t0 = t0
+        self.startup_seconds = 0.0
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Wait for the worker's "ready" (its framework imported); WorkerFailed if it died or
+        stayed silent for `timeout` seconds (it is killed then)."""
+        ready = self._receive(timeout)
+        self.startup_seconds = time.perf_counter() - self._t0
         if ready is None or ready[0] != "ready":
             self.kill()
             raise WorkerFailed(self.death_message() if ready is None else f"unexpected {ready!r}")
@@ -259,42 +279,86 @@ class WorkerFailed(RuntimeError):
     """A worker died or hung while starting (importing its framework)."""
 
 
+def by_source(adapter_list: list[Adapter]) -> dict[str, list[Adapter]]:
+    """Adapters grouped by the implementation module (worker) that holds them, in order."""
+    groups: dict[str, list[Adapter]] = {}
+    for adapter in adapter_list:
+        groups.setdefault(registry.source_of(adapter.id), []).append(adapter)
+    return groups
+
+
 class WorkerPool:
     """One worker per implementation module (TensorFlow and Keras share one, as they share a
     runtime), started on first use and restarted after a crash or hang."""
 
-    def __init__(self, timeout: float, log_dir: Path | None = None):
+    def __init__(self, timeout: float, log_dir: Path | None = None, threads: int | None = None):
         self.timeout = timeout
         self.log_dir = log_dir
+        self.threads = threads  # each worker's thread budget (None: the frameworks' defaults)
         self.workers: dict[str, Worker] = {}
         self.startup_seconds: dict[str, float] = {}
+        self._start_failures: dict[str, WorkerFailed] = {}  # from `start`, reported by run_source
+
+    def _spawn(self, source: str) -> Worker:
+        name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-")
+        log = str(self.log_dir / f"worker-{name}.log") if self.log_dir else None
+        return Worker(name, [source], log, self.threads, wait=False)
+
+    def _ready(self, source: str, worker: Worker, timeout: float = STARTUP_TIMEOUT) -> Worker:
+        try:
+            worker.wait_ready(timeout)
+        finally:
+            self.startup_seconds[worker.name] = self.startup_seconds.get(worker.name, 0.0) + worker.startup_seconds
+        self.workers[source] = worker
+        return worker
+
+    def _missing(self, source: str) -> bool:
+        worker = self.workers.get(source)
+        return worker is None or not worker.alive
 
     def _worker(self, source: str) -> Worker:
-        worker = self.workers.get(source)
-        if worker is None or not worker.alive:
-            name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-")
-            log = str(self.log_dir / f"worker-{name}.log") if self.log_dir else None
-            worker = Worker(name, [source], log)
-            self.workers[source] = worker
-            self.startup_seconds[name] = self.startup_seconds.get(name, 0.0) + worker.startup_seconds
-        return worker
+        failed = self._start_failures.pop(source, None)
+        if failed is not None:
+            raise failed
+        if self._missing(source):
+            return self._ready(source, self._spawn(source))
+        return self.workers[source]
+
+    def start(self, sources) -> None:
+        """Start the missing workers of `sources` all at once, from the calling thread, and
+        wait until they are ready. Called from the main thread before work is handed to
+        other threads (`parallel.ParallelPool`): PR_SET_PDEATHSIG follows the thread that
+        started a worker, so only a worker the main thread started gets it (the others
+        have the watchdog alone). A worker that fails to start is reported by `run_source`."""
+        spawned = {s: self._spawn(s) for s in dict.fromkeys(sources) if self._missing(s) and s not in self._start_failures}
+        deadline = time.perf_counter() + STARTUP_TIMEOUT
+        while spawned:
+            conns = {worker.conn: source for source, worker in spawned.items()}
+            ready = mp_connection.wait(list(conns), timeout=max(0.0, deadline - time.perf_counter()))
+            for conn in ready or list(conns):  # none ready by the deadline: each times out at once
+                source = conns[conn]
+                try:
+                    self._ready(source, spawned.pop(source), timeout=0.0 if not ready else STARTUP_TIMEOUT)
+                except WorkerFailed as exc:
+                    self._start_failures[source] = exc
 
     def run(self, case: Case, adapter_list: list[Adapter], device: str, task: str | None = None):
         """Yield (adapter, Attempt) for every adapter, worker by worker (`task`: see Worker.run)."""
-        by_source: dict[str, list[Adapter]] = {}
-        for adapter in adapter_list:
-            by_source.setdefault(registry.source_of(adapter.id), []).append(adapter)
-        for source, group in by_source.items():
-            pending = {a.id: a for a in group}
-            while pending:
-                try:
-                    worker = self._worker(source)
-                except WorkerFailed as exc:
-                    for adapter in pending.values():
-                        yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")
-                    break
-                for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout, task):
-                    yield pending.pop(adapter_id), attempt
+        for source, group in by_source(adapter_list).items():
+            yield from self.run_source(source, group, case, device, task)
+
+    def run_source(self, source: str, group: list[Adapter], case: Case, device: str, task: str | None = None):
+        """Yield (adapter, Attempt) for the adapters of one implementation module (one worker)."""
+        pending = {a.id: a for a in group}
+        while pending:
+            try:
+                worker = self._worker(source)
+            except WorkerFailed as exc:
+                for adapter in pending.values():
+                    yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")
+                break
+            for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout, task):
+                yield pending.pop(adapter_id), attempt
 
     def close(self) -> None:
         for worker in self.workers.values():

@@ -3,8 +3,12 @@
 Why this shape:
 
 * **Units of work** are (implementation module, chunk of cases): one framework per unit, as
-  one framework per worker process locally. A worst-case search of one adapter x dtype is one
-  unit too (hypothesis drives it step by step, so it cannot be split).
+  one framework per worker process locally. The worst-case search of one dtype is one unit
+  too (`run.rowsearch`): its batches are shared by every adapter of that dtype, and each
+  batch's children are bred from every adapter's worst rows, so the adapters of a dtype
+  cannot be searched apart without changing what is found; dtypes are independent, so a
+  search unit per dtype finds exactly what the local run's one search does. Its pool holds
+  one worker per module, run one after another on the unit's CPU.
 * **Isolation as today**: a unit is a Ray task that drives an ordinary local `WorkerPool`.
   The framework runs in that pool's spawned child, so a segfault, abort, OOM kill or hang
   becomes a `crash`/`timeout` row exactly as on one machine, the child is replaced and the
@@ -39,8 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.adapters import registry
+from harness.adapters import threads as thread_budget
 from harness.errors import UsageError, first_line
-from harness.run import search
+from harness.run import rowsearch
 from harness.run.rows import rows_for_case
 
 #: A custom resource that marks CPU nodes (`ray start --resources '{"cestab_cpu_node": 1}'`).
@@ -79,17 +84,20 @@ def _ray():
 _kept: dict = {}
 
 
-def _executor_for(source: str, options: dict):
-    """This process's WorkerPool (or InProcess) for `source`, kept from the last unit if it
-    ran the same module with the same timeout; another module's pool is closed first, so a
-    node holds one framework's workers per Ray worker, not all of them."""
+def _executor_for(sources: tuple[str, ...], options: dict):
+    """This process's WorkerPool (or InProcess) for `sources` (one module; every module of
+    a dtype's search), kept from the last unit if it ran the same modules with the same
+    timeout; other modules' pools are closed first, so a node holds one unit's workers per
+    Ray worker, not all of them. Each framework worker gets the local run's thread budget
+    (`adapters.threads`), so a row is the same on both executors."""
     from harness.adapters.workers import InProcess, WorkerPool
 
-    key = (source, options["timeout"], options["isolate"])
+    key = (tuple(sources), options["timeout"], options["isolate"])
     if _kept.get("key") != key:
         _drop_kept()
         log_dir = _log_dir()
-        executor = WorkerPool(options["timeout"], log_dir) if options["isolate"] else InProcess()
+        executor = (WorkerPool(options["timeout"], log_dir, threads=thread_budget.PER_WORKER) if options["isolate"]
+                    else InProcess())
         _kept.update(key=key, executor=executor, log_dir=log_dir, startup={})
     return _kept["executor"], _kept["log_dir"]
 
@@ -184,7 +192,7 @@ def run_cases(source: str, items: list, case_refs: list, options: dict, base: di
     registry.load_source(source)
     base = dict(base, **_where())
     with _spawnable_main():
-        executor, log_dir = _executor_for(source, options)
+        executor, log_dir = _executor_for((source,), options)
         for (index, ids), case in zip(items, cases):
             adapters = [registry.get(i) for i in ids]
             yield ("rows", index, rows_for_case(case, adapters, executor, options["device"], base))
@@ -202,22 +210,32 @@ def _stats(executor, log_dir: Path, t0: float) -> dict:
             "threads": os.environ.get("OMP_NUM_THREADS")}
 
 
-def run_search(source: str, adapter_id: str, dtype: str, options: dict, base: dict):
-    """A search unit (on a node): yield ("finding", Finding or None), then ("done", stats)."""
+def run_search(sources: list[str], dtype: str, adapter_ids: list[str], skip: list, options: dict, base: dict):
+    """A search unit (on a node): the row-batched search of one dtype over `adapter_ids`
+    (`rowsearch.RowSearch`, as the local run's), yielding ("findings", [Finding]) (pairs in
+    `skip`, already reported, left out), then ("done", stats)."""
     t0 = time.perf_counter()
-    registry.load_source(source)
-    adapter = registry.get(adapter_id)
+    for source in sources:
+        registry.load_source(source)
+    adapters = [registry.get(i) for i in adapter_ids]
     base = dict(base, **_where())
+    device = options["device"]
     with _spawnable_main():
-        executor, log_dir = _executor_for(source, options)
+        executor, log_dir = _executor_for(tuple(sources), options)
 
-        def evaluate(case):
-            return rows_for_case(case, [adapter], executor, options["device"], base)[0]
+        def evaluate(case, group):
+            return executor.run(case, group, device)
 
-        budget = search.BUDGETS[options["budget"]]
-        finding = search.search_one(adapter, dtype, evaluate, budget, seed=options["seed"])
+        def run_case(case, adapter):
+            return rows_for_case(case, [adapter], executor, device, base)[0]
+
+        search = rowsearch.RowSearch(adapters, [dtype], rowsearch.BUDGETS[options["budget"]], evaluate,
+                                     seed=options["seed"], device=device, label_kinds=options["label_kinds"])
+        search.run()
+        findings = search.findings(run_case, skip={tuple(k) for k in skip})
         stats = _stats(executor, log_dir, t0)
-    yield ("finding", finding)
+        stats["search"] = {"batches": search.batches, "pairs": search.stats()}
+    yield ("findings", findings)
     yield ("done", stats)
 
 
@@ -398,12 +416,16 @@ def compile_signature(case) -> tuple:
 
 @dataclass
 class Unit:
-    """What one Ray task computes: a chunk of cases of one module, or one search."""
+    """What one Ray task computes: a chunk of cases of one module, or the search of one dtype."""
 
-    source: str
+    source: str  # the module; for a search, its modules joined by ","
     items: list  # [(case index, (adapter ids...))]; empty for a search
-    search: tuple | None = None  # (adapter id, dtype)
+    search: tuple | None = None  # (dtype, (adapter ids...)) of a search
     failures: int = 0
+
+    @property
+    def sources(self) -> list[str]:
+        return self.source.split(",")
 
 
 class RaySweep:
@@ -425,6 +447,8 @@ class RaySweep:
         self.unit_seconds: list[float] = []
         self.threads: set = set()
         self.units_submitted = 0
+        self.search_batches = 0
+        self.search_rows_per_pair: dict[str, int] = {}
 
     def close(self) -> None:
         self.session.close()
@@ -437,6 +461,13 @@ class RaySweep:
             "ray_cluster_cpus": self.cluster["cpus"],
         }
 
+    def search_counts(self) -> dict:
+        """The search units' batches, rows and adapter x dtype pairs (as the local run's counts)."""
+        if not self.search_rows_per_pair:
+            return {}
+        return {"search_batches": self.search_batches, "search_rows": sum(self.search_rows_per_pair.values()),
+                "search_pairs": len(self.search_rows_per_pair)}
+
     # -------------------------------------------------------- planning
 
     def _chunk(self, n_items: int) -> int:
@@ -447,8 +478,9 @@ class RaySweep:
         return max(1, min(MAX_CHUNK, math.ceil(n_items / (UNITS_PER_CPU * slots))))
 
     def plan(self, case_list, adapter_list, done: set, searched: set) -> list[Unit]:
-        """Units for what is missing: one per adapter x dtype not yet searched, then per
-        module the cases lacking a row of one of its adapters, in chunks."""
+        """Units for what is missing: one per dtype with an adapter x dtype pair not yet
+        searched (the search of a dtype runs over all its adapters, as locally: see the
+        module doc), then per module the cases lacking a row of one of its adapters, in chunks."""
         by_source: dict[str, list] = {}
         for adapter in adapter_list:
             by_source.setdefault(registry.source_of(adapter.id), []).append(adapter)
@@ -466,23 +498,27 @@ class RaySweep:
         if self.options.get("budget"):
             from harness.numerics import dtypes
 
-            for adapter in adapter_list:
-                for dtype in self.options["dtypes"] or list(dtypes.DTYPE_NAMES):
-                    if (adapter.id, dtype) not in searched and dtype in adapter.dtypes:
-                        searches.append(Unit(registry.source_of(adapter.id), [], search=(adapter.id, dtype)))
+            device = self.options["device"]
+            for dtype in self.options["dtypes"] or list(dtypes.DTYPE_NAMES):
+                group = [a for a in adapter_list if dtype in a.dtypes and device in a.devices]
+                if all((a.id, dtype) in searched for a in group):
+                    continue
+                sources = list(dict.fromkeys(registry.source_of(a.id) for a in group))
+                searches.append(Unit(",".join(sources), [], search=(dtype, tuple(a.id for a in group))))
         # Searches first: they are the longest units and cannot be split, so starting them
         # early keeps the last one from finishing long after everything else (a shorter run).
         return searches + units
 
-    def _task_options(self, source: str) -> dict:
+    def _task_options(self, sources: list[str]) -> dict:
         """Resources of a unit: a CPU; a GPU share for GPU frameworks with --device cuda;
-        TensorFlow/Keras on CPU nodes when the cluster marks some."""
-        adapters = [a for a in registry.all_adapters().values() if registry.source_of(a.id) == source]
+        TensorFlow/Keras on CPU nodes when the cluster marks some (a search unit that also
+        holds GPU frameworks is not pinned there)."""
+        adapters = [a for a in registry.all_adapters().values() if registry.source_of(a.id) in sources]
         frameworks = {a.framework for a in adapters}
         opts = dict(num_cpus=1, max_retries=RAY_TASK_RETRIES, runtime_env=self.runtime_env)
         if self.options["device"] == "cuda" and any("cuda" in a.devices for a in adapters):
-            opts["num_gpus"] = max(GPU_SHARE.get(f, 1.0) for f in frameworks)
-        if frameworks & set(CPU_FRAMEWORKS) and any(n.get("cpu_node") for n in self.cluster["nodes"]):
+            opts["num_gpus"] = max(GPU_SHARE.get(f, 1.0) for f in frameworks if f in GPU_SHARE) if frameworks & set(GPU_SHARE) else 1.0
+        if frameworks and frameworks <= set(CPU_FRAMEWORKS) and any(n.get("cpu_node") for n in self.cluster["nodes"]):
             opts["resources"] = {CPU_NODE_RESOURCE: 0.001}
         return opts
 
@@ -495,6 +531,7 @@ class RaySweep:
         done = {(r["case_id"], r["adapter"]) for r in done_rows}
         searched = {(r["adapter"], r["dtype"]) for r in done_rows if r.get("source") == "search"}
         units = self.plan(case_list, adapter_list, done, searched)
+        searched_dtypes: set = set()  # search units whose findings arrived (or were given up)
         bar.total = sum(len(u.items) for u in units) + sum(1 for u in units if u.search)
         tasks = {"cases": ray.remote(run_cases), "search": ray.remote(run_search)}
         case_refs: dict[int, object] = {}
@@ -503,10 +540,12 @@ class RaySweep:
         pending: dict = {}
 
         def submit(unit: Unit) -> None:
-            opts = self._task_options(unit.source)
+            opts = self._task_options(unit.sources)
             self.units_submitted += 1
             if unit.search:
-                gen = tasks["search"].options(**opts).remote(unit.source, *unit.search, self.options, base)
+                dtype, ids = unit.search
+                skip = sorted(k for k in searched if k[1] == dtype)
+                gen = tasks["search"].options(**opts).remote(unit.sources, dtype, list(ids), skip, self.options, base)
             else:
                 for index, _ in unit.items:
                     if index not in case_refs:
@@ -530,28 +569,36 @@ class RaySweep:
             if kind == "rows":
                 if any([keep(row) for row in item[2]]):
                     bar.step(case_list[item[1]].case_id)
-            elif kind == "finding":
-                key = unit.search
-                if key in searched:
-                    return
-                searched.add(key)
-                bar.step(f"search {key[0]} {key[1]}")
-                finding = item[1]
-                if finding is None:
-                    return
-                row = dict(finding.row)
-                if run_dir is not None:
-                    path = search.save_finding(finding, run_dir / "worst")
-                    row["case_file"] = str(path.relative_to(run_dir))
-                findings.append(row)
-                if journal:
-                    journal.append(row)
+            elif kind == "findings":
+                dtype = unit.search[0]
+                if dtype in searched_dtypes:
+                    return  # a retried unit's repeat
+                searched_dtypes.add(dtype)
+                bar.step(f"search {dtype}")
+                rank: dict[tuple[str, str], int] = {}
+                for finding in item[1]:  # per adapter x dtype, the worst first (as the local run)
+                    key = (finding.adapter, finding.dtype)
+                    if key in searched:
+                        continue
+                    row = dict(finding.row)
+                    if run_dir is not None:
+                        path = rowsearch.save_finding(finding, run_dir / "worst", rank.get(key, 0))
+                        row["case_file"] = str(path.relative_to(run_dir))
+                    rank[key] = rank.get(key, 0) + 1
+                    findings.append(row)
+                    if journal:
+                        journal.append(row)
+                searched.update(rank)
             elif kind == "done":
                 stats = item[1]
                 self.unit_seconds.append(stats["seconds"])
                 self.threads.add(stats["threads"])
                 for name, seconds in stats["startup"].items():
                     self.startup_seconds[name] = self.startup_seconds.get(name, 0.0) + seconds
+                if "search" in stats:
+                    self.search_batches += stats["search"]["batches"]
+                    for pair, counts in stats["search"]["pairs"].items():
+                        self.search_rows_per_pair[pair] = counts["rows"]
                 self._write_logs(run_dir, stats["logs"], unit)
 
         for unit in units:
@@ -564,12 +611,12 @@ class RaySweep:
                     item = ray.get(next(gen))
                 except StopIteration:
                     del pending[gen]
-                    for again in self._leftover(unit, case_list, done, searched, None):
+                    for again in self._leftover(unit, case_list, done, searched_dtypes, None):
                         submit(again)
                     continue
                 except ray.exceptions.RayError as exc:  # the unit failed after Ray's own retries
                     del pending[gen]
-                    for again in self._leftover(unit, case_list, done, searched, exc, keep, base):
+                    for again in self._leftover(unit, case_list, done, searched_dtypes, exc, keep, base):
                         submit(again)
                     continue
                 take(unit, item)
@@ -578,20 +625,22 @@ class RaySweep:
         order = {a.id: k for k, a in enumerate(adapter_list)}
         index = {c.case_id: k for k, c in enumerate(case_list)}
         ordered = sorted(new_rows.values(), key=lambda r: (index.get(r["case_id"], -1), order.get(r["adapter"], len(order))))
-        return ordered + findings
+        # findings in the local run's order: by adapter x dtype, each pair's worst first (a stable sort)
+        return ordered + sorted(findings, key=lambda r: (r["adapter"], r["dtype"]))
 
-    def _leftover(self, unit: Unit, case_list, done, searched, exc, keep=None, base=None) -> list[Unit]:
+    def _leftover(self, unit: Unit, case_list, done, searched_dtypes, exc, keep=None, base=None) -> list[Unit]:
         """What a finished or failed unit left undone, as units to submit again.
 
         A unit that ended normally has done everything (an empty list). A failed one is
         resubmitted with its missing cases; after UNIT_ATTEMPTS failures the first missing
         case, the one it was computing, gets `crash` rows (it may be what kills the node)."""
         if unit.search:
-            if unit.search in searched:
+            dtype = unit.search[0]
+            if dtype in searched_dtypes:
                 return []
             if exc is not None and unit.failures + 1 < UNIT_ATTEMPTS:
                 return [Unit(unit.source, [], unit.search, unit.failures + 1)]
-            searched.add(unit.search)  # give up on this search: its cases' rows are not search rows
+            searched_dtypes.add(dtype)  # give up on this search: its cases' rows are not search rows
             return []
         missing = []
         for index, ids in unit.items:

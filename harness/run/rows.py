@@ -11,13 +11,19 @@ from harness.adapters.workers import Attempt
 from harness.numerics import reference
 from harness.numerics.cases import Case
 from harness.run.judge import judge
+from harness.run.phases import Phases
 
 
-def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, on_row=None) -> list[dict]:
-    """Result rows (dicts keyed by column name) of every adapter on one case."""
+def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, on_row=None, phases: Phases | None = None,
+                  ref=None) -> list[dict]:
+    """Result rows (dicts keyed by column name) of every adapter on one case (`ref`: its
+    reference, when the caller has it already; `phases`: where the time went, `run.phases`)."""
+    phases = phases or Phases()
     t0 = time.perf_counter()
-    ref = reference.loss_and_grad(case)
+    if ref is None:
+        ref = reference.loss_and_grad(case)
     ref_seconds = time.perf_counter() - t0
+    phases.add("reference", ref_seconds)
     n, v = case.shape
     common = dict(base)
     common.update(
@@ -37,12 +43,14 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
     rows = []
 
     def emit(adapter, attempt: Attempt):
-        row = dict(common, adapter=adapter.id, framework=adapter.framework,
-                   framework_version=registry.framework_version(adapter.framework))
-        row.update(judge(case, ref, attempt))
+        with phases.timed("metrics"):
+            row = dict(common, adapter=adapter.id, framework=adapter.framework,
+                       framework_version=registry.framework_version(adapter.framework))
+            row.update(judge(case, ref, attempt))
         rows.append(row)
         if on_row:
-            on_row(row)
+            with phases.timed("writing"):
+                on_row(row)
 
     for adapter in adapter_list:
         reason = adapter.unsupported_reason(case, device)
@@ -50,6 +58,9 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
             emit(adapter, Attempt("unsupported", message=reason))
         else:
             runnable.append(adapter)
-    for adapter, attempt in executor.run(case, runnable, device):
+    t0 = time.perf_counter()
+    attempts = list(executor.run(case, runnable, device))  # all frameworks at once (--jobs)
+    phases.add("dispatch", time.perf_counter() - t0)
+    for adapter, attempt in attempts:
         emit(adapter, attempt)
     return rows

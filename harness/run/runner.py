@@ -23,14 +23,16 @@ from harness.numerics import reference
 from harness.inputs import regimes
 from harness.store import memory, runfolder, validate
 from harness.store.runfolder import RunFolder
-from harness.run import search
+from harness.run import rowsearch
+from harness.run.phases import Phases
+from harness.adapters import threads as thread_budget
+from harness.adapters.parallel import ParallelPool, TimedInProcess
 from harness.numerics import dtypes
 from harness.numerics.cases import Case
 from harness.errors import UsageError
 from harness.run.ray_executor import local_cluster
 from harness.run.rows import rows_for_case
 from harness.run.progress import Progress
-from harness.adapters.workers import InProcess, WorkerPool
 
 DEFAULT_TIMEOUT = 120.0  # seconds one adapter may take on one case before it is killed
 
@@ -56,6 +58,7 @@ def run(
     executor: str | None = None,
     ray_address: str | None = None,
     ray_chunk: int | None = None,
+    jobs: int | None = None,
 ) -> pd.DataFrame:
     """Run the comparison suite and return the results table (see `columns.COLUMNS`).
 
@@ -68,22 +71,31 @@ def run(
     input found is shrunk, saved under RUN_DIR/worst/ and added with source "search".
     `corpus` adds the public bug reports of `harness/inputs/corpus.json` (source "corpus") for every
     adapter (a bug found in one framework is a question for all the others), each in its own
-    dtype, or in the requested dtypes when `dtypes` is given.
+    dtype, or in the requested dtypes when `dtypes` is given. `regimes_=[]` leaves the regime
+    cases out (a search or a corpus on its own).
     `executor` is "local" (default: worker processes on this machine) or "ray" (units of
     work on a Ray cluster, `ray_executor`): the same rows either way. `ray_address` joins a
     running cluster ("auto": the one on this machine; None: start a local Ray instance);
     `ray_chunk` fixes the cases per unit (None: chosen from the cluster's CPUs). On a
     resume, `executor` and `ray_address` replace the ones the run was started with.
+    `jobs`: how many framework workers of the local executor run at the same time
+    (default: the number of cores), each with one thread (`adapters.threads`); rows do not
+    depend on it. On a resume, a `jobs` given replaces the run's.
     """
     where = _executor_options(executor, ray_address, ray_chunk)
     if resume is not None:
-        return _resume(Path(resume), progress, where if executor is not None else {})
+        if jobs is not None:
+            where = dict(where if executor is not None else {}, jobs=validate.jobs(jobs))
+        elif executor is None:
+            where = {}
+        return _resume(Path(resume), progress, where)
     if device not in ("cpu", "cuda"):
         raise UsageError(f"unknown device {device!r}; choose cpu or cuda")
     timeout = validate.timeout(timeout)
     seed = validate.seed(seed)
-    if budget is not None and budget not in search.BUDGETS:
-        raise UsageError(f"unknown budget {budget!r}; choose from {', '.join(search.BUDGETS)}")
+    jobs = validate.jobs(jobs)
+    if budget is not None and budget not in rowsearch.BUDGETS:
+        raise UsageError(f"unknown budget {budget!r}; choose from {', '.join(rowsearch.BUDGETS)}")
     adapter_list = registry.resolve(adapters, plugins)
     options = {
         "adapters": [a.id for a in adapter_list],
@@ -98,6 +110,7 @@ def run(
         "timeout": timeout,
         "budget": budget,
         "corpus": corpus and cases is None,
+        "jobs": jobs,
         **where,
     }
     if executor == "ray":
@@ -107,9 +120,12 @@ def run(
     if cases is not None:
         for case in cases:
             memory.require_case(case.nd_shape, case.dtype, f"case {case.case_id}")
+    t0 = time.perf_counter()
     case_list = cases if cases is not None else build_cases(options)
+    phases = Phases()
+    phases.add("generation", time.perf_counter() - t0)
     folder = RunFolder.create(out_dir, seed) if out_dir is not None else None
-    return _execute(case_list, adapter_list, options, folder, progress, command, done_rows=[])
+    return _execute(case_list, adapter_list, options, folder, progress, command, done_rows=[], phases=phases)
 
 
 EXECUTORS = ("local", "ray")
@@ -134,7 +150,9 @@ def build_cases(options: dict) -> list:
     the run draws each when it reaches it, so a run holds one case at a time, not all of
     them; the largest is bounded by `memory` before anything is drawn."""
     shapes = [tuple(s) for s in options["shapes"]] if options["shapes"] else None
-    planned = regimes.plan(options["regimes"], options["dtypes"], shapes, options["label_kinds"], options["seed"])
+    planned = regimes.plan(options["regimes"] or None, options["dtypes"], shapes, options["label_kinds"], options["seed"])
+    if options["regimes"] == []:  # `--regimes none`: no regime cases (the names above still checked)
+        planned = []
     if planned:
         largest = max(planned, key=lambda p: math.prod(p[2]))
         memory.require_case(largest[2], largest[1])
@@ -170,7 +188,17 @@ def _resume(path: Path, progress: bool, where: dict) -> pd.DataFrame:
     return _execute(case_list, adapter_list, options, folder, progress, meta.get("command"), done_rows, meta)
 
 
-def _execute(case_list, adapter_list, options, folder, progress, command, done_rows, meta=None) -> pd.DataFrame:
+def _executor(options, folder, phases):
+    """Adapters in isolated workers, up to `jobs` frameworks at once (each with the fixed
+    thread budget of `adapters.threads`), or in this process."""
+    if not options["isolate"]:
+        return TimedInProcess(phases)
+    jobs = options.get("jobs") or thread_budget.cores()
+    return ParallelPool(options["timeout"], folder.logs if folder else None, jobs=jobs,
+                        threads=thread_budget.PER_WORKER, phases=phases)
+
+
+def _execute(case_list, adapter_list, options, folder, progress, command, done_rows, meta=None, phases=None) -> pd.DataFrame:
     started = dt.datetime.now(dt.timezone.utc)
     meta = meta or runfolder.new_meta(
         runfolder.run_id(folder, started, options["seed"]), started, command, options,
@@ -182,14 +210,15 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
         **registry.describe(adapter_list),
     )
     meta["state"] = "running"
-    t0 = time.perf_counter()
+    phases = phases or Phases()
+    t0 = time.perf_counter() - phases.seconds["generation"]  # case building counts towards the wall time
     if options.get("executor") == "ray":
         from harness.run.ray_executor import RaySweep  # imports ray: only for a sweep that asks for it
 
         executor = RaySweep(options, meta.get("cluster"))
         meta["cluster"] = executor.cluster
     else:
-        executor = WorkerPool(options["timeout"], folder.logs if folder else None) if options["isolate"] else InProcess()
+        executor = _executor(options, folder, phases)
         meta["cluster"] = local_cluster()
     if folder is not None:
         folder.write_meta(meta)
@@ -199,50 +228,46 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
     rows = list(done_rows)
     journal = folder.journal() if folder is not None else None
     bar = Progress(len(case_list), progress)
-    reference_seconds = 0.0
     case_order: dict[str, int] = {}
     try:
         if options.get("executor") == "ray":
-            case_list = [case() if callable(case) else case for case in case_list]  # units are chunks of cases
+            with phases.timed("generation"):
+                case_list = [case() if callable(case) else case for case in case_list]  # units are chunks of cases
             case_order = {case.case_id: k for k, case in enumerate(case_list)}
             new = executor.run(case_list, adapter_list, base, done_rows, journal, bar, folder.path if folder else None)
-            # each module's unit computes its cases' reference: count each (case, unit) once
-            reference_seconds = sum(s for _, s in {(r["case_id"], r.get("reference_seconds") or 0.0) for r in new})
+            _ray_phases(phases, new, executor)
             rows.extend(new)
         else:
             for case in case_list:
                 if callable(case):
-                    case = case()  # drawn now, dropped after its rows: one case in memory at a time
+                    with phases.timed("generation"):
+                        case = case()  # drawn now, dropped after its rows: one case in memory at a time
                 case_order.setdefault(case.case_id, len(case_order))
                 todo = [a for a in adapter_list if (case.case_id, a.id) not in done]
                 if todo:
-                    new = rows_for_case(case, todo, executor, options["device"], base, journal.append if journal else None)
-                    reference_seconds += new[0]["reference_seconds"] if new else 0.0
-                    rows.extend(new)
+                    rows.extend(rows_for_case(case, todo, executor, options["device"], base,
+                                              journal.append if journal else None, phases))
                 bar.step(case.case_id)
             if options.get("budget"):
-                rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal))
+                rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal, phases))
     finally:
         bar.close()
         executor.close()
         if journal:
             journal.close()
-    if done_rows:  # resumed: the order a run without interruption gives (case, then adapter)
-        rows = _in_run_order(rows, case_order)
-    df = columns.frame(rows)
-    timing = {
-        "wall_seconds": round(time.perf_counter() - t0, 3),
-        "reference_seconds": round(reference_seconds, 3),
-        "worker_startup_seconds": {k: round(v, 3) for k, v in executor.startup_seconds.items()},
-        "adapter_seconds": round(float(pd.to_numeric(df["adapter_seconds"]).sum()), 3),
-        "compile_seconds": round(float(pd.to_numeric(df["compile_seconds"]).sum()), 3),
-    }
+    with phases.timed("writing"):
+        if done_rows:  # resumed: the order a run without interruption gives (case, then adapter)
+            rows = _in_run_order(rows, case_order)
+        df = columns.frame(rows)
+        meta["state"] = "complete"
+        if folder is not None:
+            folder.finish(df, meta)
+    timing = phases.summary(time.perf_counter() - t0, executor.startup_seconds)
     if options.get("executor") == "ray":
         timing.update(executor.timing())
     meta.setdefault("timing", []).append(timing)
-    meta["state"] = "complete"
     if folder is not None:
-        folder.finish(df, meta)
+        folder.write_meta(meta)  # again, with the timing (which includes writing the tables)
         df.attrs["run_dir"] = str(folder.path)
     df.attrs["timing"] = timing
     return df
@@ -254,29 +279,54 @@ def _in_run_order(rows: list[dict], case_order: dict[str, int]) -> list[dict]:
     return sorted(rows, key=lambda r: (r.get("source") == "search", case_order.get(r["case_id"], len(case_order))))
 
 
-def _search(adapter_list, options, executor, base, folder, done_rows, journal) -> list[dict]:
-    """One worst-case search per adapter x dtype; the shrunk worst input becomes a row."""
-    budget = search.BUDGETS[options["budget"]]
+def _ray_phases(phases: Phases, rows: list[dict], sweep) -> None:
+    """The phases of a Ray sweep, from what its rows and units report: the driver sees no
+    attempt, so the adapters' and compilers' seconds come from the rows, and each module's
+    unit computes its cases' reference (each (case, unit) counted once)."""
+    phases.add("reference", sum(s for _, s in {(r["case_id"], r.get("reference_seconds") or 0.0) for r in rows}))
+    for name in ("adapter", "compile"):
+        seconds = (r.get(f"{name}_seconds") for r in rows)
+        phases.add(name, sum(float(x) for x in seconds if isinstance(x, (int, float)) and math.isfinite(x)))
+    for name, n in sweep.search_counts().items():
+        phases.count(name, n)
+    if sweep.search_rows_per_pair:
+        phases.extra["search_rows_per_pair"] = dict(sorted(sweep.search_rows_per_pair.items()))
+
+
+def _search(adapter_list, options, executor, base, folder, done_rows, journal, phases) -> list[dict]:
+    """The row-batched worst-case search over every adapter x dtype (`rowsearch`); each
+    pair's shrunk worst rows (one per failure kind, worst first) become results rows."""
+    budget = rowsearch.BUDGETS[options["budget"]]
     searched = {(r["adapter"], r["dtype"]) for r in done_rows if r.get("source") == "search"}
     dtype_names = options["dtypes"] or list(dtypes.DTYPE_NAMES)
+    device = options["device"]
+
+    def evaluate(case, adapters):
+        return executor.run(case, adapters, device)
+
+    def run_case(case, adapter):
+        return rows_for_case(case, [adapter], executor, device, base, phases=phases)[0]
+
+    search = rowsearch.RowSearch(adapter_list, dtype_names, budget, evaluate, seed=options["seed"], device=device,
+                                 label_kinds=options["label_kinds"], phases=phases)
+    search.run()
     rows = []
-    for adapter in adapter_list:
-        for dtype in dtype_names:
-            if (adapter.id, dtype) in searched or dtype not in adapter.dtypes:
-                continue
-
-            def evaluate(case, adapter=adapter):
-                return rows_for_case(case, [adapter], executor, options["device"], base)[0]
-
-            finding = search.search_one(adapter, dtype, evaluate, budget, seed=options["seed"])
-            if finding is None:
-                continue
-            row = dict(finding.row)
-            if folder is not None:
-                path = search.save_finding(finding, folder.path / "worst")
-                row["case_file"] = str(path.relative_to(folder.path))
-            rows.append(row)
-            if journal:
+    rank: dict[tuple[str, str], int] = {}
+    for finding in search.findings(run_case, skip=searched):
+        row = dict(finding.row)
+        key = (finding.adapter, finding.dtype)
+        if folder is not None:
+            with phases.timed("writing"):
+                path = rowsearch.save_finding(finding, folder.path / "worst", rank.get(key, 0))
+            row["case_file"] = str(path.relative_to(folder.path))
+        rank[key] = rank.get(key, 0) + 1
+        rows.append(row)
+        if journal:
+            with phases.timed("writing"):
                 journal.append(row)
+    stats = search.stats()
+    phases.extra["search_rows_per_pair"] = {key: s["rows"] for key, s in stats.items()}
+    phases.count("search_batches", search.batches)
+    phases.count("search_rows", sum(s["rows"] for s in stats.values()))
+    phases.count("search_pairs", len(stats))
     return rows
-

@@ -28,19 +28,36 @@ def format_summary(table: pd.DataFrame) -> str:
 
 
 def format_timing(timing: dict) -> str:
-    """Where a run's wall time went, and the harness's own cost against the adapters' time.
+    """Where a run's wall time went, phase by phase (`run.phases`), and the harness's own
+    cost against the adapters' time.
 
-    The harness's share is what is left of the wall time after adapter calls, compilation
-    and worker start-up: building cases, the reference (shown apart), metrics, moving
-    arrays between processes, writing tables. A ratio above 1 means cestab spends more time
-    judging than the implementations spend computing.
+    The harness's share is everything that is neither the implementations' compute nor
+    their compilation nor the framework imports of worker start-up: building cases and
+    search rows, the reference, moving arrays between processes (ipc), judging, writing,
+    and what no phase measured (other). A ratio above 1 means cestab spends more time
+    judging than the implementations spend computing. Workers of different frameworks run
+    at the same time (`--jobs`), so adapter, compile and start-up seconds are summed over
+    workers and may add up to more than the wall time.
     """
     adapters, compiling = timing["adapter_seconds"], timing["compile_seconds"]
     startup = sum(timing.get("worker_startup_seconds", {}).values())
-    harness = max(0.0, timing["wall_seconds"] - adapters - compiling - startup)
+    phases = timing.get("phases")
+    if phases is None:  # a run folder from before per-phase timing
+        harness = max(0.0, timing["wall_seconds"] - adapters - compiling - startup)
+        parts = f"reference {timing['reference_seconds']:.1f} s"
+    else:
+        harness = timing.get("harness_seconds", 0.0)
+        parts = ", ".join(f"{name} {phases.get(name, 0.0):.1f} s"
+                          for name in ("generation", "reference", "ipc", "metrics", "writing", "other"))
     ratio = f"{harness / adapters:.2g}" if adapters > 0 else "n/a"
+    counts = timing.get("counts", {})
+    search = ""
+    if counts.get("search_rows"):
+        pairs = max(1, counts.get("search_pairs", 1))
+        search = (f"\nsearch: {counts['search_rows']} candidate rows in {counts.get('search_batches', 0)} batches,"
+                  f" {counts['search_rows'] / pairs:.0f} rows per adapter x dtype")
     return (
-        f"time: {timing['wall_seconds']:.1f} s = adapters {adapters:.1f} s + compilation {compiling:.1f} s"
-        f" + worker start-up {startup:.1f} s + harness {harness:.1f} s (reference {timing['reference_seconds']:.1f} s);"
-        f" harness overhead / adapter time = {ratio}"
+        f"time: {timing['wall_seconds']:.1f} s wall; adapters {adapters:.1f} s, compilation {compiling:.1f} s,"
+        f" worker start-up {startup:.1f} s (summed over workers); harness {harness:.1f} s ({parts});"
+        f" harness overhead / adapter time = {ratio}" + search
     )

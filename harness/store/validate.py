@@ -32,6 +32,8 @@ MAX_SEED = 2**63 - 1
 #: The longest timeout, in seconds, one adapter may be given on one case (a week): larger
 #: values (and inf) are surely mistakes, and multiprocessing's poll cannot take them.
 MAX_TIMEOUT = 7 * 24 * 3600.0
+#: The most framework workers run at the same time (`--jobs`): more is surely a mistake.
+MAX_JOBS = 1024
 #: Largest .npy header we read (numpy's own default guard).
 MAX_HEADER = 10000
 #: Largest dimension of a shape on the command line or in a file's options.
@@ -264,6 +266,15 @@ def timeout(value, where: str = "timeout") -> float:
     return float(value)
 
 
+def jobs(value, where: str = "jobs") -> int | None:
+    """`--jobs`: None (the default: the number of cores) or 1 to MAX_JOBS workers at once."""
+    if value is None:
+        return None
+    if not _is_int(value) or not 1 <= value <= MAX_JOBS:
+        raise UsageError(f"{where} must be a positive integer, at most {MAX_JOBS}, got {_show(value)}")
+    return int(value)
+
+
 def shapes(value, where: str, field: str = "shapes"):
     if value is None:
         return None
@@ -304,6 +315,8 @@ def run_options(options, where: str, required=("adapters",), defaults: dict | No
         checked["seed"] = seed(out["seed"], f"{where}: options.seed")
     if "timeout" in out:
         checked["timeout"] = timeout(out["timeout"], f"{where}: options.timeout")
+    if "jobs" in out:
+        checked["jobs"] = jobs(out["jobs"], f"{where}: options.jobs")
     if "device" in out and out["device"] not in ("cpu", "cuda"):
         raise UsageError(f"{where}: options.device must be \"cpu\" or \"cuda\", got {_show(out['device'])}")
     for field in ("isolate", "corpus"):

@@ -1,0 +1,85 @@
+"""Where a run's time goes, phase by phase: so a slow run explains itself.
+
+The parent process measures its own segments directly (`Phases.timed`): building cases and
+search rows (`generation`), the reference (`reference`), judging and scoring
+(`metrics`), writing journals and tables (`writing`), and the time it spends waiting on
+the workers (`dispatch`). What the workers report is added per attempt: the adapters' own
+compute (`adapter`), compilation (`compile`), and `ipc`, the rest of each round trip
+(pickling arrays, the pipe, converting to and from the framework, waiting for a busy
+worker). Worker start-up (framework imports) is counted by the executor.
+
+Workers of different frameworks run at the same time (`--jobs`), so adapter, compile and
+ipc seconds are summed over workers and may exceed the wall time; the parent's segments
+never overlap one another, so `other` (wall minus them) is what nothing above measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+#: The parent's own segments (they never overlap), in display order.
+PARENT = ("generation", "reference", "dispatch", "metrics", "writing")
+#: Per-attempt seconds the workers report (summed over workers).
+WORKER = ("adapter", "compile", "ipc")
+#: What counts as the harness's own cost (not the implementations' compute or compile).
+HARNESS = ("generation", "reference", "ipc", "metrics", "writing", "other")
+
+
+class Phases:
+    """Seconds per phase, accumulated; thread-safe (the executor's threads add worker phases)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {name: 0.0 for name in PARENT + WORKER}
+        self.counts: dict[str, int] = {}
+        self.by_framework: dict[str, float] = {}  # seconds of round trips per framework's worker
+        self.extra: dict = {}  # more facts for run.json's timing record (the search's rows per pair)
+        self._lock = threading.Lock()
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + int(n)
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t0)
+
+    def add_attempt(self, attempt, round_trip: float | None, framework: str | None = None) -> None:
+        """An attempt's adapter and compile seconds, and the rest of its round trip as ipc."""
+        if framework is not None and round_trip is not None:
+            with self._lock:
+                self.by_framework[framework] = self.by_framework.get(framework, 0.0) + round_trip
+        adapter = attempt.seconds or 0.0
+        compiling = attempt.output.compile_seconds if attempt.output is not None else 0.0
+        self.add("adapter", adapter)
+        self.add("compile", compiling)
+        if round_trip is not None:
+            self.add("ipc", max(0.0, round_trip - adapter - compiling))
+
+    def summary(self, wall: float, startup: dict[str, float]) -> dict:
+        """The run.json `timing` record: wall, every phase, `other`, and the harness share."""
+        parent = sum(self.seconds[name] for name in PARENT)
+        phases = {name: round(v, 3) for name, v in self.seconds.items()}
+        phases["other"] = round(max(0.0, wall - parent), 3)
+        harness = sum(phases[name] for name in HARNESS)
+        return {
+            "wall_seconds": round(wall, 3),
+            "phases": phases,
+            "counts": dict(self.counts),
+            "harness_seconds": round(harness, 3),
+            "reference_seconds": phases["reference"],
+            "adapter_seconds": phases["adapter"],
+            "compile_seconds": phases["compile"],
+            "worker_startup_seconds": {k: round(v, 3) for k, v in startup.items()},
+            "framework_seconds": {k: round(v, 3) for k, v in sorted(self.by_framework.items())},
+            **self.extra,
+        }

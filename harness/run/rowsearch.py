@@ -1,0 +1,886 @@
+"""Row-batched worst-case search: candidates are rows, thousands per adapter call.
+
+Softmax cross-entropy is row-wise: a row's loss and gradient depend on that row only
+(tests/test_rowsearch.py checks it for every adapter). So one adapter call on an (N, V)
+batch judges N candidates, and the reference is computed once per batch for every adapter
+that sees it. The old search (`search.py`) spent one adapter call, one IPC round trip,
+one reference and often one fresh compilation per candidate; this one spends them per
+batch of up to a few thousand rows.
+
+Per dtype, the search keeps a few fixed class counts V (`Budget.classes`) and one row
+count N per V (`Budget.rows`), so jitted adapters (jax.jit, XLA, torch.compile) see a
+handful of shapes; a batch that has fewer candidates than N is filled with pad rows
+(zeros, target 0) whose results are dropped. Each generation builds, per dtype x V x
+label kind, one batch per family (rows with ignored rows for adapters that can ignore
+rows, plain rows for the others):
+
+- fresh rows: drawn from a pool of row blocks that the hypothesis strategies of
+  `inputs.strategies` generate once per dtype x V (their spreads, scales, offsets, near
+  ties, subnormals, values near max, exp's thresholds, -inf masks, ignored and padding
+  rows), each lightly mutated;
+- children of the worst rows found so far for every adapter that sees the batch
+  (hill climbing on the per-row tolerance ratio): scaled, shifted, pushed toward the
+  dtype's limits, tied with the max, masked with -inf, the target swapped, ignored.
+
+Every row gets a score: its largest tolerance ratio over loss and gradient (`score`);
+NaN/inf where the truth is finite ranks highest (`BROKEN`). Per adapter x dtype the worst
+row of each *failure kind* (status x quantity x feature, the feature read from the row
+itself: `feature`) is kept. After the last generation the winners, and only they, are
+shrunk (delta debugging toward fewer classes and simpler values, keeping the failure
+kind), re-run on their own through the ordinary path (`runner.rows_for_case`), and become
+results rows with source "search" and a case file under RUN_DIR/worst/ that `cestab
+repro` replays. A whole batch that raises, crashes or hangs is bisected with pad rows to
+the row that does it.
+
+Everything is seeded (numpy's PCG64 from the run's seed, hypothesis's seed), so a seed
+gives the same search on any machine where the adapters give the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from harness.numerics import dtypes, metrics, reference, statuses
+from harness.numerics.cases import LABEL_KINDS, Case, dyadic_soft_labels
+from harness.store import casefile
+
+BROKEN = 1e12  # the score of a non-finite result (a crash or error of a whole batch too)
+
+
+@dataclass(frozen=True)
+class Budget:
+    classes: tuple[int, ...]  # the class counts V searched (fixed: few compiled shapes)
+    batch_elements: int  # rows per batch: about this many elements, N a power of two
+    max_rows: int  # at most this many rows per batch
+    generations: int  # batches per dtype x V x label kind x family
+    pool_blocks: int  # hypothesis examples per dtype x V (each a block of rows)
+    block_elements: int  # elements per hypothesis block (rows = this / V, 1 to 64)
+    shrink_calls: int  # adapter calls the shrinking of one finding may spend
+    findings: int  # failure kinds reported per adapter x dtype (the worst first)
+    smoothings: tuple[float, ...] = (0.1,)  # eps of smoothed labels (one per batch, cycled)
+    parents: int = 6  # worst rows per adapter that get children in the next batch
+
+    def rows(self, v: int) -> int:
+        n = max(1, min(self.max_rows, self.batch_elements // v))
+        return 1 << (n.bit_length() - 1)  # a power of two: one shape per V
+
+
+BUDGETS = {
+    # quick: part of the default run; 3 class counts, 3 generations
+    "quick": Budget(classes=(2, 32, 1000), batch_elements=1 << 17, max_rows=1024, generations=3, pool_blocks=12,
+                    block_elements=2048, shrink_calls=4, findings=3),
+    "standard": Budget(classes=(2, 7, 32, 257, 1000, 4096), batch_elements=1 << 17, max_rows=2048, generations=6,
+                       pool_blocks=24, block_elements=4096, shrink_calls=6, findings=4, smoothings=(0.1, 0.5)),
+    "deep": Budget(classes=(2, 3, 17, 32, 129, 1000, 4096, 32000), batch_elements=1 << 18, max_rows=4096,
+                   generations=12, pool_blocks=40, block_elements=8192, shrink_calls=8, findings=6,
+                   smoothings=(0.1, 0.5, 0.9)),
+}
+
+
+def score_row_dict(row: dict) -> float:
+    """The score of a results row (as the old search's `score`): for the findings' rows."""
+    status = statuses.get(row["status"])
+    if status.broke or status.name == "nonfinite":
+        return BROKEN
+    if status.measured:
+        ratio = max(row.get("loss_tol_ratio") or 0.0, row.get("grad_tol_ratio") or 0.0)
+        return min(float(ratio), BROKEN / 2) if math.isfinite(ratio) else BROKEN
+    return -1.0
+
+
+# ------------------------------------------------------------------ rows
+
+
+@dataclass
+class Rows:
+    """Candidate rows of one V, struct of arrays: float64 logits exact in the dtype (-inf
+    masks allowed), targets, soft labels (for the "soft" kind; None otherwise), ignored
+    flags, and the pieces each row was made from (strategies' names, then mutations)."""
+
+    z: np.ndarray  # (n, V)
+    target: np.ndarray  # (n,) int64
+    ignored: np.ndarray  # (n,) bool
+    pieces: list[str]
+    soft: np.ndarray | None = None  # (n, V)
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def take(self, idx) -> "Rows":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Rows(self.z[idx], self.target[idx], self.ignored[idx], [self.pieces[i] for i in idx],
+                    None if self.soft is None else self.soft[idx])
+
+    @staticmethod
+    def concat(parts: list["Rows"]) -> "Rows":
+        parts = [p for p in parts if len(p)] or parts[:1]
+        soft = None if parts[0].soft is None else np.concatenate([p.soft for p in parts])
+        return Rows(np.concatenate([p.z for p in parts]), np.concatenate([p.target for p in parts]),
+                    np.concatenate([p.ignored for p in parts]), [s for p in parts for s in p.pieces], soft)
+
+
+def pad_rows(n: int, v: int, soft: bool) -> Rows:
+    """Benign rows that fill a batch to its fixed N: zeros, target 0 (loss log V)."""
+    z = np.zeros((n, v))
+    target = np.zeros(n, dtype=np.int64)
+    s = None
+    if soft:
+        s = np.zeros((n, v))
+        s[:, 0] = 1.0
+    return Rows(z, target, np.zeros(n, dtype=bool), ["pad"] * n, s)
+
+
+# ------------------------------------------------------------------ fresh rows from hypothesis
+
+
+def hypothesis_pool(fmt, v: int, budget: Budget, seed: int) -> Rows:
+    """Row blocks drawn by the hypothesis strategies (`inputs.strategies`), seeded: their
+    spreads, transforms and ignored/padding rows, each row tagged with the pieces that
+    touched it. Labels: targets as drawn; soft labels are attached per batch."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis import strategies as st
+
+    from harness.inputs import strategies as S
+
+    n_rows = max(4, min(64, budget.block_elements // v))
+    blocks: list[Rows] = []
+
+    @hypothesis_seed(seed)
+    @settings(max_examples=budget.pool_blocks, phases=[Phase.generate], database=None, deadline=None,
+              derandomize=False, print_blob=False, suppress_health_check=list(HealthCheck))
+    @given(data=st.data())
+    def draw_block(data):
+        target = data.draw(S.targets(n_rows, v))
+        base = data.draw(S.base_logits(fmt, n_rows, v))
+        z = base.values
+        pieces = [list(base.pieces) for _ in range(n_rows)]
+        for name in S.TRANSFORMS:
+            if data.draw(st.booleans()):
+                applied = data.draw(S.TRANSFORM_STRATEGIES[name](fmt, z, target))
+                z = applied.values
+                for i in np.flatnonzero(applied.rows):
+                    pieces[i].append(applied.piece)
+        ignored = np.zeros(n_rows, dtype=bool)
+        if data.draw(st.booleans()):
+            ignored, padding = data.draw(S.ignored_rows(n_rows))
+            if padding:
+                z = z.copy()
+                z[ignored] = -np.inf
+            for i in np.flatnonzero(ignored):
+                pieces[i].append("ignored.padding" if padding else "ignored")
+        blocks.append(Rows(z, target.astype(np.int64), ignored, ["+".join(p) for p in pieces]))
+
+    draw_block()
+    return Rows.concat(blocks)
+
+
+# ------------------------------------------------------------------ mutation
+
+#: Mutations, drawn uniformly: near ties twice as often (the commonest structure that a
+#: random row never has and many kernels mishandle).
+MUTATIONS = ("scale", "offset", "limits", "tie", "tie", "lead", "lead_pair", "mask", "mask_target", "swap_target",
+             "subnormal", "ignore", "spread_max")
+
+
+def _finish(z: np.ndarray, fmt) -> np.ndarray:
+    """Clip finite values to +-max and round to the dtype; -inf masks stay."""
+    neg_inf = z == -np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = np.clip(np.nan_to_num(z, nan=0.0, posinf=fmt.max, neginf=-fmt.max), -fmt.max, fmt.max)
+    out = dtypes.widen(dtypes.exact(out, fmt.name))
+    out[neg_inf] = -np.inf
+    return out
+
+
+def mutate(rows: Rows, rng: np.random.Generator, fmt, allow_ignore: bool, n_children: int) -> Rows:
+    """`n_children` children of `rows` (parents picked in turn), one mutation each, a second
+    for 40% of them. Vectorised: the children that drew the same mutation get it at once
+    (the search makes thousands of rows per batch; a Python loop per row would cost more
+    than the adapters)."""
+    if not len(rows) or n_children <= 0:
+        return rows.take([])
+    kids = rows.take(np.arange(n_children) % len(rows))
+    z, target, ignored = kids.z.copy(), kids.target.copy(), kids.ignored.copy()
+    soft = None if kids.soft is None else kids.soft.copy()
+    done = [[] for _ in range(n_children)]
+    for round_ in range(2):
+        chosen = rng.integers(len(MUTATIONS), size=n_children)
+        active = np.ones(n_children, bool) if round_ == 0 else rng.random(n_children) < 0.4
+        for k, name in enumerate(MUTATIONS):
+            sel = np.flatnonzero(active & (chosen == k))
+            if sel.size and (name != "ignore" or allow_ignore):
+                with np.errstate(over="ignore", invalid="ignore"):  # float64 rows near max: clamped below
+                    soft = _MUTATORS[name](z, target, ignored, soft, sel, rng, fmt)
+                for i in sel:
+                    done[i].append(name)
+        _clamp(z, fmt)
+    names = [p + "+" + ".".join(["mut", *d]) if d else p for p, d in zip(kids.pieces, done)]
+    z = _finish(z, fmt)  # rounded to the dtype once, every row at a time
+    dead = ~ignored & ~np.isfinite(z).any(axis=1)
+    z[dead, target[dead]] = 0.0  # a valid row keeps a live class
+    return Rows(z, target, ignored, names, soft)
+
+
+def _clamp(z: np.ndarray, fmt) -> None:
+    """In place: NaN to 0, +inf and finite values past max to +-max; -inf masks stay."""
+    z[np.isnan(z)] = 0.0
+    z[z == np.inf] = fmt.max
+    with np.errstate(invalid="ignore"):
+        z[(z < -fmt.max) & np.isfinite(z)] = -fmt.max
+        z[z > fmt.max] = fmt.max
+
+
+def _row_max(z: np.ndarray) -> np.ndarray:
+    """Largest finite logit per row (0 for a row with none)."""
+    finite = np.isfinite(z)
+    m = np.where(finite, z, -np.inf).max(axis=1)
+    return np.where(np.isfinite(m), m, 0.0)
+
+
+def _cols(rng, sel, v: int, k: int = 1) -> np.ndarray:
+    """k random columns for each selected row: (len(sel), k)."""
+    return rng.integers(0, v, size=(sel.size, k))
+
+
+def _set(z, sel, cols, values) -> None:
+    r = np.repeat(sel[:, None], cols.shape[1], axis=1)
+    z[r, cols] = values
+
+
+def _m_scale(z, target, ignored, soft, sel, rng, fmt):
+    m = _row_max(z[sel])[:, None]
+    factor = rng.choice([2.0, 4.0, 0.5, 16.0, 1024.0, 2.0**-8, 2.0**20, 2.0**40], size=(sel.size, 1))
+    block = z[sel]
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = m + (block - m) * factor
+    z[sel] = np.where(np.isfinite(block), scaled, block)
+    return soft
+
+
+def _m_offset(z, target, ignored, soft, sel, rng, fmt):
+    mags = np.array([fmt.exp_overflow, -fmt.exp_underflow, math.sqrt(fmt.max), fmt.max / 4, fmt.max / 2])
+    shift = np.where(rng.random(sel.size) < 0.7, rng.choice(mags, sel.size),
+                     10.0 ** rng.uniform(-3, math.log10(fmt.max), sel.size)) * rng.choice([-1.0, 1.0], sel.size)
+    block = z[sel]
+    with np.errstate(over="ignore", invalid="ignore"):
+        z[sel] = np.where(np.isfinite(block), block + shift[:, None], block)
+    return soft
+
+
+def _m_limits(z, target, ignored, soft, sel, rng, fmt):
+    from harness.inputs.strategies import step
+
+    cols = _cols(rng, sel, z.shape[1], 2)
+    one = rng.random(sel.size) < 0.5  # one column, or two
+    cols[one, 1] = cols[one, 0]
+    values = rng.choice([-1.0, 1.0], size=cols.shape) * step(np.full(cols.shape, fmt.max), -rng.integers(0, 4, cols.shape), fmt)
+    _set(z, sel, cols, values)
+    return soft
+
+
+def _m_spread_max(z, target, ignored, soft, sel, rng, fmt):
+    """The max and the min apart by more than the dtype's max: z - max z overflows."""
+    v = z.shape[1]
+    a = rng.integers(0, v, sel.size)
+    b = (a + 1 + rng.integers(0, max(v - 1, 1), sel.size)) % v
+    big = fmt.max * rng.uniform(0.5, 1.0, (sel.size, 2))
+    z[sel, a] = big[:, 0]
+    z[sel, b] = -big[:, 1]
+    return soft
+
+
+def _tied_values(m, rng, fmt):
+    """Values 0-3 ulps below m, or below it by a gap from 2**-24 to 2**-4 (relative past 1)."""
+    from harness.inputs.strategies import step
+
+    ulps = step(m, -rng.integers(0, 4, m.shape), fmt)
+    gap = m - 2.0 ** rng.uniform(-24, -4, m.shape) * np.maximum(1.0, np.abs(m))
+    return np.where(rng.random(m.shape) < 0.5, ulps, gap)
+
+
+def _m_tie(z, target, ignored, soft, sel, rng, fmt):
+    """One column (60%) or up to four tied with the row's max (the target among them 30%)."""
+    v = z.shape[1]
+    if v < 2:
+        return soft
+    block = z[sel]
+    m = _row_max(block)
+    a = np.where(np.isfinite(block), block, -np.inf).argmax(axis=1)
+    k = np.where(rng.random(sel.size) < 0.6, 1, rng.integers(2, 5, sel.size))
+    cols = (a[:, None] + 1 + rng.integers(0, v - 1, (sel.size, 4))) % v
+    use_t = (rng.random(sel.size) < 0.3) & (target[sel] != a)
+    cols[use_t, 0] = target[sel][use_t]
+    values = _tied_values(np.repeat(m[:, None], 4, axis=1), rng, fmt)
+    keep = np.arange(4)[None, :] < k[:, None]
+    r = np.repeat(sel[:, None], 4, axis=1)
+    z[r[keep], cols[keep]] = values[keep]
+    return soft
+
+
+def _lead(z, target, sel, rng, fmt, pair: bool):
+    """One class (the target, the max or any) leads the rest by a gap; with `pair`, a
+    second one nearly tied with it (a confident two-way prediction)."""
+    v = z.shape[1]
+    block = z[sel]
+    m = _row_max(block)
+    choice = rng.integers(0, 3, sel.size)
+    c = np.where(choice == 0, target[sel], np.where(choice == 1, np.where(np.isfinite(block), block, -np.inf).argmax(axis=1),
+                                                     rng.integers(0, v, sel.size)))
+    lead = np.minimum(fmt.max, m + 2.0 ** rng.uniform(-4, 7, sel.size) * np.maximum(1.0, np.abs(m) * 2.0**-8))
+    z[sel, c] = lead
+    if pair and v > 1:
+        d = (c + 1 + rng.integers(0, v - 1, sel.size)) % v
+        z[sel, d] = _tied_values(lead, rng, fmt)
+
+
+def _m_lead(z, target, ignored, soft, sel, rng, fmt):
+    _lead(z, target, sel, rng, fmt, pair=False)
+    return soft
+
+
+def _m_lead_pair(z, target, ignored, soft, sel, rng, fmt):
+    _lead(z, target, sel, rng, fmt, pair=True)
+    return soft
+
+
+def _m_mask(z, target, ignored, soft, sel, rng, fmt):
+    """-inf on a fraction (5%, 50% or all) of the non-target classes."""
+    frac = rng.choice([0.05, 0.5, 1.0], size=(sel.size, 1))
+    mask = rng.random((sel.size, z.shape[1])) < frac
+    mask[np.arange(sel.size), target[sel]] = False
+    block = z[sel]
+    block[mask] = -np.inf
+    z[sel] = block
+    return soft
+
+
+def _m_mask_target(z, target, ignored, soft, sel, rng, fmt):
+    z[sel, target[sel]] = -np.inf
+    return soft
+
+
+def _m_swap_target(z, target, ignored, soft, sel, rng, fmt):
+    """The target moved to the row's max, its min, or anywhere (soft labels move with it)."""
+    block = np.where(np.isfinite(z[sel]), z[sel], np.nan)
+    choice = rng.integers(0, 3, sel.size)
+    with np.errstate(invalid="ignore"):
+        hi = np.nan_to_num(block, nan=-np.inf).argmax(axis=1)
+        lo = np.nan_to_num(block, nan=np.inf).argmin(axis=1)
+    new = np.where(choice == 0, hi, np.where(choice == 1, lo, rng.integers(0, z.shape[1], sel.size)))
+    if soft is not None:
+        old = target[sel]
+        a, b = soft[sel, old].copy(), soft[sel, new].copy()
+        soft[sel, new], soft[sel, old] = a, b
+    target[sel] = new
+    return soft
+
+
+def _m_subnormal(z, target, ignored, soft, sel, rng, fmt):
+    cols = _cols(rng, sel, z.shape[1], 2)
+    values = rng.choice([-1.0, 1.0], cols.shape) * rng.integers(1, 2**fmt.mantissa_bits, cols.shape) * fmt.smallest_subnormal
+    _set(z, sel, cols, values)
+    return soft
+
+
+def _m_ignore(z, target, ignored, soft, sel, rng, fmt):
+    """Flip ignored; half the newly ignored rows become all -inf padding."""
+    ignored[sel] = ~ignored[sel]
+    pad = sel[ignored[sel] & (rng.random(sel.size) < 0.5)]
+    z[pad] = -np.inf
+    return soft
+
+
+_MUTATORS = {
+    "scale": _m_scale, "offset": _m_offset, "limits": _m_limits, "tie": _m_tie, "lead": _m_lead,
+    "lead_pair": _m_lead_pair, "mask": _m_mask, "mask_target": _m_mask_target, "swap_target": _m_swap_target,
+    "subnormal": _m_subnormal, "ignore": _m_ignore, "spread_max": _m_spread_max,
+}
+
+
+# ------------------------------------------------------------------ judging rows
+
+
+def feature(z: np.ndarray, target: int, ignored: bool, fmt) -> str:
+    """What a row is, read from its values (the third part of a failure kind): the first
+    that applies of padding, ignored, masked target, spread beyond max (z - max z
+    overflows), near +-max, a near tie at the top, an offset past exp's overflow,
+    subnormals, other -inf masks, a spread past exp's underflow, or plain."""
+    finite = np.isfinite(z)
+    if ignored:
+        return "ignored.padding" if not finite.any() else "ignored"
+    if z[target] == -np.inf:
+        return "mask.target"
+    zf = z[finite]
+    m, lo = zf.max(), zf.min()
+    with np.errstate(over="ignore"):
+        spread = m - lo  # inf past float64's max: still past the dtype's
+    if spread > fmt.max:
+        return "spread_overflow"
+    if np.abs(zf).max() >= fmt.max / 2:
+        return "near_max"
+    if zf.size >= 2:
+        top2 = np.partition(zf, -2)[-2:]
+        if top2[1] - top2[0] <= 2.0**-10 * max(1.0, abs(float(top2[1]))):
+            return "near_tie"
+    if abs(m) > fmt.exp_overflow:
+        return "large_offset"
+    if np.any((zf != 0) & (np.abs(zf) < 2.0**fmt.min_exponent)):
+        return "subnormal"
+    if not finite.all():
+        return "mask"
+    if m - lo > -fmt.exp_underflow:
+        return "exp_range"
+    return "plain"
+
+
+@dataclass
+class RowVerdicts:
+    """Per-row outcome of one adapter on one batch."""
+
+    score: np.ndarray  # (N,) BROKEN for non-finite; the largest tolerance ratio; -1 undefined
+    nonfinite: np.ndarray  # (N,) bool
+    loss_worse: np.ndarray  # (N,) bool: the loss is the worse quantity
+
+
+def judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts | None:
+    """Every row's score against the batch's reference; None when the output shapes are wrong."""
+    if np.shape(loss) != ref.loss.shape or np.shape(grad) != ref.grad.shape:
+        return None
+    le = metrics.element_errors(np.asarray(loss), ref.loss, ref.loss_scale, dtype)
+    ge = metrics.element_errors(np.asarray(grad), ref.grad, ref.grad_scale, dtype)
+    lr = np.nan_to_num(le.ratio, nan=np.inf)
+    gr = np.nan_to_num(ge.ratio, nan=np.inf).max(axis=1, initial=0.0)
+    nonfinite = le.nonfinite | ge.nonfinite.any(axis=1)
+    score = np.maximum(lr, gr)
+    score = np.where(nonfinite | ~np.isfinite(score), BROKEN, np.minimum(score, BROKEN / 2))
+    score = np.where(ref.defined, score, -1.0)
+    return RowVerdicts(score, nonfinite & ref.defined, (lr >= gr) | le.nonfinite)
+
+
+def kind_of(verdicts: RowVerdicts, i: int, rows: Rows, fmt) -> str:
+    """status/quantity/feature of row i."""
+    s = float(verdicts.score[i])
+    status = "nonfinite" if verdicts.nonfinite[i] else ("inaccurate" if s > 1 else "ok")
+    quantity = "loss" if verdicts.loss_worse[i] else "grad"
+    return f"{status}/{quantity}/{feature(rows.z[i], int(rows.target[i]), bool(rows.ignored[i]), fmt)}"
+
+
+# ------------------------------------------------------------------ the search
+
+
+@dataclass
+class Winner:
+    """The worst row of one failure kind for one adapter x dtype, with its batch's setting."""
+
+    kind: str
+    score: float
+    rows: Rows  # one row; or, for a whole batch that broke, the batch's rows
+    v: int
+    label_kind: str
+    smoothing: float
+    status: str = ""  # the attempt status when a whole batch broke (error, crash, timeout)
+    message: str = ""
+
+
+@dataclass
+class PairState:
+    """What the search knows about one adapter x dtype."""
+
+    winners: dict[str, Winner] = field(default_factory=dict)
+    elite: dict[tuple[int, str], tuple[np.ndarray, Rows]] = field(default_factory=dict)  # (V, kind) -> scores, rows
+    rows_evaluated: int = 0
+    calls: int = 0
+
+
+@dataclass
+class Finding:
+    adapter: str
+    dtype: str
+    kind: str
+    score: float
+    case: Case
+    row: dict
+    path: Path | None = None
+
+
+class RowSearch:
+    """One search over adapters x dtypes. `evaluate(case, adapters) -> [(adapter, Attempt)]`
+    runs adapters (isolated, frameworks in parallel); `phases` (optional) records where the
+    time went."""
+
+    def __init__(self, adapter_list, dtype_names, budget: Budget, evaluate, seed: int = 0, device: str = "cpu",
+                 label_kinds=None, phases=None):
+        self.adapters = [a for a in adapter_list if device in a.devices]
+        self.dtypes = [d for d in dtype_names if any(d in a.dtypes for a in self.adapters)]
+        self.budget, self.evaluate, self.seed, self.device = budget, evaluate, seed, device
+        self.kinds = tuple(k for k in LABEL_KINDS if not label_kinds or k in label_kinds)
+        self.phases = phases
+        self.state: dict[tuple[str, str], PairState] = {}
+        self.plain_only: set[tuple[str, str, str]] = set()  # (adapter, dtype, kind): refused ignored rows
+        self.dead: set[tuple[str, str, str]] = set()  # (adapter, dtype, kind): unsupported
+        self.batches = 0
+        self._pools: dict[tuple[str, int], Rows] = {}  # (dtype, V) -> hypothesis rows
+
+    # -- bookkeeping
+
+    def _timed(self, name):
+        import contextlib
+
+        return self.phases.timed(name) if self.phases is not None else contextlib.nullcontext()
+
+    def pair(self, adapter_id: str, dtype: str) -> PairState:
+        return self.state.setdefault((adapter_id, dtype), PairState())
+
+    def _rng(self, *key) -> np.random.Generator:
+        words = [self.seed] + [zlib.crc32(str(k).encode()) for k in key]
+        return np.random.default_rng(words)
+
+    def family(self, adapter, dtype: str, kind: str) -> str | None:
+        """Which batch family an adapter sees for (dtype, kind): "ignore", "plain" or None."""
+        if dtype not in adapter.dtypes or kind not in adapter.label_kinds or (adapter.id, dtype, kind) in self.dead:
+            return None
+        if adapter.supports_ignore and (adapter.id, dtype, kind) not in self.plain_only:
+            return "ignore"
+        return "plain"
+
+    # -- batches
+
+    def make_case(self, rows: Rows, dtype: str, kind: str, eps: float, tag: str) -> Case:
+        fmt = dtypes.get(dtype)
+        exact = dtypes.exact(rows.z, fmt.name)
+        soft = rows.soft if kind == "soft" else None
+        ignored = rows.ignored.copy() if rows.ignored.any() else None
+        crc = zlib.crc32(np.ascontiguousarray(exact).tobytes())
+        for part in (rows.target, soft, ignored, np.float64(eps)):
+            if part is not None:
+                crc = zlib.crc32(np.ascontiguousarray(part).tobytes(), crc)
+        n, v = rows.z.shape
+        return Case(case_id=f"search/{dtype}/{n}x{v}/{kind}/{crc:08x}", regime=tag, dtype=dtype, logits=exact,
+                    target=rows.target.astype(np.int64), label_kind=kind, soft_labels=soft,
+                    smoothing=eps if kind == "smoothing" else 0.0, ignored=ignored, seed=0, source="search")
+
+    def with_labels(self, rows: Rows, kind: str, rng) -> Rows:
+        """Rows with soft labels where the kind needs them (kept if a parent had them)."""
+        if kind != "soft" or rows.soft is not None:
+            return rows
+        n, v = rows.z.shape
+        support = int(rng.integers(1, min(8, v) + 1))
+        return replace(rows, soft=dyadic_soft_labels(rng, n, v, rows.target, support=support))
+
+    def run_batch(self, rows: Rows, n_real: int, dtype: str, kind: str, eps: float, adapters) -> list:
+        """Evaluate a padded batch on `adapters`; returns [(adapter, attempt, verdicts)]."""
+        case = self.make_case(rows, dtype, kind, eps, "search:batch")
+        with self._timed("reference"):
+            ref = reference.loss_and_grad(case)
+        t0 = time.perf_counter()
+        attempts = list(self.evaluate(case, adapters))
+        if self.phases is not None:
+            self.phases.add("dispatch", time.perf_counter() - t0)
+        self.batches += 1
+        out = []
+        with self._timed("metrics"):
+            for adapter, attempt in attempts:
+                verdicts = None
+                if attempt.status == "ran":
+                    verdicts = judge_rows(ref, attempt.output.loss, attempt.output.grad, dtype)
+                    if verdicts is not None:
+                        verdicts.score[n_real:] = -1.0  # pad rows: dropped
+                out.append((adapter, attempt, verdicts))
+        return out
+
+    # -- the loop
+
+    def run(self) -> None:
+        for g in range(self.budget.generations):
+            for dtype in self.dtypes:
+                fmt = dtypes.get(dtype)
+                for v in self.budget.classes:
+                    pool = self._pool(fmt, v)
+                    for kind in self.kinds:
+                        eps = self.budget.smoothings[g % len(self.budget.smoothings)]
+                        for fam in ("ignore", "plain"):
+                            adapters = [a for a in self.adapters if self.family(a, dtype, kind) == fam]
+                            if adapters:
+                                self._generation(g, fmt, v, kind, eps, fam, adapters, pool)
+
+    def _pool(self, fmt, v: int) -> Rows:
+        """The hypothesis rows of one dtype x V, drawn once (the first batch that needs them)."""
+        key = (fmt.name, v)
+        if key not in self._pools:
+            with self._timed("generation"):
+                self._pools[key] = hypothesis_pool(fmt, v, self.budget, self.seed + zlib.crc32(f"{fmt.name}/{v}".encode()))
+        return self._pools[key]
+
+    def _generation(self, g, fmt, v, kind, eps, fam, adapters, pool: Rows) -> None:
+        dtype = fmt.name
+        n = self.budget.rows(v)
+        rng = self._rng("gen", g, dtype, v, kind, fam)
+        with self._timed("generation"):
+            parents = []
+            for a in adapters:
+                st = self.pair(a.id, dtype)
+                if (v, kind) in st.elite:
+                    parents.append(st.elite[(v, kind)][1])
+                    for w in st.winners.values():
+                        if w.v == v and w.label_kind == kind and len(w.rows) == 1:
+                            parents.append(w.rows)
+            allow_ignore = fam == "ignore"
+            parts = []
+            if parents:
+                par = Rows.concat(parents)
+                par = self.with_labels(par, kind, rng)
+                parts.append(mutate(par, rng, fmt, allow_ignore, n // 2))
+            fresh_n = n - sum(len(p) for p in parts)
+            pick = rng.integers(0, len(pool), fresh_n)
+            fresh = pool.take(pick)
+            if not allow_ignore:
+                keep = ~fresh.ignored
+                fresh = fresh.take(np.flatnonzero(keep))
+            fresh = self.with_labels(fresh, kind, rng)
+            half = len(fresh) // 2  # half as drawn, half mutated once
+            parts.append(fresh.take(np.arange(half)))
+            parts.append(mutate(fresh.take(np.arange(half, len(fresh))), rng, fmt, allow_ignore, len(fresh) - half))
+            rows = Rows.concat([self.with_labels(p, kind, rng) for p in parts])
+            rows = self._valid(rows, allow_ignore)
+            n_real = len(rows)
+            if n_real < n:
+                rows = Rows.concat([rows, pad_rows(n - n_real, v, rows.soft is not None)])
+        for adapter, attempt, verdicts in self.run_batch(rows, n_real, dtype, kind, eps, adapters):
+            st = self.pair(adapter.id, dtype)
+            st.calls += 1
+            self._absorb(adapter, st, attempt, verdicts, rows, n_real, fmt, v, kind, eps, fam)
+
+    def _valid(self, rows: Rows, allow_ignore: bool) -> Rows:
+        """No row without a finite logit unless ignored; no ignored rows in a plain batch."""
+        if not allow_ignore:
+            rows.ignored[:] = False
+        dead = ~np.isfinite(rows.z).any(axis=1) & ~rows.ignored
+        rows.z[dead, rows.target[dead]] = 0.0
+        return rows
+
+    def _absorb(self, adapter, st: PairState, attempt, verdicts, rows, n_real, fmt, v, kind, eps, fam) -> None:
+        dtype = fmt.name
+        if attempt.status == "unsupported":
+            if fam == "ignore":
+                self.plain_only.add((adapter.id, dtype, kind))
+            else:
+                self.dead.add((adapter.id, dtype, kind))
+            return
+        if verdicts is None:  # the whole batch raised, crashed, hung, or gave wrong shapes
+            status = attempt.status if attempt.status != "ran" else "error"
+            key = f"{status}/batch/{v}.{kind}"
+            if key not in st.winners:
+                message = attempt.message or "output shapes differ from the input's"
+                st.winners[key] = Winner(key, BROKEN, rows.take(np.arange(n_real)), v, kind, eps, status, message)
+            return
+        st.rows_evaluated += n_real
+        with self._timed("metrics"):
+            scores = verdicts.score[:n_real]
+            order = np.argsort(-scores, kind="stable")
+            for i in order[: 4 * self.budget.findings + 8]:
+                s = float(scores[i])
+                if s <= 0:
+                    break
+                key = kind_of(verdicts, int(i), rows, fmt)
+                if not key.startswith("ok/") or not st.winners:
+                    old = st.winners.get(key)
+                    if old is None or s > old.score:
+                        st.winners[key] = Winner(key, s, rows.take([i]), v, kind, eps)
+            top = order[: self.budget.parents]
+            prev = st.elite.get((v, kind))
+            cand_scores, cand_rows = scores[top], rows.take(top)
+            if prev is not None:
+                cand_scores = np.concatenate([prev[0], cand_scores])
+                cand_rows = Rows.concat([prev[1], cand_rows])
+            best = np.argsort(-cand_scores, kind="stable")[: self.budget.parents]
+            st.elite[(v, kind)] = (cand_scores[best], cand_rows.take(best))
+
+    # -- findings
+
+    def ranked(self, st: PairState) -> list[Winner]:
+        """The winners to report: failure kinds (worst first), else the best row seen."""
+        failing = [w for w in st.winners.values() if not w.kind.startswith("ok/")]
+        pool = failing or list(st.winners.values())
+        return sorted(pool, key=lambda w: (-w.score, w.kind))[: self.budget.findings]
+
+    def still(self, adapter, dtype: str, w: Winner, rows: Rows, v: int, threshold: float) -> tuple[float, Rows] | None:
+        """Evaluate candidate rows (padded to the batch shape of v) on one adapter; the best
+        one that keeps the winner's failure kind at or above `threshold`."""
+        fmt = dtypes.get(dtype)
+        n = self.budget.rows(v)
+        rows = rows.take(np.arange(min(len(rows), n)))
+        n_real = len(rows)
+        if n_real < n:
+            rows = Rows.concat([rows, pad_rows(n - n_real, v, rows.soft is not None)])
+        [(_, attempt, verdicts)] = self.run_batch(rows, n_real, dtype, w.label_kind, w.smoothing, [adapter])
+        if verdicts is None:
+            return None
+        best = None
+        for i in range(n_real):
+            s = float(verdicts.score[i])
+            if s >= threshold and kind_of(verdicts, i, rows, fmt) == w.kind and (best is None or s > best[0]):
+                best = (s, rows.take([i]))
+        return best
+
+    def shrink(self, adapter, dtype: str, w: Winner) -> Winner:
+        """Fewer classes, then simpler values, keeping the failure kind (delta debugging,
+        each step one padded batch of candidate rows); a broken batch is bisected first."""
+        fmt = dtypes.get(dtype)
+        calls = self.budget.shrink_calls
+        if w.status:  # a whole batch broke: bisect with pad rows (the batch shape stays)
+            return self._bisect(adapter, dtype, w, calls)
+        threshold = w.score / 2 if w.score < BROKEN else BROKEN
+        rng = self._rng("shrink", adapter.id, dtype, w.kind)
+        for v2 in sorted(c for c in self.budget.classes if c < w.v):
+            if calls <= 0:
+                break
+            cands = fewer_classes(w.rows, v2, rng, min(self.budget.rows(v2), 64))
+            calls -= 1
+            got = self.still(adapter, dtype, w, cands, v2, threshold)
+            if got is not None:
+                w = replace(w, score=got[0], rows=got[1], v=v2)
+                break
+        if calls > 0:
+            got = self.still(adapter, dtype, w, simpler_values(w.rows, fmt, rng, min(self.budget.rows(w.v), 64)), w.v, threshold)
+            if got is not None and simplicity(got[1], fmt) < simplicity(w.rows, fmt):
+                w = replace(w, score=got[0], rows=got[1])
+        return w
+
+    def _bisect(self, adapter, dtype: str, w: Winner, calls: int) -> Winner:
+        rows = w.rows
+        n = self.budget.rows(w.v)
+        while len(rows) > 1 and calls > 0:
+            half = rows.take(np.arange(len(rows) // 2))
+            padded = Rows.concat([half, pad_rows(n - len(half), w.v, half.soft is not None)])
+            [(_, attempt, verdicts)] = self.run_batch(padded, len(half), dtype, w.label_kind, w.smoothing, [adapter])
+            calls -= 1
+            if attempt.status == w.status:
+                rows = half
+            else:
+                rows = rows.take(np.arange(len(rows) // 2, len(rows)))
+        return replace(w, rows=rows)
+
+    def findings(self, run_case, skip=frozenset()) -> list[Finding]:
+        """Shrink each pair's winners and run each on its own (`run_case(case, adapter) ->
+        results row`); the worst first per adapter x dtype. `skip`: (adapter, dtype) pairs
+        already reported (a resumed run)."""
+        out = []
+        by_id = {a.id: a for a in self.adapters}
+        for (adapter_id, dtype), st in sorted(self.state.items()):
+            if (adapter_id, dtype) in skip:
+                continue
+            adapter = by_id[adapter_id]
+            for w in self.ranked(st):
+                w = self.shrink(adapter, dtype, w)
+                rows = w.rows
+                note = f"failure kind {w.kind}; batch score {w.score:.3g}; {rows.pieces[0] if len(rows) == 1 else 'batch'}"
+                regime = "search:" + _regime_pieces(rows)
+                if len(rows) == 1:
+                    # the row, then one pad row (zeros): two rows, not one, because torch.compile
+                    # (dynamic=True) specialises N == 1 and would compile again for every finding
+                    rows = Rows.concat([rows, pad_rows(1, w.v, rows.soft is not None)])
+                    note += "; row 1 is a pad row"
+                case = self.make_case(rows, dtype, w.label_kind, w.smoothing, regime)
+                case = replace(case, note=note)
+                row = run_case(case, adapter)
+                if len(w.rows) == 1 and score_row_dict(row) < min(1.0, w.score / 2) and not w.status:
+                    # alone it does not fail (the row depends on its batch-mates?): keep the padded batch
+                    padded = Rows.concat([w.rows, pad_rows(self.budget.rows(w.v) - 1, w.v, w.rows.soft is not None)])
+                    case = replace(self.make_case(padded, dtype, w.label_kind, w.smoothing, case.regime), note=note)
+                    row = run_case(case, adapter)
+                out.append(Finding(adapter_id, dtype, w.kind, score_row_dict(row), case, row))
+        return out
+
+    def stats(self) -> dict:
+        """Rows and calls per adapter x dtype: how much was searched."""
+        return {f"{a}|{d}": {"rows": st.rows_evaluated, "calls": st.calls} for (a, d), st in sorted(self.state.items())}
+
+
+def _regime_pieces(rows: Rows) -> str:
+    if len(rows) != 1:
+        return "batch"
+    return rows.pieces[0].replace(" ", "")
+
+
+def fewer_classes(rows: Rows, v2: int, rng, n: int) -> Rows:
+    """Candidate rows with v2 of the row's classes: the target and the top values always,
+    then the rest by value, by -inf first, or at random (the feature may live anywhere)."""
+    z, t = rows.z[0], int(rows.target[0])
+    v = z.size
+    order_desc = np.argsort(-np.where(np.isfinite(z), z, -np.inf), kind="stable")
+    masked = np.flatnonzero(z == -np.inf)
+    out_z, out_t, out_soft, names = [], [], [], []
+    for k in range(n):
+        if k == 0:
+            keep = [t] + [c for c in order_desc if c != t]
+        elif k == 1:
+            keep = [t, int(order_desc[0])] + list(masked) + [c for c in order_desc if c != t]
+        elif k == 2:
+            keep = [t] + [c for c in order_desc[::-1] if c != t]
+        else:
+            keep = [t, int(order_desc[0])] + list(rng.permutation(v))
+        cols = list(dict.fromkeys(int(c) for c in keep))[:v2]
+        cols_sorted = sorted(cols)
+        out_z.append(z[cols_sorted])
+        out_t.append(cols_sorted.index(t))
+        if rows.soft is not None:
+            s = rows.soft[0][cols_sorted]
+            s[cols_sorted.index(t)] += 1.0 - s.sum()  # keep the labels a distribution
+            out_soft.append(s)
+        names.append(rows.pieces[0] + f"+shrunk.V{v2}")
+    soft = np.array(out_soft) if rows.soft is not None else None
+    return Rows(np.array(out_z), np.array(out_t, dtype=np.int64), np.repeat(rows.ignored[:1], n), names, soft)
+
+
+def simpler_values(rows: Rows, fmt, rng, n: int) -> Rows:
+    """Candidates with simpler values: the non-top, non-target finite logits set to the
+    row's minimum, or to 0, or rounded to 1-3 significant bits; a few columns at a time."""
+    z, t = rows.z[0], int(rows.target[0])
+    finite = np.isfinite(z)
+    top = int(np.argmax(np.where(finite, z, -np.inf)))
+    free = np.flatnonzero(finite & (np.arange(z.size) != t) & (np.arange(z.size) != top))
+    out = []
+    for k in range(n):
+        c = z.copy()
+        cols = free if k < 6 else rng.choice(free, size=max(1, free.size // 2), replace=False) if free.size else free
+        how = k % 3
+        if how == 0 and free.size:
+            c[cols] = z[finite].min()
+        elif how == 1:
+            c[cols] = 0.0
+        else:
+            bits = 1 + k % 3
+            mant, exp = np.frexp(c[cols])
+            with np.errstate(over="ignore"):  # rounding up past max: clipped by _finish
+                c[cols] = np.ldexp(np.round(mant * 2**bits) / 2**bits, exp)
+        out.append(_finish(c, fmt))
+    return Rows(np.array(out), np.repeat(rows.target[:1], n), np.repeat(rows.ignored[:1], n),
+                [rows.pieces[0] + "+shrunk.values"] * n, None if rows.soft is None else np.repeat(rows.soft[:1], n, axis=0))
+
+
+def simplicity(rows: Rows, fmt) -> tuple[int, int]:
+    """Smaller is simpler: distinct values, then total significant bits."""
+    z = rows.z[0]
+    f = z[np.isfinite(z)]
+    mant = np.frexp(f)[0]
+    bits = sum(len(format(int(abs(m) * 2**53), "b").rstrip("0")) for m in mant)
+    return (len(np.unique(z)), bits)
+
+
+def save_finding(finding: Finding, folder: Path, rank: int) -> Path:
+    """worst-<adapter>-<dtype>.npz for a pair's worst finding, -<rank>.npz for the others."""
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "" if rank == 0 else f"-{rank + 1}"
+    path = folder / f"worst-{finding.adapter.replace(':', '-')}-{finding.dtype}{suffix}.npz"
+    meta = {"adapter": finding.adapter, "score": finding.score, "status": finding.row["status"],
+            "message": finding.row.get("message") or "", "failure_kind": finding.kind}
+    casefile.save(finding.case, path, meta)
+    finding.path = path
+    return path

@@ -1,0 +1,134 @@
+"""The row-batched search: rows are independent of their batch-mates in every adapter, a bug
+only a search reaches is found by the default budget, and frameworks in parallel
+(`--jobs 2`) give the rows of a serial run."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import harness
+import planted_adapters
+from harness.adapters import registry
+from harness.adapters.workers import call_adapter
+from harness.numerics import dtypes
+from harness.run import rowsearch
+from harness.store import casefile, columns
+
+
+def test_default_search_finds_a_bug_only_a_search_reaches(tmp_path):
+    df = harness.run(adapters=[planted_adapters.ID], dtypes=["float32", "float64"], regimes_=[], corpus=False,
+                     budget="quick", isolate=False, out_dir=tmp_path)
+    for dtype, found in df[df["source"] == "search"].groupby("dtype"):
+        cases = [casefile.load(tmp_path / df.attrs["run_dir"] / f)[0] for f in found["case_file"]]
+        hits = [c for c in cases if planted_adapters.lone_near_tie(c.logits).any()]
+        assert hits, f"{dtype}: " + found[["status", "regime", "n_classes"]].to_string()
+        assert set(found.loc[found["case_id"] == hits[0].case_id, "status"]) <= {"inaccurate", "nonfinite"}
+
+
+def test_no_regime_or_corpus_case_reaches_the_planted_bug():
+    from harness.inputs import regimes
+    from harness.run.runner import corpus_cases
+
+    cases = regimes.build_cases(seed=0) + corpus_cases(None, None)
+    assert len(cases) > 500 and any(c.shape[1] > planted_adapters.MIN_CLASSES for c in cases)
+    reached = [c.case_id for c in cases if not c.invalid and planted_adapters.lone_near_tie(c.logits).any()]
+    assert reached == []
+
+
+def test_search_evaluates_thousands_of_rows_per_adapter_and_dtype():
+    df = harness.run(adapters=["numpy.stable"], dtypes=["float16"], regimes_=[], corpus=False, budget="quick",
+                     label_kinds=["index"], isolate=False)
+    counts = df.attrs["timing"]["counts"]
+    # the old quick search judged 3 examples and up to 20 shrink candidates per adapter x dtype
+    assert counts["search_pairs"] == 1 and counts["search_rows"] >= 100 * 23
+
+
+@pytest.fixture(scope="module")
+def pool_rows():
+    """Rows the search would draw (hypothesis pool, mutated), per dtype, V = 32."""
+    out = {}
+    for dtype in ("float32", "float16"):
+        fmt = dtypes.get(dtype)
+        budget = rowsearch.BUDGETS["quick"]
+        pool = rowsearch.hypothesis_pool(fmt, 32, budget, seed=7)
+        rng = np.random.default_rng(7)
+        out[dtype] = rowsearch.Rows.concat([pool.take(np.arange(min(16, len(pool)))),
+                                            rowsearch.mutate(pool, rng, fmt, True, 16)])
+    return out
+
+
+def _batch(search, rows, kind, dtype):
+    rng = np.random.default_rng(1)
+    return search.with_labels(rows, kind, rng)
+
+
+def _available():
+    return [a.id for a in registry.resolve(None, ()) if "cpu" in a.devices]
+
+
+@pytest.mark.parametrize("adapter_id", _available())
+def test_rows_do_not_depend_on_their_batch_mates(adapter_id, pool_rows):
+    """Each row's loss and gradient, bit for bit, whatever rows share its batch and in what
+    order (the same batch shape): what lets the search judge thousands of rows per call."""
+    adapter = registry.get(adapter_id)
+    search = rowsearch.RowSearch([adapter], ["float32"], rowsearch.BUDGETS["quick"], evaluate=None)
+    checked = 0
+    for dtype in ("float32", "float16"):
+        if dtype not in adapter.dtypes:
+            continue
+        for kind in adapter.label_kinds[:1] if dtype == "float16" else adapter.label_kinds[:2]:
+            rows = _batch(search, pool_rows[dtype], kind, dtype)
+            if not adapter.supports_ignore:
+                rows.ignored[:] = False
+            rows = search._valid(rows, adapter.supports_ignore)
+            n = len(rows)
+            pads = rowsearch.pad_rows(8, 32, rows.soft is not None)
+            a = rowsearch.Rows.concat([rows, pads])
+            perm = np.random.default_rng(2).permutation(n)
+            mates = rowsearch.Rows.concat([rows.take(perm[: n // 2]), pads, rows.take(perm[n // 2:])])
+            where = np.concatenate([perm[: n // 2], np.full(8, -1), perm[n // 2:]])
+            out_a = call_adapter(adapter, search.make_case(a, dtype, kind, 0.1, "t"), "cpu")
+            out_b = call_adapter(adapter, search.make_case(mates, dtype, kind, 0.1, "t"), "cpu")
+            assert out_a.status == out_b.status, (out_a.message, out_b.message)
+            if out_a.status != "ran":
+                continue
+            pos_b = {int(r): i for i, r in enumerate(where) if r >= 0}
+            idx_b = np.array([pos_b[i] for i in range(n)])
+            la, lb = np.asarray(out_a.output.loss)[:n], np.asarray(out_b.output.loss)[idx_b]
+            ga, gb = np.asarray(out_a.output.grad)[:n], np.asarray(out_b.output.grad)[idx_b]
+            same_l = (la == lb) | (np.isnan(la.astype(np.float64)) & np.isnan(lb.astype(np.float64)))
+            same_g = ((ga == gb) | (np.isnan(ga.astype(np.float64)) & np.isnan(gb.astype(np.float64)))).all(axis=1)
+            bad = np.flatnonzero(~(same_l & same_g))
+            assert bad.size == 0, f"{adapter_id} {dtype} {kind}: rows {bad[:10].tolist()} change with their batch-mates"
+            checked += n
+    assert checked > 0 or not adapter.dtypes
+
+
+def test_jobs_2_gives_the_rows_of_jobs_1():
+    kwargs = dict(adapters=["numpy.stable", "torch.cross_entropy", "jax.optax.softmax_cross_entropy_with_integer_labels"],
+                  dtypes=["float32", "bfloat16"], regimes_=["typical", "near_ties", "neg_inf_mask", "ignored_rows"],
+                  shapes=[(8, 100)], label_kinds=["index"], corpus=False)
+    serial = harness.run(**kwargs, jobs=1)
+    parallel = harness.run(**kwargs, jobs=2)
+    stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
+    assert len(serial) > 20 and set(serial["framework"]) == {"numpy", "torch", "jax"}
+    pd.testing.assert_frame_equal(serial[stable], parallel[stable])
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 64, None])
+def test_every_worker_has_one_thread_whatever_jobs_is(jobs):
+    """torch.compile's CPU kernels round differently with another thread count (see
+    tests/test_ray_executor.py), so a thread budget that followed --jobs or the cores would
+    make rows depend on them; a Ray unit's workers get the same budget."""
+    from harness.run import ray_executor, runner
+
+    pool = runner._executor({"isolate": True, "timeout": 1.0, "jobs": jobs}, None, None)
+    try:
+        assert pool.threads == 1 and pool.jobs == (jobs or runner.thread_budget.cores())
+    finally:
+        pool.close()
+    unit_pool, _ = ray_executor._executor_for(("implementations.numpy_impl",), {"timeout": 1.0, "isolate": True})
+    try:
+        assert unit_pool.threads == 1
+    finally:
+        ray_executor._drop_kept()

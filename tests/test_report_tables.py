@@ -106,10 +106,11 @@ def test_which_to_use_follows_its_written_rule(raw, built, written):
             passed, supported, unsupported = _counts(g)
             failing = g["status"][g["status"].map(lambda s: statuses.get(s).failure)]
             severe = any(statuses.rank(s) > statuses.rank("inaccurate") for s in failing)
-            if severe or supported - passed > verdicts.AVOID_SHARE * supported:
+            hard = int((failing != "lossy").sum())  # lossy is counted, not held against anyone
+            if severe or hard > verdicts.AVOID_SHARE * supported:
                 avoid.add(adapter)
             elif supported and not unsupported:
-                candidates[adapter] = supported - passed
+                candidates[adapter] = hard
         least = min(candidates.values(), default=None)
         assert {e["adapter"] for e in row.recommended} == {a for a, n in candidates.items() if n == least}
         assert {e["adapter"] for e in row.avoid} == avoid
@@ -219,3 +220,19 @@ def test_long_adapter_lists_fold_in_html_and_stay_whole_in_markdown():
     md = markdown.render([("table", ["avoid"], [[cell]])])
     assert all(f"`a{k}`" in md for k in range(8)) and "more to avoid" not in md
     assert _adapter_cell(entries[:SHOWN + 1], "to avoid")[1] == ""  # one more than shown: not worth a fold
+
+
+def test_lossy_cases_are_counted_in_each_entry_but_make_no_adapter_to_avoid():
+    """On the committed fresh CPU run (where `lossy` is common), an adapter whose only in-scope
+    failures are lossy is never avoided, and such adapters are recommended with their lossy
+    count on the entry."""
+    run = Path(__file__).parents[1] / "reports" / "cpu"
+    which = report.build([run]).which
+    recommended_with_lossy = 0
+    for row in which.itertuples(index=False):
+        for e in row.avoid:
+            assert set(e["failures"]) - set(verdicts.MILD_FAILURES), e  # avoided for something worse
+        for e in row.recommended:
+            assert e["failed"] == sum(n for s, n in e["failures"].items() if s not in verdicts.MILD_FAILURES)
+            recommended_with_lossy += e["failures"].get("lossy", 0) > 0
+    assert recommended_with_lossy > 0

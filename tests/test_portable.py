@@ -1,5 +1,6 @@
 """The gate's portable environment (harness/gate/portable.py): workers of a gate run get
-AVX2-level kernels and one thread in every framework, and nothing leaks out of the block."""
+AVX2-level kernels in every framework, and nothing leaks out of the block. (Their one
+thread is every worker's budget, adapters/threads.py: test_rowsearch.py tests it.)"""
 
 import importlib
 import json
@@ -15,18 +16,18 @@ from harness.gate import check, portable
 PROBE = """
 import json, torch
 from numpy._core._multiarray_umath import __cpu_features__ as f
-print(json.dumps({"isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+print(json.dumps({"isa": torch.backends.cpu.get_cpu_capability(),
                   "numpy_avx512": [k for k in ("X86_V4", "AVX512_ICL", "AVX512_SPR") if f.get(k)]}))
 """
 
 
-def test_a_worker_started_in_the_pinned_block_runs_avx2_kernels_on_one_thread():
+def test_a_worker_started_in_the_pinned_block_runs_avx2_kernels():
     pytest.importorskip("torch")
     with portable.pinned():
         out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=os.environ.copy())
     assert out.returncode == 0, out.stderr[-2000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen == {"isa": "AVX2", "threads": 1, "numpy_avx512": []}
+    assert seen == {"isa": "AVX2", "numpy_avx512": []}
 
 
 def test_the_pinned_block_restores_the_environment(monkeypatch):

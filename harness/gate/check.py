@@ -12,7 +12,7 @@ compared with a committed baseline of the same shape (`baseline`). A group regre
 - its worst status got worse by `SEVERITY` (e.g. ok -> lossy, ok -> inaccurate, rejected -> silent).
 
 The allowance is relative *and* absolute because the same code may still differ by an ulp or
-so between CPUs: the quick run pins every framework to AVX2 kernels and one thread
+so between CPUs: the quick run pins every framework to AVX2 kernels (and, like every worker, one thread)
 (`portable`), but an existing run folder was made with native kernels, and libraries outside
 those switches (glibc's libm) vary: rtol = 0.5 and slack = 2 ulps absorb that and still catch a change of a few
 ulps on the 0.5-2 ulp errors of a good implementation (tests/test_check.py plants one).
@@ -152,7 +152,7 @@ def quick_run(options: dict, plugins=(), exclude=(), out_dir="runs", timeout=Non
     ids = [i for i in ids if i in available and i not in set(exclude)]
     if not ids and not plugins:
         raise UsageError("none of the baseline's adapters is installed here")
-    with portable.pinned():  # the same kernels on every x86 CPU (harness/gate/portable.py)
+    with portable.pinned() as pinned_env:  # the same kernels on every x86 CPU (harness/gate/portable.py)
         df = run(
             adapters=ids or None,
             plugins=tuple(plugins),
@@ -169,7 +169,7 @@ def quick_run(options: dict, plugins=(), exclude=(), out_dir="runs", timeout=Non
             command=command,
         )
     _, meta = read_run(df.attrs["run_dir"])
-    return df, dict(meta, run_dir=df.attrs["run_dir"], portable_environment=portable.environment())
+    return df, dict(meta, run_dir=df.attrs["run_dir"], portable_environment=pinned_env)
 
 
 def allowance(base: float, rtol: float, slack: float) -> float:

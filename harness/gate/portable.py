@@ -14,7 +14,9 @@ oneDNN here (Eigen's kernels, fixed when the wheel was built).
 
 So the gate's quick run (`check.quick_run`, for both `--update-baseline` and the check)
 runs its workers with every framework limited to the x86-64-v3 level (AVX2 + FMA, which
-every x86 server CPU of the last decade has, Intel and AMD) and one thread each. A baseline
+every x86 server CPU of the last decade has, Intel and AMD). Thread counts need nothing
+here: every worker, of any run, already has a fixed budget of one thread
+(`harness/adapters/threads.py`). A baseline
 made on an AVX-512 Xeon then holds on an AVX2 EPYC and back. `cestab run` (the comparison
 suite) keeps the native kernels: it measures what users get on their machine, and run.json
 records the machine.
@@ -33,15 +35,10 @@ import os
 FIXED = {
     "ATEN_CPU_CAPABILITY": "avx2",  # eager ATen kernels and inductor's vector ISA
     "TF_ENABLE_ONEDNN_OPTS": "0",  # TensorFlow's Eigen kernels instead of oneDNN's run-time dispatch
-    "OMP_NUM_THREADS": "1",  # torch's intra-op threads (sums split by thread count)
-    "MKL_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "TF_NUM_INTRAOP_THREADS": "1",
-    "TF_NUM_INTEROP_THREADS": "1",
 }
 
-#: XLA's own ISA cap and single-threaded Eigen (JAX and TensorFlow's XLA).
-XLA = ("--xla_cpu_max_isa=AVX2", "--xla_cpu_multi_thread_eigen=false")
+#: XLA's own ISA cap (JAX and TensorFlow's XLA).
+XLA = ("--xla_cpu_max_isa=AVX2",)
 
 
 def numpy_features_above_avx2() -> list[str]:

@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from harness.adapters import compilecache
 from harness.adapters import Adapter, Framework, Output, Prepared, Unsupported, first_line, register, register_framework
 from harness.numerics.cases import Case
 
@@ -38,10 +39,13 @@ _compiled: dict[tuple, Callable] = {}
 
 @functools.cache
 def _jax():
-    """jax, imported on first use with 64-bit types enabled (before any array is made)."""
+    """jax, imported on first use with 64-bit types enabled (before any array is made), and
+    its persistent compilation cache on (`compilecache.use_persistent_jax_cache`: each shape
+    compiles once per machine, not once per run)."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    compilecache.use_persistent_jax_cache(jax)
     return jax
 
 

@@ -1,6 +1,7 @@
 """torch.compile's inductor compiles into a fresh private folder per process (never a shared
-/tmp one, never what an earlier process left), headers included; JAX keeps no persistent
-compilation cache (`harness/adapters/compilecache.py`)."""
+/tmp one, never what an earlier process left), headers included; JAX compiles into a
+persistent folder private to the user and the CPU, and a hit gives the numbers a compile
+gives (`harness/adapters/compilecache.py`)."""
 
 import os
 import stat
@@ -26,13 +27,64 @@ def _folders(env):
     return p.stdout.split()
 
 
-def test_each_torch_process_compiles_into_its_own_fresh_private_folder_and_jax_keeps_no_cache(tmp_path):
+def test_each_torch_process_compiles_into_its_own_fresh_private_folder_and_jax_into_the_users(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["CESTAB_CACHE_DIR"] = str(tmp_path / "cache")
     env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "shared")  # a folder the user set is overridden too
     first, second = _folders(env), _folders(env)
     for inductor, mode, headers, jax_dir in (first, second):
         assert os.path.basename(inductor).startswith("cestab-inductor-") and mode == "0o700"
         assert headers.startswith(inductor)  # inductor's precompiled headers too, not /tmp/torchinductor_<user>
-        assert jax_dir == "None"  # no persistent JAX cache: compiled in memory, per process
+        assert os.path.dirname(jax_dir) == str(tmp_path / "cache") and os.path.basename(jax_dir).startswith("jax-")
         assert not os.path.exists(inductor)  # removed when the process ended
     assert first[0] != second[0] and not (tmp_path / "shared").exists()
+
+
+JAX_CODE = (
+    "import hashlib, numpy as np\n"
+    "from implementations import jax_impl\n"
+    "jax = jax_impl._jax()\n"
+    "hits = []\n"
+    "jax.monitoring.register_event_listener(lambda name, **kw: hits.append(name) if name.endswith('cache_hits') else None)\n"
+    "from harness.adapters import registry\n"
+    "from harness.adapters.workers import call_adapter\n"
+    "from harness.inputs import regimes\n"
+    "case = regimes.make_case('typical', 'bfloat16', (8, 100), 'index', 0)\n"
+    "h = hashlib.sha256()\n"
+    "for a in ('jax.optax.softmax_cross_entropy_with_integer_labels', 'jax.optax.softmax_cross_entropy_with_integer_labels.jit'):\n"
+    "    out = call_adapter(registry.get(a), case, 'cpu').output\n"
+    "    h.update(np.asarray(out.loss).tobytes()); h.update(np.asarray(out.grad).tobytes())\n"
+    "print(h.hexdigest(), len(hits), jax.config.jax_compilation_cache_dir)\n"
+)
+
+
+def _jax_run(cache):
+    env = dict(os.environ, CESTAB_CACHE_DIR=str(cache))
+    p = subprocess.run([sys.executable, "-c", JAX_CODE], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    digest, hits, folder = p.stdout.split()
+    return digest, int(hits), folder
+
+
+def test_jax_cache_hit_gives_the_numbers_of_a_fresh_compile(tmp_path):
+    first = _jax_run(tmp_path)
+    entries = os.listdir(first[2])
+    second = _jax_run(tmp_path)
+    assert len(entries) > 5  # eager dispatch's compilations are kept too
+    assert second[1] >= first[1] + len(entries) // 2  # the second process loads instead of compiling
+    assert second[0] == first[0]  # bit for bit, eager and jit
+    assert stat.S_IMODE(os.stat(first[2]).st_mode) == 0o700
+
+
+def test_a_cache_folder_another_user_could_write_is_not_used(tmp_path, monkeypatch):
+    from harness.adapters import compilecache
+
+    monkeypatch.setenv("CESTAB_CACHE_DIR", str(tmp_path))
+    folder = compilecache.private_dir("jax")
+    assert folder is not None and folder.startswith(str(tmp_path))
+    os.chmod(folder, 0o777)
+    assert compilecache.private_dir("jax") is None
+    os.chmod(folder, 0o700)
+    (tmp_path / "x").write_text("")
+    monkeypatch.setenv("CESTAB_CACHE_DIR", str(tmp_path / "x"))  # not a folder
+    assert compilecache.private_dir("jax") is None

@@ -132,3 +132,31 @@ def test_every_worker_has_one_thread_whatever_jobs_is(jobs):
         assert unit_pool.threads == 1
     finally:
         ray_executor._drop_kept()
+
+
+def test_xla_float32_rows_change_with_the_batch_row_count():
+    """A finding (this session): rows are independent of their batch-mates at a fixed batch
+    shape (above), but XLA's CPU code for a float32 batch depends on its row count. The same
+    64 rows of 10 classes give other losses and gradients inside a 1024-row batch (identical
+    up to 256 rows) under jax eager and jax.jit alike; torch and numpy do not change. So the
+    search judges a row in its batch's shape, and a finding is re-run alone (`findings`)
+    before it becomes a results row."""
+    import dataclasses
+
+    from harness.inputs import regimes
+
+    case = regimes.make_case("typical", "float32", (64, 10), "onehot", 0)
+
+    def changed_rows(adapter_id, n):
+        adapter = registry.get(adapter_id)
+        alone = call_adapter(adapter, case, "cpu").output
+        pad = np.zeros((n - 64, 10), np.float32)
+        padded = dataclasses.replace(case, case_id="padded", logits=np.concatenate([case.logits, pad]),
+                                     target=np.concatenate([case.target, np.zeros(n - 64, np.int64)]))
+        inside = call_adapter(adapter, padded, "cpu").output
+        return int(((inside.loss[:64] != alone.loss) | (inside.grad[:64] != alone.grad).any(axis=1)).sum())
+
+    assert changed_rows("jax.optax.softmax_cross_entropy", 1024) > 5
+    assert changed_rows("jax.optax.softmax_cross_entropy.jit", 1024) > 5
+    assert changed_rows("jax.optax.softmax_cross_entropy", 256) == 0
+    assert changed_rows("torch.cross_entropy", 1024) == 0 and changed_rows("numpy.stable", 1024) == 0

@@ -136,3 +136,28 @@ def test_invalid_labels_are_rejected_or_silent_and_empty_batches_ok():
     optax = df[(df["regime"] == "invalid_labels") & (df["adapter"].str.startswith("jax"))].iloc[0]
     assert optax["status"] == "silent" and "returned numbers for invalid labels" in optax["message"]
     assert (df.loc[df["regime"] == "empty_batch", "status"] == "ok").all()
+
+
+def test_judging_beside_the_workers_gives_the_rows_of_judging_each_case_in_turn():
+    """The runner judges case k in a thread while the workers compute case k+1: the rows,
+    in order, are those of computing and judging each case in turn (`rows_for_case`)."""
+    from harness.adapters import registry
+    from harness.adapters.workers import InProcess
+    from harness.inputs import regimes
+    from harness.run import runner
+    from harness.run.phases import Phases
+    from harness.run.progress import Progress
+    from harness.run.rows import rows_for_case
+
+    cases = regimes.build_cases(regimes=["typical", "nonfinite", "invalid_labels", "ignored_rows"],
+                                dtype_names=["float32", "float16"], shapes=[(16, 10)])
+    adapters = registry.resolve(["numpy.stable", "numpy.naive", "scipy.log_softmax"], ())
+    in_turn = [r for c in cases for r in rows_for_case(c, adapters, InProcess(), "cpu", base={})]
+    phases, journal = Phases(), []
+    beside = runner._pipelined(cases, adapters, set(), InProcess(), "cpu", {}, journal.append, phases,
+                               Progress(len(cases), False), {})
+    stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
+    assert len(beside) == len(cases) * len(adapters) and beside == journal
+    pd.testing.assert_frame_equal(columns.frame(beside)[stable], columns.frame(in_turn)[stable])
+    assert phases.beside_seconds["metrics"] > 0 and phases.beside_seconds["reference"] > 0
+    assert "metrics" not in Phases().beside_seconds  # the main thread's own seconds are not "beside"

@@ -1,4 +1,5 @@
-"""A fresh, private folder per process for a compiler's on-disk cache (torch.compile's inductor).
+"""Compilers' on-disk caches: a fresh private folder per process for torch.compile's inductor,
+a persistent private one per user and CPU for JAX (`use_persistent_jax_cache`, at the end).
 
 Why fresh, not shared and not persistent: a verdict must be a function of the adapter and the
 input, never of what compiled on the machine before. Measured (torch 2.13, CPU): the same
@@ -52,3 +53,59 @@ def use_fresh_inductor_headers() -> None:
     if folder and hasattr(codecache, "_HEADER_DIR"):
         codecache._HEADER_DIR = os.path.join(folder, "precompiled_headers")
         codecache._HEADER_LOCK_DIR = os.path.join(codecache._HEADER_DIR, "locks")
+
+
+#: Where persistent caches live: $CESTAB_CACHE_DIR, else ~/.cache/cestab.
+CACHE_ENV = "CESTAB_CACHE_DIR"
+
+
+def _cpu_key() -> str:
+    """A short hash of this CPU's model and feature flags: code compiled for one x86 CPU
+    is never loaded on another (an AVX-512 kernel on an AVX2 machine dies of SIGILL)."""
+    import hashlib
+    import platform
+
+    text = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags", "Features"))]
+        text += "".join(sorted(set(lines)))
+    except OSError:
+        text += platform.processor()
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def private_dir(name: str) -> str | None:
+    """A persistent folder for `name`'s cache, private to this user and this CPU:
+    `<cache>/<name>-<cpu key>`, mode 0700. None (no persistent cache) when the folder
+    cannot be made, or is not a directory owned by this user that nobody else can write:
+    a cache is code this process will run."""
+    import stat
+
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "cestab")
+    path = os.path.join(root, f"{name}-{_cpu_key()}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None
+    return path
+
+
+def use_persistent_jax_cache(jax) -> str | None:
+    """Turn on JAX's persistent compilation cache in `private_dir("jax")`, for every
+    compilation (jit's and the op-by-op ones of eager dispatch: a threshold of 0 s and 0
+    bytes). Unlike inductor's cache (above), a hit is the executable a compile would give:
+    JAX's key hashes the program (HLO), the compile options, XLA_FLAGS (so the gate's
+    `--xla_cpu_max_isa=AVX2` has entries of its own) and the jax/jaxlib versions, and the
+    folder is per CPU. What it saves: the JAX worker of a default run compiles each shape
+    once per machine instead of once per run. Returns the folder, or None if there is none."""
+    path = private_dir("jax")
+    if path is None:
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return path

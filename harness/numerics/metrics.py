@@ -49,40 +49,94 @@ class ElementErrors:
     flushed: np.ndarray  # subnormal true value returned as exactly 0 (flush to zero)
 
 
-def element_errors(computed, truth, scale, dtype: str, scale_att=None) -> ElementErrors:
-    """Errors of `computed` against `truth` (same shape), judged with the textbook `scale`
-    and the attainable `scale_att` (None: the textbook bound stands for both)."""
-    work = truth.dtype
-    c = np.asarray(computed).astype(work)
+@dataclass
+class TruthTerms:
+    """What `element_errors` needs of the truth alone. Every adapter of a case is judged
+    against the same truth, so these are computed once per (reference, quantity, dtype,
+    rows) (`terms_for`) rather than once per adapter: half of judging's time went here."""
+
+    truth: np.ndarray
+    is_inf: np.ndarray  # the truth is +-inf
+    finite_overflow: np.ndarray  # finite, but rounds to +-inf in the tested dtype
+    u: np.ndarray  # ulp of the tested dtype at the truth (0 where it is infinite)
+    allowance: np.ndarray  # the textbook bound (`tolerances`)
+    allowance_att: np.ndarray | None  # the attainable bound (`bounds`); None: the textbook one
+    tiny: np.ndarray  # nonzero and below the smallest normal (a flush to zero may be allowed)
+
+
+def truth_terms(truth, scale, dtype: str, scale_att=None) -> TruthTerms:
+    """The truth-only terms of `element_errors` for one block of the truth."""
     t = truth
+    tol = tolerances.get(dtype)
+    fmt = dtypes.get(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        is_inf = np.isinf(t)
+        u = ulp(np.where(is_inf, 0, t), dtype)
+        allowance = tol.ulps * u + tol.cond * fmt.unit_roundoff * scale
+        allowance_att = None
+        if scale_att is not None:
+            att = bounds.get(dtype)
+            allowance_att = att.ulps * u + att.cond * att.unit_roundoff * scale_att
+        tiny = (t != 0) & (np.abs(t) < 2.0 ** fmt.min_exponent)
+        return TruthTerms(t, is_inf, np.isfinite(t) & _overflows(t, dtype), u, allowance, allowance_att, tiny)
+
+
+def element_errors(computed, truth, scale, dtype: str, scale_att=None, terms: TruthTerms | None = None) -> ElementErrors:
+    """Errors of `computed` against `truth` (same shape), judged with the textbook `scale`
+    and the attainable `scale_att` (None: the textbook bound stands for both). `terms`:
+    `truth_terms` of the same truth, when the caller has them (then truth and scales are
+    not read)."""
+    terms = terms if terms is not None else truth_terms(truth, scale, dtype, scale_att)
+    t = terms.truth
+    c = np.asarray(computed).astype(t.dtype)
     tol = tolerances.get(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(c - t)
-        same_inf = np.isinf(t) & (c == t)
-        rounded_overflow = np.isinf(c) & np.isfinite(t) & _overflows(t, dtype) & (np.sign(c) == np.sign(t))
+        same_inf = terms.is_inf & (c == t)
+        c_inf = np.isinf(c)
+        rounded_overflow = c_inf & terms.finite_overflow & (np.sign(c) == np.sign(t))
         agree = same_inf | rounded_overflow
-        nonfinite = ~np.isfinite(c) & ~agree & ~np.isinf(t) | np.isnan(c)
+        c_nan = np.isnan(c)
+        nonfinite = (c_inf | c_nan) & ~agree & ~terms.is_inf | c_nan
         diff = np.where(agree, 0.0, np.where(np.isfinite(diff), diff, np.inf)).astype(np.float64)
-        u = ulp(np.where(np.isinf(t), 0, t), dtype)
-        ulps = diff / u
-        allowance = tol.ulps * u + tol.cond * dtypes.get(dtype).unit_roundoff * scale
-        ratio = np.where(diff == 0, 0.0, diff / allowance)
+        ulps = diff / terms.u
+        zero = diff == 0
         # A finite answer where the truth is +-inf: the allowance (its scale) is inf as well,
         # and inf / inf must not read as NaN, which compares as within.
-        ratio = np.where(np.isinf(t) & ~agree, np.inf, ratio)
-        if scale_att is None:
+        missed_inf = terms.is_inf & ~agree
+        ratio = np.where(zero, 0.0, diff / terms.allowance)
+        ratio = np.where(missed_inf, np.inf, ratio)
+        if terms.allowance_att is None:
             ratio_att = ratio
         else:
-            att = bounds.get(dtype)
-            allowance_att = att.ulps * u + att.cond * att.unit_roundoff * scale_att
-            ratio_att = np.where(diff == 0, 0.0, diff / allowance_att)
-            ratio_att = np.where(np.isinf(t) & ~agree, np.inf, ratio_att)
-        smallest_normal = 2.0 ** dtypes.get(dtype).min_exponent
-        flushed = (c == 0) & (t != 0) & (np.abs(t) < smallest_normal)
+            ratio_att = np.where(zero, 0.0, diff / terms.allowance_att)
+            ratio_att = np.where(missed_inf, np.inf, ratio_att)
+        flushed = (c == 0) & terms.tiny
         if tol.allow_flush_to_zero:
             ratio = np.where(flushed, 0.0, ratio)
             ratio_att = np.where(flushed, 0.0, ratio_att)
     return ElementErrors(diff, ulps, ratio, ratio_att, nonfinite, flushed)
+
+
+def terms_for(ref: Reference, name: str, dtype: str, ids=None, textbook: bool = False) -> TruthTerms:
+    """`truth_terms` of the reference's loss ("loss") or gradient ("grad") on rows `ids`
+    (None: all; else a run of `reduce_errors`'s chunks), computed once and kept on the
+    reference for the next adapter. `textbook`: the textbook bound alone (the search's score)."""
+    rows = None if ids is None else (int(ids[0]), int(ids[-1]), len(ids)) if len(ids) else ()
+    key = (name, dtype, rows, textbook)
+    memo = ref.memo
+    if key not in memo:
+        if name == "loss":
+            truth, scale, scale_att = ref.loss, ref.loss_scale, ref.loss_scale_att
+        else:
+            truth, scale, scale_att = ref.grad, ref.grad_scale, ref.grad_scale_att
+        if textbook:
+            scale_att = None
+        if ids is not None:
+            truth, scale = truth[ids], scale[ids]
+            scale_att = None if scale_att is None else scale_att[ids]
+        memo[key] = truth_terms(truth, scale, dtype, scale_att)
+    return memo[key]
 
 
 def grades(e: ElementErrors) -> tuple[np.ndarray, np.ndarray]:
@@ -187,11 +241,12 @@ def reduce_errors(ref: Reference, computed, name: str, dtype: str, top: int = 0)
     out = Reduction(name, top)
     for lo in range(0, rows.size, step):
         ids = rows[lo : lo + step]
-        e = element_errors(computed[ids], truth[ids], scale[ids], dtype, None if scale_att is None else scale_att[ids])
+        terms = terms_for(ref, name, dtype, ids)
+        e = element_errors(computed[ids], None, None, dtype, terms=terms)
         if name == "loss":
-            out.add(e, computed[ids], truth[ids], lambda k, ids=ids: (int(ids[k]),))
+            out.add(e, computed[ids], terms.truth, lambda k, ids=ids: (int(ids[k]),))
         else:
-            out.add(e, computed[ids], truth[ids], lambda k, ids=ids: (int(ids[k // width]), k % width))
+            out.add(e, computed[ids], terms.truth, lambda k, ids=ids: (int(ids[k // width]), k % width))
     return out
 
 

@@ -35,7 +35,7 @@ or NaN, or with every logit -inf, is undefined: loss and gradient are NaN, `defi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -72,6 +72,8 @@ class Reference:
     # graded by the textbook bound alone.
     loss_scale_att: np.ndarray | None = None  # (N,)
     grad_scale_att: np.ndarray | None = None  # (N, V)
+    # What judging needs of this truth alone, kept for the next adapter (`metrics.terms_for`).
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

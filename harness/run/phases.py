@@ -9,8 +9,12 @@ compute (`adapter`), compilation (`compile`), and `ipc`, the rest of each round 
 worker). Worker start-up (framework imports) is counted by the executor.
 
 Workers of different frameworks run at the same time (`--jobs`), so adapter, compile and
-ipc seconds are summed over workers and may exceed the wall time; the parent's segments
-never overlap one another, so `other` (wall minus them) is what nothing above measured.
+ipc seconds are summed over workers and may exceed the wall time. The parent judges each
+case in a thread of its own while the workers compute the next one (`runner._pipelined`):
+the seconds that thread spends (its reference, metrics and writing) are counted in those
+phases and, again, in `beside` (they cost CPU, not wall time, unless the main thread waits
+for them: `waiting`). The main thread's segments never overlap one another, so `other`
+(wall minus them) is what nothing above measured.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import threading
 import time
 
 #: The parent's own segments (they never overlap), in display order.
-PARENT = ("generation", "reference", "dispatch", "metrics", "writing")
+PARENT = ("generation", "reference", "dispatch", "metrics", "writing", "waiting")
 #: Per-attempt seconds the workers report (summed over workers).
 WORKER = ("adapter", "compile", "ipc")
 #: What counts as the harness's own cost (not the implementations' compute or compile).
@@ -35,11 +39,24 @@ class Phases:
         self.counts: dict[str, int] = {}
         self.by_framework: dict[str, float] = {}  # seconds of round trips per framework's worker
         self.extra: dict = {}  # more facts for run.json's timing record (the search's rows per pair)
+        self.beside_seconds: dict[str, float] = {}  # of the parent's phases, what ran beside the workers
         self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def beside(self):
+        """What this thread times from here on ran beside the main thread (the judging thread)."""
+        self._local.beside = True
+        try:
+            yield
+        finally:
+            self._local.beside = False
 
     def add(self, name: str, seconds: float) -> None:
         with self._lock:
             self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
+            if getattr(self._local, "beside", False):
+                self.beside_seconds[name] = self.beside_seconds.get(name, 0.0) + float(seconds)
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -67,7 +84,7 @@ class Phases:
 
     def summary(self, wall: float, startup: dict[str, float]) -> dict:
         """The run.json `timing` record: wall, every phase, `other`, and the harness share."""
-        parent = sum(self.seconds[name] for name in PARENT)
+        parent = sum(self.seconds[name] for name in PARENT) - sum(self.beside_seconds.values())
         phases = {name: round(v, 3) for name, v in self.seconds.items()}
         phases["other"] = round(max(0.0, wall - parent), 3)
         harness = sum(phases[name] for name in HARNESS)
@@ -76,6 +93,7 @@ class Phases:
             "phases": phases,
             "counts": dict(self.counts),
             "harness_seconds": round(harness, 3),
+            "beside_seconds": {k: round(v, 3) for k, v in sorted(self.beside_seconds.items())},
             "reference_seconds": phases["reference"],
             "adapter_seconds": phases["adapter"],
             "compile_seconds": phases["compile"],

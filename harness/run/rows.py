@@ -18,6 +18,33 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
                   ref=None) -> list[dict]:
     """Result rows (dicts keyed by column name) of every adapter on one case (`ref`: its
     reference, when the caller has it already; `phases`: where the time went, `run.phases`)."""
+    attempts = attempts_for_case(case, adapter_list, executor, device, phases)
+    return judge_case(case, attempts, device, base, on_row, phases, ref)
+
+
+def attempts_for_case(case: Case, adapter_list, executor, device: str, phases: Phases | None = None) -> list:
+    """(adapter, Attempt) of every adapter on one case, in row order: the adapters that
+    declare they cannot run it first (no call), then the executor's answers (all
+    frameworks at once, --jobs). Needs no reference: the runner judges the previous case
+    while the workers compute this one."""
+    phases = phases or Phases()
+    out, runnable = [], []
+    for adapter in adapter_list:
+        reason = adapter.unsupported_reason(case, device)
+        if reason:
+            out.append((adapter, Attempt("unsupported", message=reason)))
+        else:
+            runnable.append(adapter)
+    t0 = time.perf_counter()
+    out += list(executor.run(case, runnable, device))
+    phases.add("dispatch", time.perf_counter() - t0)
+    return out
+
+
+def judge_case(case: Case, attempts: list, device: str, base: dict, on_row=None, phases: Phases | None = None,
+               ref=None) -> list[dict]:
+    """The rows of one case's attempts: the reference (once, shared by every adapter), then
+    each attempt judged (`judge`) into a row, handed to `on_row` as it is made."""
     phases = phases or Phases()
     t0 = time.perf_counter()
     if ref is None:
@@ -39,10 +66,8 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
         reference_seconds=ref_seconds,
         device=device,
     )
-    runnable = []
     rows = []
-
-    def emit(adapter, attempt: Attempt):
+    for adapter, attempt in attempts:
         with phases.timed("metrics"):
             row = dict(common, adapter=adapter.id, framework=adapter.framework,
                        framework_version=registry.framework_version(adapter.framework))
@@ -51,16 +76,4 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
         if on_row:
             with phases.timed("writing"):
                 on_row(row)
-
-    for adapter in adapter_list:
-        reason = adapter.unsupported_reason(case, device)
-        if reason:
-            emit(adapter, Attempt("unsupported", message=reason))
-        else:
-            runnable.append(adapter)
-    t0 = time.perf_counter()
-    attempts = list(executor.run(case, runnable, device))  # all frameworks at once (--jobs)
-    phases.add("dispatch", time.perf_counter() - t0)
-    for adapter, attempt in attempts:
-        emit(adapter, attempt)
     return rows

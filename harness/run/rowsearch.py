@@ -453,8 +453,8 @@ def judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts 
     """Every row's score against the batch's reference; None when the output shapes are wrong."""
     if np.shape(loss) != ref.loss.shape or np.shape(grad) != ref.grad.shape:
         return None
-    le = metrics.element_errors(np.asarray(loss), ref.loss, ref.loss_scale, dtype)
-    ge = metrics.element_errors(np.asarray(grad), ref.grad, ref.grad_scale, dtype)
+    le = metrics.element_errors(np.asarray(loss), None, None, dtype, terms=metrics.terms_for(ref, "loss", dtype, textbook=True))
+    ge = metrics.element_errors(np.asarray(grad), None, None, dtype, terms=metrics.terms_for(ref, "grad", dtype, textbook=True))
     lr = np.nan_to_num(le.ratio, nan=np.inf)
     gr = np.nan_to_num(ge.ratio, nan=np.inf).max(axis=1, initial=0.0)
     nonfinite = le.nonfinite | ge.nonfinite.any(axis=1)

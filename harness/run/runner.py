@@ -8,11 +8,13 @@ an interrupted run keeps what it had and `run(resume=RUN_DIR)` finishes it.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import math
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +33,7 @@ from harness.numerics import dtypes
 from harness.numerics.cases import Case
 from harness.errors import UsageError
 from harness.run.ray_executor import local_cluster
-from harness.run.rows import rows_for_case
+from harness.run.rows import attempts_for_case, judge_case, rows_for_case
 from harness.run.progress import Progress
 
 DEFAULT_TIMEOUT = 120.0  # seconds one adapter may take on one case before it is killed
@@ -238,16 +240,8 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
             _ray_phases(phases, new, executor)
             rows.extend(new)
         else:
-            for case in case_list:
-                if callable(case):
-                    with phases.timed("generation"):
-                        case = case()  # drawn now, dropped after its rows: one case in memory at a time
-                case_order.setdefault(case.case_id, len(case_order))
-                todo = [a for a in adapter_list if (case.case_id, a.id) not in done]
-                if todo:
-                    rows.extend(rows_for_case(case, todo, executor, options["device"], base,
-                                              journal.append if journal else None, phases))
-                bar.step(case.case_id)
+            rows.extend(_pipelined(case_list, adapter_list, done, executor, options["device"], base,
+                                   journal.append if journal else None, phases, bar, case_order))
             if options.get("budget"):
                 rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal, phases))
     finally:
@@ -271,6 +265,46 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
         df.attrs["run_dir"] = str(folder.path)
     df.attrs["timing"] = timing
     return df
+
+
+#: Cases drawn and sent to the workers ahead of the judging thread (memory: at most this
+#: many cases' inputs and outputs wait to be judged).
+JUDGE_AHEAD = 2
+
+
+def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, phases, bar, case_order) -> list[dict]:
+    """Every case's rows, with the judging beside the workers: while the workers compute
+    case k+1, one thread of this process computes case k's reference and judges its
+    attempts (`rows.judge_case`). The rows, and the journal's order, are a serial run's
+    (one judging thread, cases in order); only where the parent's seconds go changes: its
+    reference and metrics run while it would otherwise wait on the workers."""
+    rows: list[dict] = []
+    pending: collections.deque = collections.deque()
+
+    def judged(case, attempts):
+        with phases.beside():
+            return judge_case(case, attempts, device, base, on_row, phases)
+
+    def collect(limit):
+        while len(pending) > limit:
+            future = pending.popleft()
+            with phases.timed("waiting"):
+                rows.extend(future.result())
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cestab-judge") as judging:
+        for case in case_list:
+            if callable(case):
+                with phases.timed("generation"):
+                    case = case()  # drawn now, dropped after its rows: a few cases in memory at a time
+            case_order.setdefault(case.case_id, len(case_order))
+            todo = [a for a in adapter_list if (case.case_id, a.id) not in done]
+            if todo:
+                attempts = attempts_for_case(case, todo, executor, device, phases)
+                pending.append(judging.submit(judged, case, attempts))
+                collect(JUDGE_AHEAD)
+            bar.step(case.case_id)
+        collect(0)
+    return rows
 
 
 def _in_run_order(rows: list[dict], case_order: dict[str, int]) -> list[dict]:

@@ -37,7 +37,10 @@ def format_timing(timing: dict) -> str:
     and what no phase measured (other). A ratio above 1 means cestab spends more time
     judging than the implementations spend computing. Workers of different frameworks run
     at the same time (`--jobs`), so adapter, compile and start-up seconds are summed over
-    workers and may add up to more than the wall time.
+    workers and may add up to more than the wall time. The parent judges a case while the
+    workers compute the next (`run.phases`): that part of the harness's seconds is CPU it
+    spends, not wall time, except where the run waited for it; the second ratio counts only
+    the harness seconds on the wall.
     """
     adapters, compiling = timing["adapter_seconds"], timing["compile_seconds"]
     startup = sum(timing.get("worker_startup_seconds", {}).values())
@@ -50,6 +53,11 @@ def format_timing(timing: dict) -> str:
         parts = ", ".join(f"{name} {phases.get(name, 0.0):.1f} s"
                           for name in ("generation", "reference", "ipc", "metrics", "writing", "other"))
     ratio = f"{harness / adapters:.2g}" if adapters > 0 else "n/a"
+    beside = sum(timing.get("beside_seconds", {}).values())
+    if beside:  # judged beside the workers: CPU the harness spent, but not wall time unless waited for
+        on_wall = max(0.0, harness - beside + (phases or {}).get("waiting", 0.0))
+        ratio += (f"; {beside:.1f} s of it ran beside the workers, so on the wall"
+                  f" {on_wall:.1f} s = {on_wall / adapters:.2g}" if adapters > 0 else "")
     counts = timing.get("counts", {})
     search = ""
     if counts.get("search_rows"):

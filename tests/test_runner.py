@@ -161,3 +161,34 @@ def test_judging_beside_the_workers_gives_the_rows_of_judging_each_case_in_turn(
     pd.testing.assert_frame_equal(columns.frame(beside)[stable], columns.frame(in_turn)[stable])
     assert phases.beside_seconds["metrics"] > 0 and phases.beside_seconds["reference"] > 0
     assert "metrics" not in Phases().beside_seconds  # the main thread's own seconds are not "beside"
+
+
+def test_frameworks_running_ahead_in_lanes_give_the_rows_of_one_case_at_a_time():
+    """With worker lanes (`ParallelPool.submit`) a framework goes on to later cases while
+    another is still busy; the rows are those of handing each case to every worker in turn."""
+    from harness.adapters import registry
+    from harness.adapters.parallel import ParallelPool
+    from harness.adapters.workers import WorkerPool
+    from harness.inputs import regimes
+    from harness.run import runner
+    from harness.run.phases import Phases
+    from harness.run.progress import Progress
+    from harness.run.rows import rows_for_case
+
+    cases = regimes.build_cases(regimes=["typical", "nonfinite", "invalid_labels", "large_offset"],
+                                dtype_names=["float32", "bfloat16"], shapes=[(16, 10), (4, 1000)])
+    adapters = registry.resolve(["numpy.stable", "scipy.log_softmax", "torch.cross_entropy"], ())
+    serial = WorkerPool(60.0, threads=1)
+    try:
+        in_turn = [r for c in cases for r in rows_for_case(c, adapters, serial, "cpu", base={})]
+    finally:
+        serial.close()
+    lanes = ParallelPool(60.0, jobs=2, threads=1, phases=Phases())
+    try:
+        ahead = runner._pipelined(cases, adapters, set(), lanes, "cpu", {}, None, Phases(), Progress(len(cases), False), {})
+        assert set(lanes._lanes) == {"implementations.numpy_impl", "implementations.scipy_impl", "implementations.torch_impl"}
+    finally:
+        lanes.close()
+    stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
+    assert len(ahead) == len(cases) * len(adapters)
+    pd.testing.assert_frame_equal(columns.frame(ahead)[stable], columns.frame(in_turn)[stable])

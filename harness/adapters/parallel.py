@@ -6,6 +6,12 @@ processes), at most `jobs` at a time. Answers are handed back in the order a ser
 gives them (by implementation module, then adapter), so the rows, and everything computed
 from them, are the same whatever `jobs` is; only the timing columns differ.
 
+`submit` goes further for the comparison run: each framework gets a lane (one thread that
+feeds its worker the cases in order), so a framework that is done with a case starts the
+next one while another is still compiling; at most `jobs` workers compute at once (a
+semaphore). Every worker still sees the same cases in the same order as with `run`, so its
+answers, compilations included, are the same.
+
 Each attempt's round trip is timed here, so the run can say how much of it was the
 adapter, compilation, or the harness moving arrays between processes (`run.phases`).
 """
@@ -29,6 +35,8 @@ class ParallelPool(WorkerPool):
         self.jobs = max(1, int(jobs))
         self.phases = phases
         self._pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="cestab-dispatch") if self.jobs > 1 else None
+        self._lanes: dict[str, ThreadPoolExecutor] = {}  # per implementation module, for `submit`
+        self._slots = threading.Semaphore(self.jobs)  # workers computing at once
 
     def _timed(self, source, group, case, device, task):
         """run_source, with each attempt's round trip (time since the previous answer) recorded."""
@@ -52,10 +60,40 @@ class ParallelPool(WorkerPool):
         for future in futures:  # in submission order: the serial pool's order
             yield from future.result()
 
+    def submit(self, case, adapter_list, device) -> "Answers":
+        """Hand a case to every framework's lane and return at once; `.result()` waits for
+        the (adapter, Attempt) pairs in `run`'s order. Call from the main thread (it starts
+        missing workers there, see `WorkerPool.start`)."""
+        groups = by_source(adapter_list)
+        self.start([source for source in groups if source not in self._lanes])  # later restarts: in the lane
+        return Answers([self._lane(source).submit(self._in_slot, source, group, case, device)
+                        for source, group in groups.items()])
+
+    def _lane(self, source: str) -> ThreadPoolExecutor:
+        if source not in self._lanes:
+            self._lanes[source] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cestab-lane-{len(self._lanes)}")
+        return self._lanes[source]
+
+    def _in_slot(self, source, group, case, device) -> list:
+        with self._slots:
+            return list(self._timed(source, group, case, device, None))
+
     def close(self) -> None:
+        for lane in self._lanes.values():
+            lane.shutdown(wait=True, cancel_futures=True)  # an interrupted run: the queued cases are dropped
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         super().close()
+
+
+class Answers:
+    """One case's attempts from several lanes, joined in the lanes' (serial) order."""
+
+    def __init__(self, futures):
+        self.futures = futures
+
+    def result(self) -> list:
+        return [pair for future in self.futures for pair in future.result()]
 
 
 class TimedInProcess(InProcess):

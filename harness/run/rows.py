@@ -25,9 +25,18 @@ def rows_for_case(case: Case, adapter_list, executor, device: str, base: dict, o
 def attempts_for_case(case: Case, adapter_list, executor, device: str, phases: Phases | None = None) -> list:
     """(adapter, Attempt) of every adapter on one case, in row order: the adapters that
     declare they cannot run it first (no call), then the executor's answers (all
-    frameworks at once, --jobs). Needs no reference: the runner judges the previous case
-    while the workers compute this one."""
+    frameworks at once, --jobs). Needs no reference."""
     phases = phases or Phases()
+    out, runnable = declined(case, adapter_list, device)
+    t0 = time.perf_counter()
+    out += list(executor.run(case, runnable, device))
+    phases.add("dispatch", time.perf_counter() - t0)
+    return out
+
+
+def declined(case: Case, adapter_list, device: str) -> tuple[list, list]:
+    """(the `unsupported` attempts of the adapters that declare they cannot run the case,
+    the adapters to call)."""
     out, runnable = [], []
     for adapter in adapter_list:
         reason = adapter.unsupported_reason(case, device)
@@ -35,10 +44,7 @@ def attempts_for_case(case: Case, adapter_list, executor, device: str, phases: P
             out.append((adapter, Attempt("unsupported", message=reason)))
         else:
             runnable.append(adapter)
-    t0 = time.perf_counter()
-    out += list(executor.run(case, runnable, device))
-    phases.add("dispatch", time.perf_counter() - t0)
-    return out
+    return out, runnable
 
 
 def judge_case(case: Case, attempts: list, device: str, base: dict, on_row=None, phases: Phases | None = None,

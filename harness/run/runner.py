@@ -14,7 +14,7 @@ import functools
 import math
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +33,7 @@ from harness.numerics import dtypes
 from harness.numerics.cases import Case
 from harness.errors import UsageError
 from harness.run.ray_executor import local_cluster
-from harness.run.rows import attempts_for_case, judge_case, rows_for_case
+from harness.run.rows import declined, judge_case, rows_for_case
 from harness.run.progress import Progress
 
 DEFAULT_TIMEOUT = 120.0  # seconds one adapter may take on one case before it is killed
@@ -267,29 +267,47 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
     return df
 
 
-#: Cases drawn and sent to the workers ahead of the judging thread (memory: at most this
-#: many cases' inputs and outputs wait to be judged).
+#: Cases judged in the background while the main thread goes on (memory: their inputs and
+#: outputs wait to be judged).
 JUDGE_AHEAD = 2
+#: How far the frameworks' lanes may run ahead of the oldest unanswered case: at most this
+#: many cases, and this many logit elements, are with the workers at once (always one).
+AHEAD_CASES = 16
+AHEAD_ELEMENTS = 1 << 22
 
 
 def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, phases, bar, case_order) -> list[dict]:
-    """Every case's rows, with the judging beside the workers: while the workers compute
-    case k+1, one thread of this process computes case k's reference and judges its
-    attempts (`rows.judge_case`). The rows, and the journal's order, are a serial run's
-    (one judging thread, cases in order); only where the parent's seconds go changes: its
-    reference and metrics run while it would otherwise wait on the workers."""
-    rows: list[dict] = []
-    pending: collections.deque = collections.deque()
+    """Every case's rows, with nobody waiting on anybody more than they must:
 
-    def judged(case, attempts):
+    - each framework's worker takes the cases in order from a lane of its own
+      (`ParallelPool.submit`), so a framework that is done with a case goes on to the next
+      while another compiles (up to AHEAD_CASES cases ahead of the oldest unanswered one);
+    - one thread of this process computes a case's reference and judges its attempts
+      (`rows.judge_case`) while the workers compute the next cases.
+
+    The rows, and the journal's order, are a serial run's: every worker sees the same cases
+    in the same order, answers are joined per case in the serial order, and one thread
+    judges the cases in order. Only where the time goes changes (`run.phases`)."""
+    rows: list[dict] = []
+    asked: collections.deque = collections.deque()  # (case, declined, answers) with the workers
+    judged: collections.deque = collections.deque()  # futures of judged rows, in case order
+    elements = 0
+
+    def judge_one(case, attempts):
         with phases.beside():
             return judge_case(case, attempts, device, base, on_row, phases)
 
-    def collect(limit):
-        while len(pending) > limit:
-            future = pending.popleft()
+    def answered(judging):
+        nonlocal elements
+        case, declined_, answers = asked.popleft()
+        elements -= case.logits.size
+        with phases.timed("dispatch"):  # waiting on the workers
+            attempts = declined_ + answers.result()
+        judged.append(judging.submit(judge_one, case, attempts))
+        bar.step(case.case_id)
+        while len(judged) > JUDGE_AHEAD:
             with phases.timed("waiting"):
-                rows.extend(future.result())
+                rows.extend(judged.popleft().result())
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cestab-judge") as judging:
         for case in case_list:
@@ -298,13 +316,31 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
                     case = case()  # drawn now, dropped after its rows: a few cases in memory at a time
             case_order.setdefault(case.case_id, len(case_order))
             todo = [a for a in adapter_list if (case.case_id, a.id) not in done]
-            if todo:
-                attempts = attempts_for_case(case, todo, executor, device, phases)
-                pending.append(judging.submit(judged, case, attempts))
-                collect(JUDGE_AHEAD)
-            bar.step(case.case_id)
-        collect(0)
+            if not todo:
+                bar.step(case.case_id)
+                continue
+            declined_, runnable = declined(case, todo, device)
+            with phases.timed("dispatch"):  # returns at once, unless the executor has no lanes
+                asked.append((case, declined_, _ask(executor, case, runnable, device)))
+            elements += case.logits.size
+            while len(asked) > 1 and (len(asked) > AHEAD_CASES or elements > AHEAD_ELEMENTS):
+                answered(judging)
+        while asked:
+            answered(judging)
+        while judged:
+            with phases.timed("waiting"):
+                rows.extend(judged.popleft().result())
     return rows
+
+
+def _ask(executor, case, runnable, device):
+    """The executor's answers for a case, to `.result()` later: handed to the lanes of a
+    pool that has them (`ParallelPool.submit`), else computed now."""
+    if hasattr(executor, "submit"):
+        return executor.submit(case, runnable, device)
+    done = Future()
+    done.set_result(list(executor.run(case, runnable, device)))
+    return done
 
 
 def _in_run_order(rows: list[dict], case_order: dict[str, int]) -> list[dict]:

@@ -23,7 +23,8 @@ import contextlib
 import threading
 import time
 
-#: The parent's own segments (they never overlap), in display order.
+#: The parent's own segments, in display order. The main thread's never overlap one another;
+#: what the judging thread adds to them is also counted in `Phases.beside_seconds`.
 PARENT = ("generation", "reference", "dispatch", "metrics", "writing", "waiting")
 #: Per-attempt seconds the workers report (summed over workers).
 WORKER = ("adapter", "compile", "ipc")

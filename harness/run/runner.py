@@ -297,6 +297,12 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
         with phases.beside():
             return judge_case(case, attempts, device, base, on_row, phases)
 
+    def collect(limit):
+        """Take judged rows, oldest first, until at most `limit` cases are being judged."""
+        while len(judged) > limit:
+            with phases.timed("waiting"):
+                rows.extend(judged.popleft().result())
+
     def answered(judging):
         nonlocal elements
         case, declined_, answers = asked.popleft()
@@ -305,9 +311,7 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
             attempts = declined_ + answers.result()
         judged.append(judging.submit(judge_one, case, attempts))
         bar.step(case.case_id)
-        while len(judged) > JUDGE_AHEAD:
-            with phases.timed("waiting"):
-                rows.extend(judged.popleft().result())
+        collect(JUDGE_AHEAD)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cestab-judge") as judging:
         for case in case_list:
@@ -327,9 +331,7 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
                 answered(judging)
         while asked:
             answered(judging)
-        while judged:
-            with phases.timed("waiting"):
-                rows.extend(judged.popleft().result())
+        collect(0)
     return rows
 
 

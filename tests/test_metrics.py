@@ -141,3 +141,53 @@ def test_flush_to_zero_is_counted_not_judged():
     assert out["grad_ulps"] > 1000  # the raw error stays on record
     grad[0, 1] = np.float32(ref.grad[0, 1]) * 3  # a wrong subnormal is still judged
     assert judge.accuracy(ref, np.asarray(ref.loss, np.float32), grad, "float32")["status"] == "inaccurate"
+
+
+needs_extended = pytest.mark.skipif(reference.EXTENDED is np.float64, reason="np.longdouble is float64 here: no extended truth to split")
+
+
+def _float64_reference_errors(computed, truth):
+    """element_errors of float64 `computed` against an extended-precision `truth` (textbook)."""
+    scale = np.ones(truth.shape)
+    return metrics.element_errors(computed, truth, scale, "float64")
+
+
+@needs_extended
+def test_float64_judging_in_float64_pieces_equals_the_extended_subtraction_near_the_truth():
+    # (c - hi) - lo is exact wherever c is within a factor of 2 of the truth: the judge's
+    # float64 path must give the very doubles of |c - truth| computed in extended precision.
+    rng = np.random.default_rng(3)
+    x = reference.EXTENDED
+    truth = rng.uniform(-4, 4, 4000).astype(x) * (1 + rng.integers(-(2**10), 2**10, 4000).astype(x) * x(2) ** -63)
+    truth = truth * x(2.0) ** rng.integers(-1000, 1000, 4000).astype(x)
+    hi = truth.astype(np.float64)
+    computed = hi + rng.integers(-5, 6, 4000) * np.spacing(hi)
+    e = _float64_reference_errors(computed, truth)
+    assert metrics.truth_terms(truth, np.ones(truth.shape), "float64").lo is not None  # the float64 path ran
+    expected = np.abs(computed.astype(x) - truth).astype(np.float64)
+    assert np.array_equal(e.abs, expected)
+    assert (e.abs > 0).mean() > 0.9  # the rest below float64's last bit is seen, not rounded away
+
+
+@needs_extended
+def test_float64_judging_far_from_the_truth_is_within_an_ulp_of_the_extended_subtraction():
+    rng = np.random.default_rng(4)
+    x = reference.EXTENDED
+    truth = rng.uniform(0.5, 1, 1000).astype(x) + x(2) ** -60
+    computed = -3.0 * truth.astype(np.float64)  # opposite sign: no Sterbenz, two roundings
+    e = _float64_reference_errors(computed, truth)
+    expected = np.abs(computed.astype(x) - truth).astype(np.float64)
+    assert np.all(np.abs(e.abs - expected) <= np.spacing(expected))
+
+
+@needs_extended
+def test_truth_past_float64_range_is_judged_in_its_own_precision():
+    # A float64 case's extended truth may pass float64's max (a loss of 1.5 * max): no
+    # float64 pair holds it, so the subtraction stays extended and comes out finite.
+    x = reference.EXTENDED
+    truth = np.array([x(np.finfo(np.float64).max) * x(1.5), x(1.0)])
+    assert metrics.truth_terms(truth, np.ones(2), "float64").hi is None
+    computed = np.array([np.finfo(np.float64).max, 1.0])
+    e = _float64_reference_errors(computed, truth)
+    assert e.abs[0] == np.float64(x(np.finfo(np.float64).max) * x(0.5))
+    assert e.abs[1] == 0.0 and not e.nonfinite.any()

@@ -115,6 +115,22 @@ def test_jobs_2_gives_the_rows_of_jobs_1():
     pd.testing.assert_frame_equal(serial[stable], parallel[stable])
 
 
+def test_search_in_lanes_with_findings_in_threads_gives_the_rows_of_a_serial_search():
+    """The search hands LAG batches to the workers' lanes before judging the oldest, and
+    shrinks the pairs of two workers at once; in process (no lanes, no threads) every call
+    waits for its answer. Both must find the same rows."""
+    kwargs = dict(adapters=["numpy.naive", "numpy.stable", "scipy.log_softmax"], dtypes=["float16", "float32"],
+                  regimes_=[], corpus=False, budget="quick", label_kinds=["index", "soft"])
+    serial = harness.run(**kwargs, isolate=False)
+    parallel = harness.run(**kwargs, isolate=True, jobs=2)
+    stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
+    assert (serial["source"] == "search").all() and len(set(zip(serial["adapter"], serial["dtype"]))) == 6
+    assert len(serial) > 6  # some pair reports several failure kinds
+    assert (serial["status"] != "ok").any()  # failures were found, so winners were shrunk
+    pd.testing.assert_frame_equal(serial[stable], parallel[stable])
+    assert serial.attrs["timing"]["counts"] == parallel.attrs["timing"]["counts"]
+
+
 @pytest.mark.parametrize("jobs", [1, 2, 64, None])
 def test_every_worker_has_one_thread_whatever_jobs_is(jobs):
     """torch.compile's CPU kernels round differently with another thread count (see

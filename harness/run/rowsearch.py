@@ -38,9 +38,13 @@ gives the same search on any machine where the adapters give the same numbers.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import math
+import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -490,6 +494,20 @@ class Winner:
 
 
 @dataclass
+class Batch:
+    """One batch of the search: its rows (pad rows after the first n_real) and setting."""
+
+    rows: Rows
+    n_real: int
+    fmt: dtypes.FloatFormat
+    v: int
+    kind: str
+    eps: float
+    fam: str  # "ignore" or "plain"
+    case: Case
+
+
+@dataclass
 class PairState:
     """What the search knows about one adapter x dtype."""
 
@@ -510,29 +528,49 @@ class Finding:
     path: Path | None = None
 
 
+#: Batches with the workers beyond the one being judged: the workers compute the next
+#: batches while this process computes a batch's reference and judges it. Batch i of a
+#: dtype is made from what the search knew after judging its batches up to i - LAG - 1,
+#: whatever the executor (one that cannot compute ahead computes it at once), so the search
+#: is the same locally, in lanes and on a Ray cluster (one dtype per unit).
+LAG = 3
+
+
+class _Computed:
+    """The answers of an executor that has no lanes, computed when asked (`RowSearch.submit`)."""
+
+    def __init__(self, pairs):
+        self.pairs = list(pairs)
+
+    def result(self) -> list:
+        return self.pairs
+
+
 class RowSearch:
     """One search over adapters x dtypes. `evaluate(case, adapters) -> [(adapter, Attempt)]`
-    runs adapters (isolated, frameworks in parallel); `phases` (optional) records where the
-    time went."""
+    runs adapters (isolated, frameworks in parallel); `submit(case, adapters)`, where the
+    executor has lanes, hands them a batch and returns at once (`.result()` waits for the
+    same pairs); `phases` (optional) records where the time went."""
 
     def __init__(self, adapter_list, dtype_names, budget: Budget, evaluate, seed: int = 0, device: str = "cpu",
-                 label_kinds=None, phases=None):
+                 label_kinds=None, phases=None, submit=None, group=None):
         self.adapters = [a for a in adapter_list if device in a.devices]
         self.dtypes = [d for d in dtype_names if any(d in a.dtypes for a in self.adapters)]
         self.budget, self.evaluate, self.seed, self.device = budget, evaluate, seed, device
+        self.submit = submit or (lambda case, adapters: _Computed(self.evaluate(case, adapters)))
+        self.group = group or (lambda adapter_id: adapter_id)  # adapter id -> the worker that runs it
         self.kinds = tuple(k for k in LABEL_KINDS if not label_kinds or k in label_kinds)
         self.phases = phases
         self.state: dict[tuple[str, str], PairState] = {}
         self.plain_only: set[tuple[str, str, str]] = set()  # (adapter, dtype, kind): refused ignored rows
         self.dead: set[tuple[str, str, str]] = set()  # (adapter, dtype, kind): unsupported
         self.batches = 0
+        self._lock = threading.Lock()
         self._pools: dict[tuple[str, int], Rows] = {}  # (dtype, V) -> hypothesis rows
 
     # -- bookkeeping
 
     def _timed(self, name):
-        import contextlib
-
         return self.phases.timed(name) if self.phases is not None else contextlib.nullcontext()
 
     def pair(self, adapter_id: str, dtype: str) -> PairState:
@@ -577,19 +615,24 @@ class RowSearch:
     def run_batch(self, rows: Rows, n_real: int, dtype: str, kind: str, eps: float, adapters) -> list:
         """Evaluate a padded batch on `adapters`; returns [(adapter, attempt, verdicts)]."""
         case = self.make_case(rows, dtype, kind, eps, "search:batch")
+        return self.judge_batch(case, n_real, _Computed(self.evaluate(case, adapters)))
+
+    def judge_batch(self, case: Case, n_real: int, answers) -> list:
+        """[(adapter, attempt, verdicts)] of a batch whose `answers` the workers give."""
         with self._timed("reference"):
             ref = reference.loss_and_grad(case)
         t0 = time.perf_counter()
-        attempts = list(self.evaluate(case, adapters))
+        attempts = answers.result()
         if self.phases is not None:
             self.phases.add("dispatch", time.perf_counter() - t0)
-        self.batches += 1
+        with self._lock:  # findings' threads judge batches at once
+            self.batches += 1
         out = []
         with self._timed("metrics"):
             for adapter, attempt in attempts:
                 verdicts = None
                 if attempt.status == "ran":
-                    verdicts = judge_rows(ref, attempt.output.loss, attempt.output.grad, dtype)
+                    verdicts = judge_rows(ref, attempt.output.loss, attempt.output.grad, case.dtype)
                     if verdicts is not None:
                         verdicts.score[n_real:] = -1.0  # pad rows: dropped
                 out.append((adapter, attempt, verdicts))
@@ -598,17 +641,24 @@ class RowSearch:
     # -- the loop
 
     def run(self) -> None:
-        for g in range(self.budget.generations):
-            for dtype in self.dtypes:
-                fmt = dtypes.get(dtype)
+        """Every generation's batches, dtype by dtype, LAG of them with the workers at once."""
+        for dtype in self.dtypes:
+            fmt = dtypes.get(dtype)
+            asked: collections.deque = collections.deque()  # (batch, answers)
+            for g in range(self.budget.generations):
+                eps = self.budget.smoothings[g % len(self.budget.smoothings)]
                 for v in self.budget.classes:
                     pool = self._pool(fmt, v)
                     for kind in self.kinds:
-                        eps = self.budget.smoothings[g % len(self.budget.smoothings)]
                         for fam in ("ignore", "plain"):
                             adapters = [a for a in self.adapters if self.family(a, dtype, kind) == fam]
                             if adapters:
-                                self._generation(g, fmt, v, kind, eps, fam, adapters, pool)
+                                batch = self._batch(g, fmt, v, kind, eps, fam, adapters, pool)
+                                asked.append((batch, self.submit(batch.case, adapters)))
+                            while len(asked) > LAG:
+                                self._absorb_batch(*asked.popleft())
+            while asked:  # the next dtype's batches are made from its own pairs' state only
+                self._absorb_batch(*asked.popleft())
 
     def _pool(self, fmt, v: int) -> Rows:
         """The hypothesis rows of one dtype x V, drawn once (the first batch that needs them)."""
@@ -618,7 +668,9 @@ class RowSearch:
                 self._pools[key] = hypothesis_pool(fmt, v, self.budget, self.seed + zlib.crc32(f"{fmt.name}/{v}".encode()))
         return self._pools[key]
 
-    def _generation(self, g, fmt, v, kind, eps, fam, adapters, pool: Rows) -> None:
+    def _batch(self, g, fmt, v, kind, eps, fam, adapters, pool: Rows) -> "Batch":
+        """One generation's padded batch of rows for (dtype, V, kind, family): fresh rows
+        from the pool and children of the worst rows its adapters have shown so far."""
         dtype = fmt.name
         n = self.budget.rows(v)
         rng = self._rng("gen", g, dtype, v, kind, fam)
@@ -652,10 +704,16 @@ class RowSearch:
             n_real = len(rows)
             if n_real < n:
                 rows = Rows.concat([rows, pad_rows(n - n_real, v, rows.soft is not None)])
-        for adapter, attempt, verdicts in self.run_batch(rows, n_real, dtype, kind, eps, adapters):
-            st = self.pair(adapter.id, dtype)
+            case = self.make_case(rows, dtype, kind, eps, "search:batch")
+        return Batch(rows, n_real, fmt, v, kind, eps, fam, case)
+
+    def _absorb_batch(self, batch: "Batch", answers) -> None:
+        """Judge a batch's answers and fold each adapter's rows into its pair's state."""
+        for adapter, attempt, verdicts in self.judge_batch(batch.case, batch.n_real, answers):
+            st = self.pair(adapter.id, batch.fmt.name)
             st.calls += 1
-            self._absorb(adapter, st, attempt, verdicts, rows, n_real, fmt, v, kind, eps, fam)
+            self._absorb(adapter, st, attempt, verdicts, batch.rows, batch.n_real, batch.fmt, batch.v, batch.kind,
+                         batch.eps, batch.fam)
 
     def _valid(self, rows: Rows, allow_ignore: bool) -> Rows:
         """No row without a finite logit unless ignored; no ignored rows in a plain batch."""
@@ -767,35 +825,56 @@ class RowSearch:
                 rows = rows.take(np.arange(len(rows) // 2, len(rows)))
         return replace(w, rows=rows)
 
-    def findings(self, run_case, skip=frozenset()) -> list[Finding]:
+    def findings(self, run_case, skip=frozenset(), threads: int = 1) -> list[Finding]:
         """Shrink each pair's winners and run each on its own (`run_case(case, adapter) ->
-        results row`); the worst first per adapter x dtype. `skip`: (adapter, dtype) pairs
-        already reported (a resumed run)."""
+        results row`); the worst first per adapter x dtype, pairs in sorted order. `skip`:
+        (adapter, dtype) pairs already reported (a resumed run). `threads` > 1: the pairs of
+        different workers (`group`) are shrunk at the same time, each worker's in order, so
+        every worker sees the calls of a serial run; only for executors whose workers are
+        apart (an in-process executor would run two frameworks in one process at once)."""
+        pairs = [(key, st) for key, st in sorted(self.state.items()) if key not in skip]
+        if threads <= 1:
+            return [f for key, st in pairs for f in self._pair_findings(key, st, run_case)]
+        groups: dict[str, list] = {}
+        for key, st in pairs:
+            groups.setdefault(self.group(key[0]), []).append((key, st))
+
+        def one_group(items):
+            beside = self.phases.beside() if self.phases is not None else contextlib.nullcontext()
+            with beside:
+                return {key: self._pair_findings(key, st, run_case) for key, st in items}
+
+        found: dict = {}
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cestab-findings") as pool:
+            futures = [pool.submit(one_group, items) for items in sorted(groups.values(), key=len, reverse=True)]
+            with self._timed("dispatch"):  # the threads wait on the workers; what they judge is `beside`
+                for future in futures:
+                    found.update(future.result())
+        return [f for key, _ in pairs for f in found[key]]
+
+    def _pair_findings(self, key, st: PairState, run_case) -> list[Finding]:
+        adapter_id, dtype = key
+        adapter = next(a for a in self.adapters if a.id == adapter_id)
         out = []
-        by_id = {a.id: a for a in self.adapters}
-        for (adapter_id, dtype), st in sorted(self.state.items()):
-            if (adapter_id, dtype) in skip:
-                continue
-            adapter = by_id[adapter_id]
-            for w in self.ranked(st):
-                w = self.shrink(adapter, dtype, w)
-                rows = w.rows
-                note = f"failure kind {w.kind}; batch score {w.score:.3g}; {rows.pieces[0] if len(rows) == 1 else 'batch'}"
-                regime = "search:" + _regime_pieces(rows)
-                if len(rows) == 1:
-                    # the row, then one pad row (zeros): two rows, not one, because torch.compile
-                    # (dynamic=True) specialises N == 1 and would compile again for every finding
-                    rows = Rows.concat([rows, pad_rows(1, w.v, rows.soft is not None)])
-                    note += "; row 1 is a pad row"
-                case = self.make_case(rows, dtype, w.label_kind, w.smoothing, regime)
-                case = replace(case, note=note)
+        for w in self.ranked(st):
+            w = self.shrink(adapter, dtype, w)
+            rows = w.rows
+            note = f"failure kind {w.kind}; batch score {w.score:.3g}; {rows.pieces[0] if len(rows) == 1 else 'batch'}"
+            regime = "search:" + _regime_pieces(rows)
+            if len(rows) == 1:
+                # the row, then one pad row (zeros): two rows, not one, because torch.compile
+                # (dynamic=True) specialises N == 1 and would compile again for every finding
+                rows = Rows.concat([rows, pad_rows(1, w.v, rows.soft is not None)])
+                note += "; row 1 is a pad row"
+            case = self.make_case(rows, dtype, w.label_kind, w.smoothing, regime)
+            case = replace(case, note=note)
+            row = run_case(case, adapter)
+            if len(w.rows) == 1 and score_row_dict(row) < min(1.0, w.score / 2) and not w.status:
+                # alone it does not fail (the row depends on its batch-mates?): keep the padded batch
+                padded = Rows.concat([w.rows, pad_rows(self.budget.rows(w.v) - 1, w.v, w.rows.soft is not None)])
+                case = replace(self.make_case(padded, dtype, w.label_kind, w.smoothing, case.regime), note=note)
                 row = run_case(case, adapter)
-                if len(w.rows) == 1 and score_row_dict(row) < min(1.0, w.score / 2) and not w.status:
-                    # alone it does not fail (the row depends on its batch-mates?): keep the padded batch
-                    padded = Rows.concat([w.rows, pad_rows(self.budget.rows(w.v) - 1, w.v, w.rows.soft is not None)])
-                    case = replace(self.make_case(padded, dtype, w.label_kind, w.smoothing, case.regime), note=note)
-                    row = run_case(case, adapter)
-                out.append(Finding(adapter_id, dtype, w.kind, score_row_dict(row), case, row))
+            out.append(Finding(adapter_id, dtype, w.kind, score_row_dict(row), case, row))
         return out
 
     def stats(self) -> dict:

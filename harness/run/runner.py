@@ -272,7 +272,10 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
 JUDGE_AHEAD = 2
 #: How far the frameworks' lanes may run ahead of the oldest unanswered case: at most this
 #: many cases, and this many logit elements, are with the workers at once (always one).
-AHEAD_CASES = 16
+#: Far: torch.compile's first two minutes of compiling in one lane held the others 16
+#: cases ahead, one core idle; the elements bound the answers kept waiting for it (with
+#: ~24 adapters per case, well under a GiB).
+AHEAD_CASES = 256
 AHEAD_ELEMENTS = 1 << 22
 
 
@@ -379,12 +382,18 @@ def _search(adapter_list, options, executor, base, folder, done_rows, journal, p
     def run_case(case, adapter):
         return rows_for_case(case, [adapter], executor, device, base, phases=phases)[0]
 
+    def submit(case, adapters):  # the workers compute the next batches while this process judges
+        return _ask(executor, case, adapters, device)
+
     search = rowsearch.RowSearch(adapter_list, dtype_names, budget, evaluate, seed=options["seed"], device=device,
-                                 label_kinds=options["label_kinds"], phases=phases)
+                                 label_kinds=options["label_kinds"], phases=phases, submit=submit,
+                                 group=registry.source_of)
     search.run()
     rows = []
     rank: dict[tuple[str, str], int] = {}
-    for finding in search.findings(run_case, skip=searched):
+    # Workers apart (a ParallelPool): shrink the pairs of --jobs workers at once.
+    threads = executor.jobs if isinstance(executor, ParallelPool) else 1
+    for finding in search.findings(run_case, skip=searched, threads=threads):
         row = dict(finding.row)
         key = (finding.adapter, finding.dtype)
         if folder is not None:

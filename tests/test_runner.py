@@ -192,3 +192,18 @@ def test_frameworks_running_ahead_in_lanes_give_the_rows_of_one_case_at_a_time()
     stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
     assert len(ahead) == len(cases) * len(adapters)
     pd.testing.assert_frame_equal(columns.frame(ahead)[stable], columns.frame(in_turn)[stable])
+
+
+def test_worker_seconds_reported_from_a_beside_thread_do_not_count_as_the_parents():
+    """The search's findings threads are `beside`; the attempts they report carry adapter and
+    compile seconds, which are the workers', not the parent's: `other` (wall minus the main
+    thread's segments) must not grow by them."""
+    from harness.run.phases import Phases
+
+    phases = Phases()
+    with phases.beside():
+        phases.add("adapter", 5.0)
+        phases.add("metrics", 1.0)
+    timing = phases.summary(10.0, {})
+    assert phases.beside_seconds == {"metrics": 1.0}
+    assert timing["phases"]["other"] == 10.0  # the main thread timed nothing: the whole wall is other

@@ -56,7 +56,7 @@ class Phases:
     def add(self, name: str, seconds: float) -> None:
         with self._lock:
             self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
-            if getattr(self._local, "beside", False):
+            if name in PARENT and getattr(self._local, "beside", False):  # a worker's seconds are not the parent's
                 self.beside_seconds[name] = self.beside_seconds.get(name, 0.0) + float(seconds)
 
     def count(self, name: str, n: int = 1) -> None:

@@ -32,6 +32,11 @@ results rows with source "search" and a case file under RUN_DIR/worst/ that `ces
 repro` replays. A whole batch that raises, crashes or hangs is bisected with pad rows to
 the row that does it.
 
+The workers compute ahead: the search hands LAG batches to the executor's lanes before it
+judges the oldest, and batch i of a dtype is bred from what the search knew after judging
+its batches up to i - LAG - 1, whether the answers come at once (in process, Ray) or later
+(lanes). The winners of different workers are shrunk at the same time (`findings`).
+
 Everything is seeded (numpy's PCG64 from the run's seed, hypothesis's seed), so a seed
 gives the same search on any machine where the adapters give the same numbers.
 """

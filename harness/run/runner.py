@@ -271,12 +271,11 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
 #: outputs wait to be judged).
 JUDGE_AHEAD = 2
 #: How far the frameworks' lanes may run ahead of the oldest unanswered case: at most this
-#: many cases, and this many logit elements, are with the workers at once (always one).
+#: many cases, and `memory.ahead_elements` logit elements (the answers waiting for a slow
+#: framework are bounded by the memory limit), are with the workers at once (always one).
 #: Far: torch.compile's first two minutes of compiling in one lane held the others 16
-#: cases ahead, one core idle; the elements bound the answers kept waiting for it (with
-#: ~24 adapters per case, well under a GiB).
-AHEAD_CASES = 256
-AHEAD_ELEMENTS = 1 << 22
+#: cases (and then 4 M elements) ahead, one core idle.
+AHEAD_CASES = 1024
 
 
 def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, phases, bar, case_order) -> list[dict]:
@@ -295,6 +294,7 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
     asked: collections.deque = collections.deque()  # (case, declined, answers) with the workers
     judged: collections.deque = collections.deque()  # futures of judged rows, in case order
     elements = 0
+    ahead_elements = memory.ahead_elements(len(adapter_list))
 
     def judge_one(case, attempts):
         with phases.beside():
@@ -330,7 +330,7 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
             with phases.timed("dispatch"):  # returns at once, unless the executor has no lanes
                 asked.append((case, declined_, _ask(executor, case, runnable, device)))
             elements += case.logits.size
-            while len(asked) > 1 and (len(asked) > AHEAD_CASES or elements > AHEAD_ELEMENTS):
+            while len(asked) > 1 and (len(asked) > AHEAD_CASES or elements > ahead_elements):
                 answered(judging)
         while asked:
             answered(judging)

@@ -100,6 +100,14 @@ def case_bytes(elements: int) -> int:
     return int(elements) * BYTES_PER_ELEMENT
 
 
+def ahead_elements(adapters: int) -> int:
+    """How many logit elements of cases may wait in the frameworks' lanes at once
+    (`runner._pipelined`) for `adapters` adapters a case: a quarter of the limit, each
+    element holding its logit and every adapter's gradient element (float64 at most: 8 bytes
+    each). Half the machine's 24 GiB and 26 adapters: about 15 M elements."""
+    return max(1, limit() // 4 // (8 * (1 + max(1, int(adapters)))))
+
+
 def require_case(shape, dtype: str = "", what: str = "") -> None:
     """Bound one case of logits `shape` (N, V) or (N, T, V) before it is drawn or loaded."""
     elements = math.prod(int(d) for d in shape)

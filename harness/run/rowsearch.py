@@ -510,6 +510,7 @@ class Batch:
     eps: float
     fam: str  # "ignore" or "plain"
     case: Case
+    ref: object = None  # its reference, a future of a judging thread (`RowSearch.run`)
 
 
 @dataclass
@@ -533,6 +534,10 @@ class Finding:
     path: Path | None = None
 
 
+#: Threads of the parent that compute the search's references and judge its batches, while
+#: the main thread makes the next batches and folds verdicts in: one thread judging left the
+#: workers waiting for it (a quarter of a deep search's cores idle).
+JUDGES = 2
 #: Batches with the workers beyond the one being judged: the workers compute the next
 #: batches while this process computes a batch's reference and judges it. Batch i of a
 #: dtype is made from what the search knew after judging its batches up to i - LAG - 1,
@@ -571,6 +576,7 @@ class RowSearch:
         self.dead: set[tuple[str, str, str]] = set()  # (adapter, dtype, kind): unsupported
         self.batches = 0
         self._lock = threading.Lock()
+        self._helpers: ThreadPoolExecutor | None = None  # the judging threads, while `run` runs
         self._pools: dict[tuple[str, int], Rows] = {}  # (dtype, V) -> hypothesis rows
 
     # -- bookkeeping
@@ -622,31 +628,63 @@ class RowSearch:
         case = self.make_case(rows, dtype, kind, eps, "search:batch")
         return self.judge_batch(case, n_real, _Computed(self.evaluate(case, adapters)))
 
-    def judge_batch(self, case: Case, n_real: int, answers) -> list:
-        """[(adapter, attempt, verdicts)] of a batch whose `answers` the workers give."""
-        with self._timed("reference"):
-            ref = reference.loss_and_grad(case)
+    def judge_batch(self, case: Case, n_real: int, answers, ref=None) -> list:
+        """[(adapter, attempt, verdicts)] of a batch whose `answers` the workers give (`ref`:
+        its reference being computed by a judging thread, `run`; None: computed here)."""
+        if ref is None:
+            with self._timed("reference"):
+                ref = reference.loss_and_grad(case)
         t0 = time.perf_counter()
         attempts = answers.result()
         if self.phases is not None:
             self.phases.add("dispatch", time.perf_counter() - t0)
         with self._lock:  # findings' threads judge batches at once
             self.batches += 1
-        out = []
-        with self._timed("metrics"):
-            for adapter, attempt in attempts:
-                verdicts = None
-                if attempt.status == "ran":
-                    verdicts = judge_rows(ref, attempt.output.loss, attempt.output.grad, case.dtype)
-                    if verdicts is not None:
-                        verdicts.score[n_real:] = -1.0  # pad rows: dropped
-                out.append((adapter, attempt, verdicts))
-        return out
+        helpers = self._helpers
+        if helpers is None:
+            return [self._judge_one(ref, case.dtype, n_real, adapter, attempt) for adapter, attempt in attempts]
+        futures = [helpers.submit(self._judge_one, ref, case.dtype, n_real, adapter, attempt, beside=True)
+                   for adapter, attempt in attempts]
+        with self._timed("waiting"):  # on the judging threads
+            return [future.result() for future in futures]
+
+    def _judge_one(self, ref, dtype: str, n_real: int, adapter, attempt, beside: bool = False):
+        """(adapter, attempt, verdicts): one adapter's rows scored against the batch's reference."""
+        with self._beside(beside), self._timed("metrics"):
+            verdicts = None
+            if attempt.status == "ran":
+                verdicts = judge_rows(ref, attempt.output.loss, attempt.output.grad, dtype)
+                if verdicts is not None:
+                    verdicts.score[n_real:] = -1.0  # pad rows: dropped
+            return adapter, attempt, verdicts
+
+    def _beside(self, beside: bool = True):
+        return self.phases.beside() if beside and self.phases is not None else contextlib.nullcontext()
+
+    def _reference(self, case: Case):
+        """A batch's reference, with the truth-only terms its adapters' scores share (made
+        here once, not by two judging threads at the same time)."""
+        with self._beside(), self._timed("reference"):
+            ref = reference.loss_and_grad(case)
+        with self._beside(), self._timed("metrics"):
+            for name in ("loss", "grad"):
+                metrics.terms_for(ref, name, case.dtype, textbook=True)
+        return ref
 
     # -- the loop
 
     def run(self) -> None:
-        """Every generation's batches, dtype by dtype, LAG of them with the workers at once."""
+        """Every generation's batches, dtype by dtype, LAG of them with the workers at once;
+        JUDGES threads compute their references and judge them while this one makes the
+        next batches and folds in the verdicts (in batch order: the search is a serial one's)."""
+        with ThreadPoolExecutor(max_workers=JUDGES, thread_name_prefix="cestab-search-judge") as helpers:
+            self._helpers = helpers
+            try:
+                self._run()
+            finally:
+                self._helpers = None
+
+    def _run(self) -> None:
         for dtype in self.dtypes:
             fmt = dtypes.get(dtype)
             asked: collections.deque = collections.deque()  # (batch, answers)
@@ -659,6 +697,7 @@ class RowSearch:
                             adapters = [a for a in self.adapters if self.family(a, dtype, kind) == fam]
                             if adapters:
                                 batch = self._batch(g, fmt, v, kind, eps, fam, adapters, pool)
+                                batch.ref = self._helpers.submit(self._reference, batch.case)
                                 asked.append((batch, self.submit(batch.case, adapters)))
                             while len(asked) > LAG:
                                 self._absorb_batch(*asked.popleft())
@@ -714,7 +753,10 @@ class RowSearch:
 
     def _absorb_batch(self, batch: "Batch", answers) -> None:
         """Judge a batch's answers and fold each adapter's rows into its pair's state."""
-        for adapter, attempt, verdicts in self.judge_batch(batch.case, batch.n_real, answers):
+        with self._timed("waiting"):  # on the judging thread computing its reference
+            ref = batch.ref.result()
+        batch.ref = None
+        for adapter, attempt, verdicts in self.judge_batch(batch.case, batch.n_real, answers, ref):
             st = self.pair(adapter.id, batch.fmt.name)
             st.calls += 1
             self._absorb(adapter, st, attempt, verdicts, batch.rows, batch.n_real, batch.fmt, batch.v, batch.kind,

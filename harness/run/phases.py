@@ -10,11 +10,14 @@ worker). Worker start-up (framework imports) is counted by the executor.
 
 Workers of different frameworks run at the same time (`--jobs`), so adapter, compile and
 ipc seconds are summed over workers and may exceed the wall time. The parent judges each
-case in a thread of its own while the workers compute the next one (`runner._pipelined`):
-the seconds that thread spends (its reference, metrics and writing) are counted in those
-phases and, again, in `beside` (they cost CPU, not wall time, unless the main thread waits
-for them: `waiting`). The main thread's segments never overlap one another, so `other`
-(wall minus them) is what nothing above measured.
+case in a thread of its own while the workers compute the next one (`runner._pipelined`),
+and the search judges its batches, and shrinks its findings, in threads too
+(`rowsearch.RowSearch`): the seconds those threads spend on the parent's phases (reference,
+metrics, writing, their own dispatch) are counted in those phases and, again, in `beside`
+(they cost CPU, not wall time, unless the main thread waits for them: `waiting`); the
+worker seconds their attempts report are the workers' as always. The main thread's
+segments never overlap one another, so `other` (wall minus them) is what nothing above
+measured.
 """
 
 from __future__ import annotations

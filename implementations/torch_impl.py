@@ -41,6 +41,11 @@ class Torch(Framework):
     name = "torch"
     package = "torch"
     refusals = REFUSALS
+    # Two workers: torch.compile's ~38 fresh compilations of a default run (~170 s in one
+    # process) were its long pole. Each dtype's graphs are its own (one code object per
+    # signature, `compiled_cross_entropy`), so they compile as they do in one process (the
+    # gate's rows are unchanged; tests/test_workers.py). Split by compile time measured here.
+    worker_shards = (("float16", "float64"), ("bfloat16", "float32"))
 
     def refusal_types(self):
         return (RuntimeError,)  # NotImplementedError and dynamo's errors are RuntimeErrors

@@ -145,6 +145,11 @@ class Framework:
     #: Quote the refusal's first line rather than the line that matched (TensorFlow puts
     #: the reason in its first line and the matching detail further down).
     quote_first_line: ClassVar[bool] = False
+    #: Groups of dtypes whose cases go to a worker process of their own (`registry.worker_of`),
+    #: for a framework whose compilations in one process are the run's long pole; () is one
+    #: worker. Only for compilers whose result for a dtype does not depend on what the
+    #: process compiled for other dtypes (tested for torch.compile).
+    worker_shards: ClassVar[tuple[tuple[str, ...], ...]] = ()
 
     def missing(self) -> str | None:
         """Why the framework cannot be used here (not installed), or None."""

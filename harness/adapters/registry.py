@@ -81,6 +81,22 @@ def source_of(adapter_id: str) -> str:
     return _sources[adapter_id]
 
 
+def worker_of(adapter_id: str, dtype: str | None = None) -> str:
+    """The worker that runs `adapter_id` on a case of `dtype`: its source, and "#k" for the
+    k-th of its framework's `worker_shards` that holds the dtype."""
+    source = _sources[adapter_id]
+    fw = _frameworks.get(get(adapter_id).framework)
+    for k, shard in enumerate(fw.worker_shards if fw is not None and dtype else ()):
+        if dtype in shard:
+            return f"{source}#{k}"
+    return source
+
+
+def source_of_worker(worker: str) -> str:
+    """The source a worker (`worker_of`) imports."""
+    return worker.partition("#")[0]
+
+
 def load_source(source: str) -> list[Adapter]:
     """Import a module, or load `module:attribute[@framework]`, and register what it holds.
 

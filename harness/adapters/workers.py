@@ -279,11 +279,13 @@ class WorkerFailed(RuntimeError):
     """A worker died or hung while starting (importing its framework)."""
 
 
-def by_source(adapter_list: list[Adapter]) -> dict[str, list[Adapter]]:
-    """Adapters grouped by the implementation module (worker) that holds them, in order."""
+def by_source(adapter_list: list[Adapter], dtype: str | None = None) -> dict[str, list[Adapter]]:
+    """Adapters grouped by the worker that runs them on a case of `dtype`, in order: one per
+    implementation module, or per group of dtypes where its framework says so
+    (`registry.worker_of`)."""
     groups: dict[str, list[Adapter]] = {}
     for adapter in adapter_list:
-        groups.setdefault(registry.source_of(adapter.id), []).append(adapter)
+        groups.setdefault(registry.worker_of(adapter.id, dtype), []).append(adapter)
     return groups
 
 
@@ -300,9 +302,10 @@ class WorkerPool:
         self._start_failures: dict[str, WorkerFailed] = {}  # from `start`, reported by run_source
 
     def _spawn(self, source: str) -> Worker:
-        name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-")
+        """A worker for `source`, a `registry.worker_of` key (a module, maybe "#k": a shard)."""
+        name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-").replace("#", "-")
         log = str(self.log_dir / f"worker-{name}.log") if self.log_dir else None
-        return Worker(name, [source], log, self.threads, wait=False)
+        return Worker(name, [registry.source_of_worker(source)], log, self.threads, wait=False)
 
     def _ready(self, source: str, worker: Worker, timeout: float = STARTUP_TIMEOUT) -> Worker:
         try:
@@ -344,7 +347,7 @@ class WorkerPool:
 
     def run(self, case: Case, adapter_list: list[Adapter], device: str, task: str | None = None):
         """Yield (adapter, Attempt) for every adapter, worker by worker (`task`: see Worker.run)."""
-        for source, group in by_source(adapter_list).items():
+        for source, group in by_source(adapter_list, case.dtype).items():
             yield from self.run_source(source, group, case, device, task)
 
     def run_source(self, source: str, group: list[Adapter], case: Case, device: str, task: str | None = None):

@@ -568,7 +568,7 @@ class RowSearch:
         self.dtypes = [d for d in dtype_names if any(d in a.dtypes for a in self.adapters)]
         self.budget, self.evaluate, self.seed, self.device = budget, evaluate, seed, device
         self.submit = submit or (lambda case, adapters: _Computed(self.evaluate(case, adapters)))
-        self.group = group or (lambda adapter_id: adapter_id)  # adapter id -> the worker that runs it
+        self.group = group or (lambda adapter_id, dtype: adapter_id)  # (adapter id, dtype) -> the worker that runs it
         self.kinds = tuple(k for k in LABEL_KINDS if not label_kinds or k in label_kinds)
         self.phases = phases
         self.state: dict[tuple[str, str], PairState] = {}
@@ -884,7 +884,7 @@ class RowSearch:
             return [f for key, st in pairs for f in self._pair_findings(key, st, run_case)]
         groups: dict[str, list] = {}
         for key, st in pairs:
-            groups.setdefault(self.group(key[0]), []).append((key, st))
+            groups.setdefault(self.group(*key), []).append((key, st))
 
         def one_group(items):
             beside = self.phases.beside() if self.phases is not None else contextlib.nullcontext()

@@ -387,7 +387,7 @@ def _search(adapter_list, options, executor, base, folder, done_rows, journal, p
 
     search = rowsearch.RowSearch(adapter_list, dtype_names, budget, evaluate, seed=options["seed"], device=device,
                                  label_kinds=options["label_kinds"], phases=phases, submit=submit,
-                                 group=registry.source_of)
+                                 group=registry.worker_of)
     search.run()
     rows = []
     rank: dict[tuple[str, str], int] = {}

@@ -52,7 +52,9 @@ class ParallelPool(WorkerPool):
         groups = by_source(adapter_list, case.dtype)
         if self._pool is None or len(groups) < 2:
             for source, group in groups.items():
-                yield from self._timed(source, group, case, device, task)
+                with self._slots:  # one of --jobs computing workers (callers in threads: the search's findings)
+                    answers = list(self._timed(source, group, case, device, task))
+                yield from answers
             return
         if threading.current_thread() is threading.main_thread():
             self.start(groups)  # from the main thread: its workers die with the driver (PR_SET_PDEATHSIG)

@@ -347,7 +347,7 @@ class WorkerPool:
 
     def run(self, case: Case, adapter_list: list[Adapter], device: str, task: str | None = None):
         """Yield (adapter, Attempt) for every adapter, worker by worker (`task`: see Worker.run)."""
-        for source, group in by_source(adapter_list, case.dtype).items():
+        for source, group in by_source(adapter_list, getattr(case, "dtype", None)).items():  # a task's payload may have none
             yield from self.run_source(source, group, case, device, task)
 
     def run_source(self, source: str, group: list[Adapter], case: Case, device: str, task: str | None = None):

@@ -872,15 +872,16 @@ class RowSearch:
                 rows = rows.take(np.arange(len(rows) // 2, len(rows)))
         return replace(w, rows=rows)
 
-    def findings(self, run_case, skip=frozenset(), threads: int = 1) -> list[Finding]:
+    def findings(self, run_case, skip=frozenset(), apart: bool = False) -> list[Finding]:
         """Shrink each pair's winners and run each on its own (`run_case(case, adapter) ->
         results row`); the worst first per adapter x dtype, pairs in sorted order. `skip`:
-        (adapter, dtype) pairs already reported (a resumed run). `threads` > 1: the pairs of
-        different workers (`group`) are shrunk at the same time, each worker's in order, so
-        every worker sees the calls of a serial run; only for executors whose workers are
-        apart (an in-process executor would run two frameworks in one process at once)."""
+        (adapter, dtype) pairs already reported (a resumed run). `apart`: the executor's
+        workers are processes of their own that it lets compute `--jobs` at a time
+        (`ParallelPool`); then each worker's pairs (`group`) are shrunk in a thread of their
+        own, in order, so every worker sees the calls of a serial run. (An in-process executor
+        would run two frameworks in one process at once.)"""
         pairs = [(key, st) for key, st in sorted(self.state.items()) if key not in skip]
-        if threads <= 1:
+        if not apart:
             return [f for key, st in pairs for f in self._pair_findings(key, st, run_case)]
         groups: dict[str, list] = {}
         for key, st in pairs:
@@ -892,7 +893,7 @@ class RowSearch:
                 return {key: self._pair_findings(key, st, run_case) for key, st in items}
 
         found: dict = {}
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cestab-findings") as pool:
+        with ThreadPoolExecutor(max_workers=max(1, len(groups)), thread_name_prefix="cestab-findings") as pool:
             futures = [pool.submit(one_group, items) for items in sorted(groups.values(), key=len, reverse=True)]
             with self._timed("dispatch"):  # the threads wait on the workers; what they judge is `beside`
                 for future in futures:

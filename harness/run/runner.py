@@ -391,9 +391,8 @@ def _search(adapter_list, options, executor, base, folder, done_rows, journal, p
     search.run()
     rows = []
     rank: dict[tuple[str, str], int] = {}
-    # Workers apart (a ParallelPool): shrink the pairs of --jobs workers at once.
-    threads = executor.jobs if isinstance(executor, ParallelPool) else 1
-    for finding in search.findings(run_case, skip=searched, threads=threads):
+    apart = isinstance(executor, ParallelPool) and executor.jobs > 1  # workers shrink their pairs at once
+    for finding in search.findings(run_case, skip=searched, apart=apart):
         row = dict(finding.row)
         key = (finding.adapter, finding.dtype)
         if folder is not None:

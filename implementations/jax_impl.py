@@ -248,6 +248,10 @@ class Jax(Framework):
 
     name = "jax"
     package = "jax"
+    # Two workers, as torch's: JAX's eager and jit adapters in one worker were the default
+    # run's long pole once torch.compile's compilations were split. XLA's executable for a
+    # program does not depend on what the process ran before (tests/test_workers.py).
+    worker_shards = (("float16", "float64"), ("bfloat16", "float32"))
 
     def warm_up(self) -> None:
         _jax()

@@ -97,36 +97,40 @@ def test_interrupted_run_keeps_its_rows_and_resume_finishes_it(tmp_path):
     assert again.returncode == 2 and "already complete" in again.stderr
 
 
-def test_torch_in_two_workers_by_dtype_gives_the_rows_of_one_worker():
-    """torch's cases go to two workers by dtype (`Torch.worker_shards`): torch.compile's
-    compilations are split between two processes. Each dtype's graphs must compile as they
-    do in one process that compiled the other dtypes first: the same rows, bit for bit."""
+def test_torch_and_jax_in_two_workers_by_dtype_give_the_rows_of_one_worker():
+    """torch's and JAX's cases go to two workers each by dtype (`worker_shards`):
+    torch.compile's and XLA's compilations are split between two processes. Each dtype's
+    programs must compile as they do in one process that compiled the other dtypes first:
+    the same rows, bit for bit."""
     from harness.adapters import registry
     from harness.adapters.workers import WorkerPool
     from harness.inputs import regimes
     from harness.run.rows import rows_for_case
 
-    cases = regimes.build_cases(regimes=["typical", "near_ties"], shapes=[(8, 100), (2, 7)],
-                                label_kinds=["index", "soft"])
+    cases = regimes.build_cases(regimes=["typical", "near_ties"], shapes=[(8, 100), (3, 7)], label_kinds=["index"])
     assert {c.dtype for c in cases} == {"float16", "bfloat16", "float32", "float64"}
-    adapters = registry.resolve(["torch.compile.cross_entropy", "torch.cross_entropy"], ())
-    torch_glue = registry.framework("torch")
-    assert len(torch_glue.worker_shards) == 2
+    adapters = registry.resolve(["torch.compile.cross_entropy", "torch.cross_entropy", "jax.optax.softmax_cross_entropy.jit",
+                                 "jax.log_softmax_gather"], ())
+    glues = [registry.framework("torch"), registry.framework("jax")]
+    assert all(len(glue.worker_shards) == 2 for glue in glues)
 
-    def rows(shards):
-        torch_glue.worker_shards = shards  # this process's glue decides where a case goes
+    def rows(split):
+        for glue in glues:  # this process's glue decides where a case goes
+            glue.worker_shards = type(glue).worker_shards if split else ()
         pool = WorkerPool(120.0, threads=1)
         try:
             out = [r for c in cases for r in rows_for_case(c, adapters, pool, "cpu", base={})]
             return out, sorted(pool.workers)
         finally:
             pool.close()
-            del torch_glue.worker_shards  # back to the class's
+            for glue in glues:
+                del glue.worker_shards  # back to the class's
 
-    split, split_workers = rows(type(torch_glue).worker_shards)
-    one, one_workers = rows(())
-    assert split_workers == ["implementations.torch_impl#0", "implementations.torch_impl#1"]
-    assert one_workers == ["implementations.torch_impl"]
+    split, split_workers = rows(True)
+    one, one_workers = rows(False)
+    assert split_workers == ["implementations.jax_impl#0", "implementations.jax_impl#1",
+                             "implementations.torch_impl#0", "implementations.torch_impl#1"]
+    assert one_workers == ["implementations.jax_impl", "implementations.torch_impl"]
     stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
     compiled = [r for r in split if r["adapter"] == "torch.compile.cross_entropy"]
     assert sum(r["status"] in ("ok", "lossy", "inaccurate") for r in compiled) > len(cases) // 2  # it compiled and ran

@@ -1,4 +1,5 @@
-"""Running adapters: in this process, or one spawned worker process per framework.
+"""Running adapters: in this process, or one spawned worker process per framework (two
+for a framework that splits its dtypes, `Framework.worker_shards`).
 
 A segfault, abort, out-of-memory kill or hang inside one framework must not lose the run.
 So each framework's adapters run in a worker process of their own (spawned, never forked:
@@ -291,7 +292,8 @@ def by_source(adapter_list: list[Adapter], dtype: str | None = None) -> dict[str
 
 class WorkerPool:
     """One worker per implementation module (TensorFlow and Keras share one, as they share a
-    runtime), started on first use and restarted after a crash or hang."""
+    runtime; a framework with `worker_shards` has one per group of dtypes), started on first
+    use and restarted after a crash or hang. Keyed by `registry.worker_of`."""
 
     def __init__(self, timeout: float, log_dir: Path | None = None, threads: int | None = None):
         self.timeout = timeout

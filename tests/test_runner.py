@@ -207,3 +207,16 @@ def test_worker_seconds_reported_from_a_beside_thread_do_not_count_as_the_parent
     timing = phases.summary(10.0, {})
     assert phases.beside_seconds == {"metrics": 1.0}
     assert timing["phases"]["other"] == 10.0  # the main thread timed nothing: the whole wall is other
+
+
+def test_harness_on_the_wall_leaves_out_the_findings_threads_waits_on_workers():
+    """The findings threads run `beside` and wait on workers (`dispatch`): that wait is not
+    the harness's, so it must not be taken off the harness's seconds on the wall."""
+    from harness.run.summary import format_timing
+
+    timing = dict(adapter_seconds=100.0, compile_seconds=0.0, wall_seconds=200.0, harness_seconds=40.0,
+                  phases=dict(generation=0.0, reference=10.0, ipc=0.0, metrics=30.0, writing=0.0, other=0.0,
+                              waiting=5.0),
+                  beside_seconds=dict(reference=10.0, metrics=20.0, dispatch=50.0))
+    line = format_timing(timing)
+    assert "30.0 s of it ran beside the workers, so on the wall 15.0 s = 0.15" in line, line

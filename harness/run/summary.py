@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.numerics.statuses import STATUSES
+from harness.run.phases import HARNESS
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +54,8 @@ def format_timing(timing: dict) -> str:
         parts = ", ".join(f"{name} {phases.get(name, 0.0):.1f} s"
                           for name in ("generation", "reference", "ipc", "metrics", "writing", "other"))
     ratio = f"{harness / adapters:.2g}" if adapters > 0 else "n/a"
-    beside = sum(timing.get("beside_seconds", {}).values())
+    # of the harness's phases (the findings threads' waits on workers, `dispatch`, are not)
+    beside = sum(v for k, v in timing.get("beside_seconds", {}).items() if k in HARNESS)
     if beside:  # judged beside the workers: CPU the harness spent, but not wall time unless waited for
         on_wall = max(0.0, harness - beside + (phases or {}).get("waiting", 0.0))
         ratio += (f"; {beside:.1f} s of it ran beside the workers, so on the wall"

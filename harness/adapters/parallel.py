@@ -49,7 +49,7 @@ class ParallelPool(WorkerPool):
             yield adapter, attempt
 
     def run(self, case, adapter_list, device, task=None):
-        groups = by_source(adapter_list, case.dtype)
+        groups = by_source(adapter_list, getattr(case, "dtype", None))
         if self._pool is None or len(groups) < 2:
             for source, group in groups.items():
                 with self._slots:  # one of --jobs computing workers (callers in threads: the search's findings)
@@ -66,7 +66,7 @@ class ParallelPool(WorkerPool):
         """Hand a case to every framework's lane and return at once; `.result()` waits for
         the (adapter, Attempt) pairs in `run`'s order. Call from the main thread (it starts
         missing workers there, see `WorkerPool.start`)."""
-        groups = by_source(adapter_list, case.dtype)
+        groups = by_source(adapter_list, getattr(case, "dtype", None))
         self.start([source for source in groups if source not in self._lanes])  # later restarts: in the lane
         return Answers([self._lane(source).submit(self._in_slot, source, group, case, device)
                         for source, group in groups.items()])

@@ -510,7 +510,6 @@ class Batch:
     eps: float
     fam: str  # "ignore" or "plain"
     case: Case
-    ref: object = None  # its reference, a future of a judging thread (`RowSearch.run`)
 
 
 @dataclass
@@ -687,7 +686,7 @@ class RowSearch:
     def _run(self) -> None:
         for dtype in self.dtypes:
             fmt = dtypes.get(dtype)
-            asked: collections.deque = collections.deque()  # (batch, answers)
+            asked: collections.deque = collections.deque()  # (batch, its reference's future, answers)
             for g in range(self.budget.generations):
                 eps = self.budget.smoothings[g % len(self.budget.smoothings)]
                 for v in self.budget.classes:
@@ -697,8 +696,8 @@ class RowSearch:
                             adapters = [a for a in self.adapters if self.family(a, dtype, kind) == fam]
                             if adapters:
                                 batch = self._batch(g, fmt, v, kind, eps, fam, adapters, pool)
-                                batch.ref = self._helpers.submit(self._reference, batch.case)
-                                asked.append((batch, self.submit(batch.case, adapters)))
+                                ref = self._helpers.submit(self._reference, batch.case)
+                                asked.append((batch, ref, self.submit(batch.case, adapters)))
                             while len(asked) > LAG:
                                 self._absorb_batch(*asked.popleft())
             while asked:  # the next dtype's batches are made from its own pairs' state only
@@ -751,11 +750,11 @@ class RowSearch:
             case = self.make_case(rows, dtype, kind, eps, "search:batch")
         return Batch(rows, n_real, fmt, v, kind, eps, fam, case)
 
-    def _absorb_batch(self, batch: "Batch", answers) -> None:
-        """Judge a batch's answers and fold each adapter's rows into its pair's state."""
-        with self._timed("waiting"):  # on the judging thread computing its reference
-            ref = batch.ref.result()
-        batch.ref = None
+    def _absorb_batch(self, batch: "Batch", ref, answers) -> None:
+        """Judge a batch's answers against its reference (a judging thread's future) and
+        fold each adapter's rows into its pair's state."""
+        with self._timed("waiting"):  # on the judging thread computing the reference
+            ref = ref.result()
         for adapter, attempt, verdicts in self.judge_batch(batch.case, batch.n_real, answers, ref):
             st = self.pair(adapter.id, batch.fmt.name)
             st.calls += 1

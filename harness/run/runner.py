@@ -382,11 +382,12 @@ def _search(adapter_list, options, executor, base, folder, done_rows, journal, p
     def run_case(case, adapter):
         return rows_for_case(case, [adapter], executor, device, base, phases=phases)[0]
 
-    def submit(case, adapters):  # the workers compute the next batches while this process judges
-        return _ask(executor, case, adapters, device)
+    def submit(case, adapters):  # the workers' lanes compute the next batches while this process judges
+        return executor.submit(case, adapters, device)
 
     search = rowsearch.RowSearch(adapter_list, dtype_names, budget, evaluate, seed=options["seed"], device=device,
-                                 label_kinds=options["label_kinds"], phases=phases, submit=submit,
+                                 label_kinds=options["label_kinds"], phases=phases,
+                                 submit=submit if hasattr(executor, "submit") else None,
                                  group=registry.worker_of)
     search.run()
     rows = []

@@ -412,6 +412,7 @@ def main(argv=None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         args._given = _given_options(parser, argv)
+        memory.reuse_freed_memory()
         if getattr(args, "max_memory", None) is not None:
             memory.set_limit(args.max_memory)
         return COMMANDS[args.command](args)

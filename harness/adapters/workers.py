@@ -34,6 +34,7 @@ from harness.adapters import threads as thread_budget
 from harness.adapters.contract import Adapter, Output, Unsupported
 from harness.errors import first_line
 from harness.numerics.cases import Case
+from harness.store import memory
 
 #: Seconds a worker may take to import its framework before it counts as crashed.
 STARTUP_TIMEOUT = 300.0
@@ -135,6 +136,7 @@ def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | Non
     os.dup2(fd, 2)
     if threads:
         thread_budget.apply_environment(threads)
+    memory.reuse_freed_memory()
     loaded = [a for source in sources for a in registry.load_source(source)]
     for name in sorted({a.framework for a in loaded}):
         framework = registry.framework(name)

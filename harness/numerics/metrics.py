@@ -11,10 +11,11 @@ subnormal, and extended past the largest finite value as if the exponent were un
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-from harness.numerics import bounds, dtypes, tolerances
+from harness.numerics import bounds, dtypes, fused, tolerances
 from harness.numerics.reference import Reference
 
 
@@ -73,6 +74,8 @@ class TruthTerms:
     lo: np.ndarray | None = None
     all_finite: bool = False  # no inf or NaN in the truth: the common case skips their masks
     any_tiny: bool = True  # some element is `tiny`
+    true_sq: float | None = None  # sum of hi ** 2 (numpy's), made by the first adapter judged
+    special_rows: np.ndarray | None = None  # `fused.special_rows`, made by the first adapter judged
 
 
 def truth_terms(truth, scale, dtype: str, scale_att=None) -> TruthTerms:
@@ -208,6 +211,25 @@ class Element:
     ratio_att: float  # abs / attainable allowance (`bounds`): > 1 is worse than a careful implementation
 
 
+class Block(NamedTuple):
+    """One block of elements reduced: what `Reduction.fold` folds in. Maxima are numpy's
+    (NaN propagates), the argmax numpy's (the first NaN, else the first largest)."""
+
+    argmax: int  # flat index in the block of the largest ratio
+    ratio_max: float
+    n: int
+    n_bad: int
+    n_lossy: int
+    ratio_att_max: float
+    n_nonfinite: int
+    n_flushed: int
+    abs_max: float
+    rel_max: float
+    ulps_max: float
+    err_sq: float  # sum of squared errors, numpy's pairwise sum
+    true_sq: float
+
+
 @dataclass
 class Reduction:
     """One quantity's (loss or gradient) ElementErrors reduced over the rows with a finite
@@ -237,23 +259,14 @@ class Reduction:
             return
         ratio = e.ratio.reshape(-1)
         i = int(np.argmax(ratio))
-        if ratio[i] > self.ratio_max or self.n == 0:
-            self.ratio_max, self.argmax = float(ratio[i]), index_of(i)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             t = np.asarray(truth, np.float64)  # an extended-precision truth may pass float64's range
             rel = np.where(e.abs == 0, 0.0, e.abs / np.abs(t))
-            self.err_sq += float(np.square(e.abs).sum())
-            self.true_sq += float(np.square(t).sum())
-        self.n += e.abs.size
+            err_sq, true_sq = float(np.square(e.abs).sum()), float(np.square(t).sum())
         bad, lossy = grades(e)
-        self.n_bad += int(bad.sum())
-        self.n_lossy += int(lossy.sum())
-        self.ratio_att_max = max(self.ratio_att_max, float(e.ratio_att.max()))
-        self.n_nonfinite += int(e.nonfinite.sum())
-        self.n_flushed += int(e.flushed.sum())
-        self.abs_max = max(self.abs_max, float(e.abs.max()))
-        self.rel_max = float(np.maximum(self.rel_max, rel.max()))  # NaN (inf/inf) propagates
-        self.ulps_max = max(self.ulps_max, float(e.ulps.max()))
+        self.fold(Block(i, float(ratio[i]), e.abs.size, int(bad.sum()), int(lossy.sum()), float(e.ratio_att.max()),
+                        int(e.nonfinite.sum()), int(e.flushed.sum()), float(e.abs.max()), float(rel.max()),
+                        float(e.ulps.max()), err_sq, true_sq), index_of)
         if self.top:
             ratio_att = e.ratio_att.reshape(-1)
             outside = np.flatnonzero(ratio_att > 1)  # outside the attainable bound: lossy or worse
@@ -264,6 +277,22 @@ class Reduction:
                                    float(e.ulps.flat[k]), float(ratio[k]), float(ratio_att[k])) for k in order]
             self.worst.sort(key=lambda el: (-el.ratio, -el.ratio_att))
             del self.worst[self.top:]
+
+    def fold(self, b: "Block", index_of) -> None:
+        """Fold in one block's summary (from `add`, or from the compiled pass, `fused`)."""
+        if b.ratio_max > self.ratio_max or self.n == 0:
+            self.ratio_max, self.argmax = b.ratio_max, index_of(b.argmax)
+        self.err_sq += b.err_sq
+        self.true_sq += b.true_sq
+        self.n += b.n
+        self.n_bad += b.n_bad
+        self.n_lossy += b.n_lossy
+        self.ratio_att_max = max(self.ratio_att_max, b.ratio_att_max)
+        self.n_nonfinite += b.n_nonfinite
+        self.n_flushed += b.n_flushed
+        self.abs_max = max(self.abs_max, b.abs_max)
+        self.rel_max = float(np.maximum(self.rel_max, b.rel_max))  # NaN (inf/inf) propagates
+        self.ulps_max = max(self.ulps_max, b.ulps_max)
 
     @property
     def rel_norm(self) -> float:
@@ -283,16 +312,33 @@ def reduce_errors(ref: Reference, computed, name: str, dtype: str, top: int = 0)
     width = computed.shape[1] if computed.ndim == 2 else 1
     step = max(1, CHUNK_ELEMENTS // width)
     out = Reduction(name, top)
+    kernels = fused.kernels() if top == 0 else None  # the worst elements' list: numpy's code
     for lo in range(0, rows.size, step):
         ids = rows[lo : lo + step]
         terms = terms_for(ref, name, dtype, ids)
-        e = element_errors(computed[ids], None, None, dtype, terms=terms)
-        t = terms.truth if terms.hi is None else terms.hi  # add() reads the truth as float64
         if name == "loss":
-            out.add(e, computed[ids], t, lambda k, ids=ids: (int(ids[k]),))
+            index_of = lambda k, ids=ids: (int(ids[k]),)  # noqa: E731
         else:
-            out.add(e, computed[ids], t, lambda k, ids=ids: (int(ids[k // width]), k % width))
+            index_of = lambda k, ids=ids: (int(ids[k // width]), k % width)  # noqa: E731
+        if kernels is not None and terms.hi is not None and ids.size:
+            out.fold(_fused_block(kernels, computed[ids], terms, dtype), index_of)
+            continue
+        e = element_errors(computed[ids], None, None, dtype, terms=terms)
+        out.add(e, computed[ids], terms.truth if terms.hi is None else terms.hi, index_of)  # add() reads the truth as float64
     return out
+
+
+def _fused_block(kernels, computed, terms: TruthTerms, dtype: str) -> Block:
+    """`add(element_errors(...))`'s Block in one compiled pass (`fused`)."""
+    c = fused.flat(computed)
+    if terms.true_sq is None:
+        with np.errstate(over="ignore"):
+            terms.true_sq = float(np.square(terms.hi).sum())
+    r = kernels.reduce_block(c, *fused.terms_args(terms), tolerances.get(dtype).allow_flush_to_zero, np.empty(c.size),
+                             terms.all_finite and not terms.any_tiny)
+    arg, rmax, n_bad, n_lossy, att, n_nf, n_fl, abs_max, rel_max, ulps_max, err_sq = r
+    return Block(int(arg), float(rmax), c.size, int(n_bad), int(n_lossy), float(att), int(n_nf), int(n_fl),
+                 float(abs_max), float(rel_max), float(ulps_max), float(err_sq), terms.true_sq)
 
 
 def measure(ref: Reference, loss, grad, dtype: str) -> dict:

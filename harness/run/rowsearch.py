@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.numerics import dtypes, metrics, reference, statuses
+from harness.numerics import dtypes, fused, metrics, reference, statuses, tolerances
 from harness.numerics.cases import LABEL_KINDS, Case, dyadic_soft_labels
 from harness.store import casefile
 
@@ -462,8 +462,18 @@ def judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts 
     """Every row's score against the batch's reference; None when the output shapes are wrong."""
     if np.shape(loss) != ref.loss.shape or np.shape(grad) != ref.grad.shape:
         return None
-    le = metrics.element_errors(np.asarray(loss), None, None, dtype, terms=metrics.terms_for(ref, "loss", dtype, textbook=True))
-    ge = metrics.element_errors(np.asarray(grad), None, None, dtype, terms=metrics.terms_for(ref, "grad", dtype, textbook=True))
+    lt, gt = metrics.terms_for(ref, "loss", dtype, textbook=True), metrics.terms_for(ref, "grad", dtype, textbook=True)
+    kernels = fused.kernels()
+    if kernels is not None and lt.hi is not None and gt.hi is not None:  # the same numbers in one pass
+        n = len(ref.defined)
+        out = RowVerdicts(np.empty(n), np.empty(n, bool), np.empty(n, bool))
+        loss_args, grad_args = fused.terms_args(lt), fused.terms_args(gt)
+        kernels.row_scores(fused.flat(loss), *_textbook(loss_args), fused.flat(grad), *_textbook(grad_args),
+                           fused.special_rows(gt), tolerances.get(dtype).allow_flush_to_zero, ref.defined, BROKEN, out.score, out.nonfinite,
+                           out.loss_worse)
+        return out
+    le = metrics.element_errors(np.asarray(loss), None, None, dtype, terms=lt)
+    ge = metrics.element_errors(np.asarray(grad), None, None, dtype, terms=gt)
     lr = np.nan_to_num(le.ratio, nan=np.inf)
     gr = np.nan_to_num(ge.ratio, nan=np.inf).max(axis=1, initial=0.0)
     nonfinite = le.nonfinite | ge.nonfinite.any(axis=1)
@@ -471,6 +481,12 @@ def judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts 
     score = np.where(nonfinite | ~np.isfinite(score), BROKEN, np.minimum(score, BROKEN / 2))
     score = np.where(ref.defined, score, -1.0)
     return RowVerdicts(score, nonfinite & ref.defined, (lr >= gr) | le.nonfinite)
+
+
+def _textbook(args: tuple) -> tuple:
+    """`fused.terms_args` without the attainable allowance (the search scores the textbook one)."""
+    hi, lo, has_lo, u, allowance, _, tiny, is_inf, finite_overflow = args
+    return hi, lo, has_lo, u, allowance, tiny, is_inf, finite_overflow
 
 
 def kind_of(verdicts: RowVerdicts, i: int, rows: Rows, fmt) -> str:

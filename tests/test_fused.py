@@ -1,0 +1,114 @@
+"""The compiled judge (`numerics.fused`) against the numpy code it fuses (`metrics`), which
+stays the definition: the same columns and row verdicts bit for bit, on every regime's
+truth and on answers that are exact, off by an ulp or by 100%, non-finite, huge, zero."""
+
+import numpy as np
+import pytest
+
+from harness.inputs import regimes
+from harness.numerics import dtypes, fused, metrics, reference
+from harness.run import rowsearch
+
+SKIP = {"empty_batch", "invalid_labels", "all_ignored"}
+
+
+def _answers(ref, case, rng):
+    """(perturbation, loss, grad): answers at several distances from the truth, in the case's dtype."""
+    eps = float(dtypes.get(case.dtype).unit_roundoff)
+    # 5-8: beside non-finite answers (one block judged by both of the kernel's loops), or
+    # flushed ones: exact answers, then answers a few ulps off (lossy and inaccurate ones)
+    for trial, sd in enumerate([0, 1e-16, 1e-7, 1e-3, 1.0, 0, 0, 4 * eps, 4 * eps]):
+        loss = ref.loss.astype(np.float64) * (1 + rng.normal(0, sd, ref.loss.shape))
+        grad = ref.grad.astype(np.float64) * (1 + rng.normal(0, sd, ref.grad.shape))
+        if trial in (5, 7):  # non-finite, zero and huge answers
+            grad.flat[rng.integers(0, grad.size, 20)] = rng.choice([np.inf, -np.inf, np.nan, 0.0, 1e300, -1e308], 20)
+            loss.flat[rng.integers(0, loss.size, 5)] = rng.choice([np.inf, -np.inf, np.nan, 0.0, 1.7e308], 5)
+        if trial in (6, 8):  # flushed: every tiny gradient element returned as 0
+            grad[np.abs(grad) < 1e-30] = 0.0
+        if case.dtype != "float64":
+            with np.errstate(over="ignore"):  # 1e300 in float32: inf, as an overflowing answer
+                loss, grad = loss.astype(case.logits.dtype), grad.astype(case.logits.dtype)
+        yield trial, loss, grad
+
+
+def _cases():
+    for dtype in ["float16", "bfloat16", "float32", "float64"]:
+        for name in [r for r in regimes.REGIMES if r not in SKIP]:
+            for kind in ["index", "soft"]:
+                for shape in [(64, 10), (8, 1000)]:
+                    yield regimes.make_case(name, dtype, shape, kind, 0)
+
+
+def _fresh(ref):
+    """The reference without its memo (each path computes its own truth terms)."""
+    return reference.Reference(ref.loss, ref.grad, ref.defined, ref.loss_scale, ref.grad_scale, ref.precision,
+                               ref.loss_scale_att, ref.grad_scale_att)
+
+
+def _same(a, b) -> bool:
+    return a == b or (isinstance(a, float) and np.isnan(a) and np.isnan(b))
+
+
+def test_numba_is_there_so_the_comparisons_below_are_not_numpy_against_numpy():
+    assert fused.kernels() is not None
+
+
+def test_fused_measure_gives_the_numpy_columns_bit_for_bit(monkeypatch):
+    kernels = fused.kernels()
+    assert kernels is not None
+    rng = np.random.default_rng(0)
+    checked = 0
+    for case in _cases():
+        ref = reference.loss_and_grad(case)
+        if not ref.defined.any():
+            continue
+        for trial, loss, grad in _answers(ref, case, rng):
+            monkeypatch.setattr(fused, "kernels", lambda: None)
+            want = metrics.measure(_fresh(ref), loss, grad, case.dtype)
+            monkeypatch.setattr(fused, "kernels", lambda: kernels)
+            got = metrics.measure(_fresh(ref), loss, grad, case.dtype)
+            diff = {k: (want[k], got[k]) for k in want if not _same(want[k], got[k])}
+            assert not diff, (case.case_id, trial, diff)
+            checked += 1
+    assert checked > 1000
+
+
+def test_fused_row_scores_give_the_numpy_verdicts_bit_for_bit(monkeypatch):
+    kernels = fused.kernels()
+    assert kernels is not None
+    rng = np.random.default_rng(1)
+    checked = 0
+    for case in _cases():
+        ref = reference.loss_and_grad(case)
+        for trial, loss, grad in _answers(ref, case, rng):
+            monkeypatch.setattr(fused, "kernels", lambda: None)
+            want = rowsearch.judge_rows(_fresh(ref), loss, grad, case.dtype)
+            monkeypatch.setattr(fused, "kernels", lambda: kernels)
+            got = rowsearch.judge_rows(_fresh(ref), loss, grad, case.dtype)
+            for field in ("score", "nonfinite", "loss_worse"):
+                assert np.array_equal(getattr(want, field), getattr(got, field)), (case.case_id, trial, field)
+            checked += 1
+    assert checked > 1000
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 127, 128, 129, 8193, 20000, 131072, 300001])
+def test_fused_sum_of_squares_is_numpys_pairwise_sum(n):
+    x = np.random.default_rng(n).normal(size=n) * 1e3
+    assert fused.kernels().sum_squares(x) == float(np.square(x).sum())
+
+
+def test_fused_block_keeps_numpys_nan_rules_for_max_and_argmax():
+    """A NaN allowance (no case makes one today) gives NaN ratios: numpy's argmax takes the
+    first NaN, its max propagates NaN; the kernel must too."""
+    rng = np.random.default_rng(2)
+    truth = rng.normal(size=(6, 50))
+    computed = (truth * (1 + rng.normal(0, 1e-6, truth.shape))).astype(np.float32)
+    scale = np.abs(truth) + 1
+    scale[2, 7] = scale[4, 1] = np.nan
+    terms = metrics.truth_terms(truth, scale, "float32", scale_att=scale * 0.5)
+    want = metrics.Reduction("grad")
+    want.add(metrics.element_errors(computed, None, None, "float32", terms=terms), computed, truth, lambda k: (k,))
+    got = metrics.Reduction("grad")
+    got.fold(metrics._fused_block(fused.kernels(), computed, terms, "float32"), lambda k: (k,))
+    assert np.isnan(want.ratio_max) and want.argmax == (2 * 50 + 7,)
+    assert all(_same(getattr(want, f), getattr(got, f)) for f in vars(want)), (vars(want), vars(got))

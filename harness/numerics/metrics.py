@@ -6,6 +6,9 @@ the textbook one (`tolerances.TABLE`). `grades` says which elements are outside 
 status they imply is decided by the judge (`run.judge`), the one place a status is decided. ulps are Zimmermann-style: ulp taken at the *true* value in
 the tested dtype, 2**(e - p + 1) for |x| in [2**e, 2**(e+1)), floored at the smallest
 subnormal, and extended past the largest finite value as if the exponent were unbounded.
+
+This module's numpy code is the definition; `fused` computes the same blocks in one
+compiled pass (`reduce_errors` uses it when no list of worst elements is asked for).
 """
 
 from __future__ import annotations

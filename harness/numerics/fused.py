@@ -29,11 +29,25 @@ _MAXF = float(np.finfo(np.float64).max)
 @functools.cache
 def kernels():
     """The compiled kernels (a namespace), or None where numba is missing."""
+    import sys
+
+    # numba imports scipy to check its version (numba/__init__.py) and for BLAS when its CPU
+    # target starts (numba/np/arraymath.py), neither of which these loops use; scipy is one
+    # of the frameworks under test, which the parent never loads (tests/test_imports.py).
+    hidden = "scipy" not in sys.modules
+    if hidden:
+        sys.modules["scipy"] = None  # `import scipy` raises ImportError, which numba allows
     try:
         import numba
+
+        out = _compile(numba)
+        out.sum_squares(np.zeros(1))  # starts the CPU target
     except ImportError:
         return None
-    return _compile(numba)
+    finally:
+        if hidden:
+            del sys.modules["scipy"]
+    return out
 
 
 def _compile(numba):

@@ -220,3 +220,32 @@ def test_harness_on_the_wall_leaves_out_the_findings_threads_waits_on_workers():
                   beside_seconds=dict(reference=10.0, metrics=20.0, dispatch=50.0))
     line = format_timing(timing)
     assert "30.0 s of it ran beside the workers, so on the wall 15.0 s = 0.15" in line, line
+
+
+def test_cpu_record_gives_the_adapters_the_cpu_they_burn_in_their_worker(tmp_path):
+    """An adapter that burns 0.2 CPU seconds per call in its worker: the run's CPU record
+    (`Phases.cpu_record`) counts that as the adapters', the worker's start-up apart, and
+    leaves the harness what this process and the round trips spent."""
+    import cpu_burn_adapters
+
+    df = harness.run(adapters=["cputest.numpy_burn"], plugins=("cpu_burn_adapters:BURN",), dtypes=["float32"],
+                     regimes_=["typical", "large_offset"], shapes=[(4, 10), (8, 10), (16, 10)], label_kinds=["index"],
+                     corpus=False, jobs=1)
+    cpu = df.attrs["timing"]["cpu_seconds"]
+    burnt = len(df) * cpu_burn_adapters.BURN_SECONDS
+    assert len(df) == 6 and set(df["status"]) == {"ok"}
+    assert burnt <= cpu["adapters"] <= burnt + 0.5  # the burn, and numpy.stable's few milliseconds
+    assert cpu["startup"] > 0  # numpy imported in the worker: start-up, not harness
+    assert cpu["workers"] >= cpu["adapters"] + cpu["startup"] - 0.05
+    assert cpu["parent"] > 0
+    assert cpu["harness"] == pytest.approx(cpu["parent"] + cpu["workers"] - cpu["startup"] - cpu["adapters"], abs=0.01)
+
+
+def test_summary_prints_the_cpu_share_from_the_cpu_record():
+    from harness.run.summary import format_timing
+
+    timing = dict(adapter_seconds=100.0, compile_seconds=0.0, wall_seconds=200.0, harness_seconds=40.0,
+                  cpu_seconds=dict(parent=30.0, workers=90.0, startup=10.0, adapters=70.0, harness=40.0))
+    line = format_timing(timing)
+    assert ("cpu: adapters 70.0 s (compute and compilation, in their processes), harness 40.0 s (this process"
+            " 30.0 s, the workers' round trips 10.0 s), worker start-up 10.0 s; harness / adapters = 0.57") in line, line

@@ -44,7 +44,9 @@ class ParallelPool(WorkerPool):
         for adapter, attempt in self.run_source(source, group, case, device, task):
             now = time.perf_counter()
             if self.phases is not None and task is None:
-                self.phases.add_attempt(attempt, now - last, adapter.framework)
+                worker = self.workers.get(source)  # a restarted worker counts its CPU from 0 again
+                process = f"{source}:{worker.process.pid}" if worker is not None else None
+                self.phases.add_attempt(attempt, now - last, adapter.framework, worker=process)
             last = now
             yield adapter, attempt
 

@@ -48,25 +48,32 @@ class Attempt:
     output: Output | None = None
     message: str = ""
     seconds: float | None = None
+    # CPU seconds of the process that ran the adapter, during the call (compute and any
+    # compilation in that process, all its threads); and that process's CPU seconds so far
+    # when it answered (a worker's: what it spent in all, round trips included).
+    cpu_seconds: float | None = None
+    process_cpu: float | None = None
 
 
 def call_adapter(adapter: Adapter, case: Case, device: str) -> Attempt:
     """Run one adapter on one case, turning its failures into attempts."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         out = adapter.compute(case, device)
     except Unsupported as exc:
         return Attempt("unsupported", message=first_line(exc))
     except Exception as exc:  # the adapter's failure is a result, not the run's
-        return Attempt("error", message=first_line(f"{type(exc).__name__}: {exc}"))
+        return Attempt("error", message=first_line(f"{type(exc).__name__}: {exc}"),
+                       cpu_seconds=time.process_time() - c0)
     seconds = time.perf_counter() - t0 - out.compile_seconds
+    cpu = time.process_time() - c0
     if case.batch_shape:  # fed (N, T, V): back to the N*T rows the reference has
         try:
             out = dataclasses.replace(out, loss=np.reshape(out.loss, case.shape[:1]), grad=np.reshape(out.grad, case.shape))
         except ValueError as exc:
             return Attempt("error", message=first_line(f"outputs of shape {np.shape(out.loss)}, {np.shape(out.grad)} "
                                                        f"for logits {case.nd_shape}: {exc}"))
-    return Attempt("ran", out, seconds=seconds)
+    return Attempt("ran", out, seconds=seconds, cpu_seconds=cpu)
 
 
 class InProcess:
@@ -144,7 +151,7 @@ def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | Non
             framework.warm_up()
             if threads:
                 framework.set_threads(threads)
-    conn.send(("ready",))
+    conn.send(("ready", time.process_time()))  # the CPU seconds start-up took
     while True:
         try:
             message = conn.recv()
@@ -156,6 +163,8 @@ def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | Non
         handle = _task(task[0]) if task else call_adapter
         for adapter_id in ids:
             attempt = handle(registry.get(adapter_id), case, device)
+            if isinstance(attempt, Attempt):
+                attempt.process_cpu = time.process_time()
             conn.send(("attempt", adapter_id, attempt))
 
 
@@ -189,6 +198,7 @@ class Worker:
         child.close()
         self._t0 = t0
         self.startup_seconds = 0.0
+        self.startup_cpu = 0.0  # CPU seconds the worker spent starting (its own count)
         if wait:
             self.wait_ready()
 
@@ -200,6 +210,7 @@ class Worker:
         if ready is None or ready[0] != "ready":
             self.kill()
             raise WorkerFailed(self.death_message() if ready is None else f"unexpected {ready!r}")
+        self.startup_cpu = float(ready[1])
 
     def _receive(self, timeout: float):
         """The next message, None if the worker died, "timeout" if it stayed silent."""
@@ -303,6 +314,7 @@ class WorkerPool:
         self.threads = threads  # each worker's thread budget (None: the frameworks' defaults)
         self.workers: dict[str, Worker] = {}
         self.startup_seconds: dict[str, float] = {}
+        self.startup_cpu: dict[str, float] = {}  # per worker key: CPU seconds of its start-ups
         self._start_failures: dict[str, WorkerFailed] = {}  # from `start`, reported by run_source
 
     def _spawn(self, source: str) -> Worker:
@@ -316,6 +328,7 @@ class WorkerPool:
             worker.wait_ready(timeout)
         finally:
             self.startup_seconds[worker.name] = self.startup_seconds.get(worker.name, 0.0) + worker.startup_seconds
+            self.startup_cpu[source] = self.startup_cpu.get(source, 0.0) + worker.startup_cpu
         self.workers[source] = worker
         return worker
 

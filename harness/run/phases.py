@@ -23,6 +23,7 @@ measured.
 from __future__ import annotations
 
 import contextlib
+import resource
 import threading
 import time
 
@@ -35,6 +36,11 @@ WORKER = ("adapter", "compile", "ipc")
 HARNESS = ("generation", "reference", "ipc", "metrics", "writing", "other")
 
 
+def _process_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
+
+
 class Phases:
     """Seconds per phase, accumulated; thread-safe (the executor's threads add worker phases)."""
 
@@ -44,8 +50,15 @@ class Phases:
         self.by_framework: dict[str, float] = {}  # seconds of round trips per framework's worker
         self.extra: dict = {}  # more facts for run.json's timing record (the search's rows per pair)
         self.beside_seconds: dict[str, float] = {}  # of the parent's phases, what ran beside the workers
+        self.adapter_cpu = 0.0  # CPU seconds of the processes running adapters, during the calls
+        self.worker_cpu: dict[str, float] = {}  # per worker process: its CPU seconds so far (last answer)
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._cpu0 = _process_cpu()
+
+    def cpu_so_far(self) -> float:
+        """This process's CPU seconds since these phases began (user + system, all threads)."""
+        return _process_cpu() - self._cpu0
 
     @contextlib.contextmanager
     def beside(self):
@@ -74,11 +87,16 @@ class Phases:
         finally:
             self.add(name, time.perf_counter() - t0)
 
-    def add_attempt(self, attempt, round_trip: float | None, framework: str | None = None) -> None:
-        """An attempt's adapter and compile seconds, and the rest of its round trip as ipc."""
-        if framework is not None and round_trip is not None:
-            with self._lock:
+    def add_attempt(self, attempt, round_trip: float | None, framework: str | None = None,
+                    worker: str | None = None) -> None:
+        """An attempt's adapter and compile seconds, and the rest of its round trip as ipc;
+        its CPU seconds, and (`worker`: which worker answered) that worker's CPU so far."""
+        with self._lock:
+            if framework is not None and round_trip is not None:
                 self.by_framework[framework] = self.by_framework.get(framework, 0.0) + round_trip
+            self.adapter_cpu += attempt.cpu_seconds or 0.0
+            if worker is not None and attempt.process_cpu is not None:
+                self.worker_cpu[worker] = max(self.worker_cpu.get(worker, 0.0), attempt.process_cpu)
         adapter = attempt.seconds or 0.0
         compiling = attempt.output.compile_seconds if attempt.output is not None else 0.0
         self.add("adapter", adapter)
@@ -86,12 +104,14 @@ class Phases:
         if round_trip is not None:
             self.add("ipc", max(0.0, round_trip - adapter - compiling))
 
-    def summary(self, wall: float, startup: dict[str, float]) -> dict:
-        """The run.json `timing` record: wall, every phase, `other`, and the harness share."""
+    def summary(self, wall: float, startup: dict[str, float], cpu: dict | None = None) -> dict:
+        """The run.json `timing` record: wall, every phase, `other`, and the harness share;
+        `cpu`: the CPU seconds record (`cpu_record`), where the executor can tell them."""
         parent = sum(self.seconds[name] for name in PARENT) - sum(self.beside_seconds.values())
         phases = {name: round(v, 3) for name, v in self.seconds.items()}
         phases["other"] = round(max(0.0, wall - parent), 3)
         harness = sum(phases[name] for name in HARNESS)
+        extra = {} if cpu is None else {"cpu_seconds": cpu}
         return {
             "wall_seconds": round(wall, 3),
             "phases": phases,
@@ -103,5 +123,25 @@ class Phases:
             "compile_seconds": phases["compile"],
             "worker_startup_seconds": {k: round(v, 3) for k, v in startup.items()},
             "framework_seconds": {k: round(v, 3) for k, v in sorted(self.by_framework.items())},
+            **extra,
             **self.extra,
         }
+
+    def cpu_record(self, parent: float, startup: float) -> dict:
+        """CPU seconds, where the wall-clock phases above cannot say: with more processes and
+        threads than cores, a thread's seconds count its waits for a core too, so they add up
+        to more than the machine spent. `parent`: this process's CPU seconds over the run
+        (user + system, every thread); `startup`: the workers' CPU seconds starting up.
+
+        - adapters: the CPU of the processes running adapters during the calls (compute and
+          the compilation done in that process; not compilers it runs as processes of their
+          own, e.g. inductor's C++ compiler);
+        - workers: each worker process's own CPU seconds (its last answer's count);
+        - harness: the rest, this process's and the workers' (round trips: pickling,
+          converting, the pipe): parent + workers - start-up - adapters. In process (no
+          workers) the adapters ran here, and the judging threads' CPU during a call is
+          counted as the adapter's."""
+        workers = sum(self.worker_cpu.values())
+        harness = parent + workers - startup - self.adapter_cpu
+        return {"parent": round(parent, 3), "workers": round(workers, 3), "startup": round(startup, 3),
+                "adapters": round(self.adapter_cpu, 3), "harness": round(harness, 3)}

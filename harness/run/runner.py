@@ -122,9 +122,9 @@ def run(
     if cases is not None:
         for case in cases:
             memory.require_case(case.nd_shape, case.dtype, f"case {case.case_id}")
+    phases = Phases()  # its CPU count starts here
     t0 = time.perf_counter()
     case_list = cases if cases is not None else build_cases(options)
-    phases = Phases()
     phases.add("generation", time.perf_counter() - t0)
     folder = RunFolder.create(out_dir, seed) if out_dir is not None else None
     return _execute(case_list, adapter_list, options, folder, progress, command, done_rows=[], phases=phases)
@@ -256,7 +256,10 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
         meta["state"] = "complete"
         if folder is not None:
             folder.finish(df, meta)
-    timing = phases.summary(time.perf_counter() - t0, executor.startup_seconds)
+    cpu = None
+    if options.get("executor") != "ray":  # Ray's workers are not this machine's processes
+        cpu = phases.cpu_record(phases.cpu_so_far(), sum(getattr(executor, "startup_cpu", {}).values()))
+    timing = phases.summary(time.perf_counter() - t0, executor.startup_seconds, cpu)
     if options.get("executor") == "ray":
         timing.update(executor.timing())
     meta.setdefault("timing", []).append(timing)

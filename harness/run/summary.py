@@ -42,6 +42,13 @@ def format_timing(timing: dict) -> str:
     workers compute the next (`run.phases`): that part of the harness's seconds is CPU it
     spends, not wall time, except where the run waited for it; the second ratio counts only
     the harness seconds on the wall.
+
+    Those are each thread's wall seconds: with more busy processes than cores they count
+    the waits for a core too (a default run on 2 cores: 129 s of harness phases, 70 CPU
+    seconds of the parent). The `cpu:` line counts CPU seconds instead (`Phases.cpu_record`):
+    what the adapters' processes spent during the calls, against what this process and the
+    workers' round trips spent; it is the share to read on a machine with fewer cores than
+    workers.
     """
     adapters, compiling = timing["adapter_seconds"], timing["compile_seconds"]
     startup = sum(timing.get("worker_startup_seconds", {}).values())
@@ -66,8 +73,16 @@ def format_timing(timing: dict) -> str:
         pairs = max(1, counts.get("search_pairs", 1))
         search = (f"\nsearch: {counts['search_rows']} candidate rows in {counts.get('search_batches', 0)} batches,"
                   f" {counts['search_rows'] / pairs:.0f} rows per adapter x dtype")
+    cpu = timing.get("cpu_seconds")
+    cpu_line = ""
+    if cpu:
+        share = f"{cpu['harness'] / cpu['adapters']:.2g}" if cpu["adapters"] > 0 else "n/a"
+        cpu_line = (f"\ncpu: adapters {cpu['adapters']:.1f} s (compute and compilation, in their processes),"
+                    f" harness {cpu['harness']:.1f} s (this process {cpu['parent']:.1f} s, the workers' round trips"
+                    f" {max(0.0, cpu['workers'] - cpu['startup']):.1f} s), worker start-up {cpu['startup']:.1f} s;"
+                    f" harness / adapters = {share}")
     return (
         f"time: {timing['wall_seconds']:.1f} s wall; adapters {adapters:.1f} s, compilation {compiling:.1f} s,"
         f" worker start-up {startup:.1f} s (summed over workers); harness {harness:.1f} s ({parts});"
-        f" harness overhead / adapter time = {ratio}" + search
+        f" harness overhead / adapter time = {ratio}" + cpu_line + search
     )

@@ -245,6 +245,7 @@ def test_summary_prints_the_cpu_share_from_the_cpu_record():
     from harness.run.summary import format_timing
 
     timing = dict(adapter_seconds=100.0, compile_seconds=0.0, wall_seconds=200.0, harness_seconds=40.0,
+                  phases=dict(generation=0.0, reference=10.0, ipc=0.0, metrics=30.0, writing=0.0, other=0.0),
                   cpu_seconds=dict(parent=30.0, workers=90.0, startup=10.0, adapters=70.0, harness=40.0))
     line = format_timing(timing)
     assert ("cpu: adapters 70.0 s (compute and compilation, in their processes), harness 40.0 s (this process"

@@ -79,7 +79,7 @@ def format_timing(timing: dict) -> str:
         share = f"{cpu['harness'] / cpu['adapters']:.2g}" if cpu["adapters"] > 0 else "n/a"
         cpu_line = (f"\ncpu: adapters {cpu['adapters']:.1f} s (compute and compilation, in their processes),"
                     f" harness {cpu['harness']:.1f} s (this process {cpu['parent']:.1f} s, the workers' round trips"
-                    f" {max(0.0, cpu['workers'] - cpu['startup']):.1f} s), worker start-up {cpu['startup']:.1f} s;"
+                    f" {cpu['harness'] - cpu['parent']:.1f} s), worker start-up {cpu['startup']:.1f} s;"
                     f" harness / adapters = {share}")
     return (
         f"time: {timing['wall_seconds']:.1f} s wall; adapters {adapters:.1f} s, compilation {compiling:.1f} s,"

@@ -53,41 +53,38 @@ def test_numba_is_there_so_the_comparisons_below_are_not_numpy_against_numpy():
     assert fused.kernels() is not None
 
 
-def test_fused_measure_gives_the_numpy_columns_bit_for_bit(monkeypatch):
+def _numpy_and_fused(monkeypatch, judge, seed: int, defined_only: bool = False):
+    """(case id, trial, numpy's answer, the kernels') of `judge(ref, loss, grad, dtype)` on
+    every case and answer, each path with a reference of its own (no shared truth terms)."""
     kernels = fused.kernels()
     assert kernels is not None
-    rng = np.random.default_rng(0)
-    checked = 0
+    rng = np.random.default_rng(seed)
     for case in _cases():
         ref = reference.loss_and_grad(case)
-        if not ref.defined.any():
+        if defined_only and not ref.defined.any():
             continue
         for trial, loss, grad in _answers(ref, case, rng):
             monkeypatch.setattr(fused, "kernels", lambda: None)
-            want = metrics.measure(_fresh(ref), loss, grad, case.dtype)
+            want = judge(_fresh(ref), loss, grad, case.dtype)
             monkeypatch.setattr(fused, "kernels", lambda: kernels)
-            got = metrics.measure(_fresh(ref), loss, grad, case.dtype)
-            diff = {k: (want[k], got[k]) for k in want if not _same(want[k], got[k])}
-            assert not diff, (case.case_id, trial, diff)
-            checked += 1
+            yield case.case_id, trial, want, judge(_fresh(ref), loss, grad, case.dtype)
+
+
+def test_fused_measure_gives_the_numpy_columns_bit_for_bit(monkeypatch):
+    checked = 0
+    for case_id, trial, want, got in _numpy_and_fused(monkeypatch, metrics.measure, seed=0, defined_only=True):
+        diff = {k: (want[k], got[k]) for k in want if not _same(want[k], got[k])}
+        assert not diff, (case_id, trial, diff)
+        checked += 1
     assert checked > 1000
 
 
 def test_fused_row_scores_give_the_numpy_verdicts_bit_for_bit(monkeypatch):
-    kernels = fused.kernels()
-    assert kernels is not None
-    rng = np.random.default_rng(1)
     checked = 0
-    for case in _cases():
-        ref = reference.loss_and_grad(case)
-        for trial, loss, grad in _answers(ref, case, rng):
-            monkeypatch.setattr(fused, "kernels", lambda: None)
-            want = rowsearch.judge_rows(_fresh(ref), loss, grad, case.dtype)
-            monkeypatch.setattr(fused, "kernels", lambda: kernels)
-            got = rowsearch.judge_rows(_fresh(ref), loss, grad, case.dtype)
-            for field in ("score", "nonfinite", "loss_worse"):
-                assert np.array_equal(getattr(want, field), getattr(got, field)), (case.case_id, trial, field)
-            checked += 1
+    for case_id, trial, want, got in _numpy_and_fused(monkeypatch, rowsearch.judge_rows, seed=1):
+        for field in ("score", "nonfinite", "loss_worse"):
+            assert np.array_equal(getattr(want, field), getattr(got, field)), (case_id, trial, field)
+        checked += 1
     assert checked > 1000
 
 

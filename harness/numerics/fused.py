@@ -19,6 +19,7 @@ Compiled once per machine (numba's cache, keyed by the CPU), on first use.
 from __future__ import annotations
 
 import functools
+import types
 
 import numpy as np
 
@@ -255,12 +256,7 @@ def _compile(numba):
             nonfinite_rows[i] = nf and defined[i]
             loss_worse[i] = lr >= gr or lnf
 
-    class Kernels:
-        pass
-
-    out = Kernels()
-    out.reduce_block, out.row_scores, out.sum_squares, out.pairwise_squares = reduce_block, row_scores, sum_squares, pairwise_squares
-    return out
+    return types.SimpleNamespace(reduce_block=reduce_block, row_scores=row_scores, sum_squares=sum_squares)
 
 
 _EMPTY = np.zeros(0)
@@ -272,13 +268,15 @@ def flat(c) -> np.ndarray:
     return np.ascontiguousarray(c, dtype=np.float64).reshape(-1)
 
 
-def terms_args(terms) -> tuple:
-    """A `TruthTerms`' arrays as the kernels take them (flat; lo and the attainable
-    allowance filled in where absent)."""
+def terms_args(terms, attainable: bool = True) -> tuple:
+    """A `TruthTerms`' arrays as the kernels take them (flat; lo filled in where absent):
+    `reduce_block`'s with the attainable allowance (the textbook one where there is none),
+    `row_scores`'s (`attainable` False) without it."""
     lo = _EMPTY if terms.lo is None else terms.lo.reshape(-1)
     att = terms.allowance if terms.allowance_att is None else terms.allowance_att
-    return (terms.hi.reshape(-1), lo, terms.lo is not None, terms.u.reshape(-1), terms.allowance.reshape(-1),
-            att.reshape(-1), terms.tiny.reshape(-1), terms.is_inf.reshape(-1), terms.finite_overflow.reshape(-1))
+    allowances = (terms.allowance.reshape(-1), att.reshape(-1)) if attainable else (terms.allowance.reshape(-1),)
+    return (terms.hi.reshape(-1), lo, terms.lo is not None, terms.u.reshape(-1), *allowances, terms.tiny.reshape(-1),
+            terms.is_inf.reshape(-1), terms.finite_overflow.reshape(-1))
 
 
 def special_rows(terms) -> np.ndarray:

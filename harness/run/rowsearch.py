@@ -467,9 +467,9 @@ def judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts 
     if kernels is not None and lt.hi is not None and gt.hi is not None:  # the same numbers in one pass
         n = len(ref.defined)
         out = RowVerdicts(np.empty(n), np.empty(n, bool), np.empty(n, bool))
-        loss_args, grad_args = fused.terms_args(lt), fused.terms_args(gt)
-        kernels.row_scores(fused.flat(loss), *_textbook(loss_args), fused.flat(grad), *_textbook(grad_args),
-                           fused.special_rows(gt), tolerances.get(dtype).allow_flush_to_zero, ref.defined, BROKEN, out.score, out.nonfinite,
+        kernels.row_scores(fused.flat(loss), *fused.terms_args(lt, attainable=False), fused.flat(grad),
+                           *fused.terms_args(gt, attainable=False), fused.special_rows(gt),
+                           tolerances.get(dtype).allow_flush_to_zero, ref.defined, BROKEN, out.score, out.nonfinite,
                            out.loss_worse)
         return out
     le = metrics.element_errors(np.asarray(loss), None, None, dtype, terms=lt)
@@ -481,12 +481,6 @@ def judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts 
     score = np.where(nonfinite | ~np.isfinite(score), BROKEN, np.minimum(score, BROKEN / 2))
     score = np.where(ref.defined, score, -1.0)
     return RowVerdicts(score, nonfinite & ref.defined, (lr >= gr) | le.nonfinite)
-
-
-def _textbook(args: tuple) -> tuple:
-    """`fused.terms_args` without the attainable allowance (the search scores the textbook one)."""
-    hi, lo, has_lo, u, allowance, _, tiny, is_inf, finite_overflow = args
-    return hi, lo, has_lo, u, allowance, tiny, is_inf, finite_overflow
 
 
 def kind_of(verdicts: RowVerdicts, i: int, rows: Rows, fmt) -> str:

@@ -176,3 +176,27 @@ def test_xla_float32_rows_change_with_the_batch_row_count():
     assert changed_rows("jax.optax.softmax_cross_entropy.jit", 1024) > 5
     assert changed_rows("jax.optax.softmax_cross_entropy", 256) == 0
     assert changed_rows("torch.cross_entropy", 1024) == 0 and changed_rows("numpy.stable", 1024) == 0
+
+
+def test_row_verdicts_of_a_repeated_answer_are_the_first_ones_and_a_changed_one_is_judged_afresh():
+    from harness.inputs.regimes import make_case
+    from harness.numerics import reference
+
+    case = make_case("near_ties", "bfloat16", (64, 10), "index", seed=1)
+    shared = reference.loss_and_grad(case)
+    loss = np.asarray(shared.loss, np.float64).astype(np.float32)
+    grad = np.asarray(shared.grad, np.float64).astype(np.float32)
+    worse = grad.copy()
+    worse[5] *= 1.5  # row 5's gradient 50 % off: inaccurate
+
+    def fresh(g):
+        v = rowsearch.judge_rows(reference.loss_and_grad(case), loss, g, "bfloat16")
+        return v.score, v.nonfinite, v.loss_worse
+
+    first = rowsearch.judge_rows(shared, loss, grad, "bfloat16")
+    assert all(np.array_equal(a, b) for a, b in zip((first.score, first.nonfinite, first.loss_worse), fresh(grad)))
+    first.score[:] = -1.0  # the search drops pad rows this way: the kept verdicts must not change
+    again = rowsearch.judge_rows(shared, loss.copy(), grad.copy(), "bfloat16")
+    assert np.array_equal(again.score, fresh(grad)[0])
+    changed = rowsearch.judge_rows(shared, loss, worse, "bfloat16")
+    assert np.array_equal(changed.score, fresh(worse)[0]) and changed.score[5] > 1 >= fresh(grad)[0].max()

@@ -459,9 +459,15 @@ class RowVerdicts:
 
 
 def judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts | None:
-    """Every row's score against the batch's reference; None when the output shapes are wrong."""
+    """Every row's score against the batch's reference; None when the output shapes are wrong.
+    Once per distinct answer (`metrics.once_per_answer`): adapters of a batch that return the
+    same bits share the verdicts."""
     if np.shape(loss) != ref.loss.shape or np.shape(grad) != ref.grad.shape:
         return None
+    return metrics.once_per_answer(ref, ("rows", dtype), loss, grad, lambda lo, gr: _judge_rows(ref, lo, gr, dtype))
+
+
+def _judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts:
     lt, gt = metrics.terms_for(ref, "loss", dtype, textbook=True), metrics.terms_for(ref, "grad", dtype, textbook=True)
     kernels = fused.kernels()
     if kernels is not None and lt.hi is not None and gt.hi is not None:  # the same numbers in one pass

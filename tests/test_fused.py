@@ -2,6 +2,8 @@
 stays the definition: the same columns and row verdicts bit for bit, on every regime's
 truth and on answers that are exact, off by an ulp or by 100%, non-finite, huge, zero."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,31 @@ def test_fused_block_keeps_numpys_nan_rules_for_max_and_argmax():
     got.fold(metrics._fused_block(fused.kernels(), computed, terms, "float32"), lambda k: (k,))
     assert np.isnan(want.ratio_max) and want.argmax == (2 * 50 + 7,)
     assert all(_same(getattr(want, f), getattr(got, f)) for f in vars(want)), (vars(want), vars(got))
+
+
+def test_a_second_process_loads_the_kernels_from_numbas_cache_without_compiling(tmp_path):
+    """numba keys a cached function by the pickle of its closure: kernels defined in a
+    function, calling one another through it, missed the cache and compiled again in every
+    process (3-10 s each, a new cache file each time). Here a fresh process that uses every
+    kernel must find them all in the cache the previous one left."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from harness.inputs.regimes import make_case\n"
+        "from harness.numerics import metrics, reference\n"
+        "from harness.run import rowsearch\n"
+        "case = make_case('typical', 'float64', (16, 100), 'index', 0)\n"
+        "ref = reference.loss_and_grad(case)\n"
+        "loss, grad = np.asarray(ref.loss, np.float64), np.asarray(ref.grad, np.float64)\n"
+        "metrics.measure(ref, loss, grad, 'float64')\n"
+        "rowsearch.judge_rows(ref, loss, grad, 'float64')\n"
+    )
+    env = dict(os.environ, NUMBA_DEBUG_CACHE="1")
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env) for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+    loaded = [line for line in runs[1].stdout.splitlines() if "data loaded" in line]
+    saved = [line for line in runs[1].stdout.splitlines() if "saved" in line]
+    assert saved == [] and {"reduce_block", "row_scores", "sum_squares"} <= {
+        name for line in loaded for name in ("reduce_block", "row_scores", "sum_squares") if name in line}, runs[1].stdout

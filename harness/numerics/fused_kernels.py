@@ -1,0 +1,256 @@
+"""The compiled loops of `fused` (numba), imported only by `fused.kernels()`.
+
+They live at module level, not in a function: numba's cache keys a function by the pickle
+of its closure, and a closure holding another compiled function pickles differently in
+every process, so every process compiled them all again (3-10 s each, and a new cache
+file each time). Called functions are found as this module's globals instead.
+
+Read `fused`'s docstring first: what each loop computes is `metrics`' numpy code.
+"""
+
+import functools
+
+import numba
+import numpy as np
+
+_PW_BLOCKSIZE = 128
+_MAXF = float(np.finfo(np.float64).max)
+
+jit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+
+
+@jit(inline="always")
+def element(ck, t, lo, u, allowance, allowance_att, tiny, is_inf, finite_overflow, ftz):
+    """One element of `metrics.element_errors`: (abs, ulps, ratio, ratio_att, nonfinite, flushed)."""
+    d = abs((ck - t) - lo)  # lo = 0.0 for a float64 truth: x - 0.0 == x
+    agree = (is_inf and ck == t) or (np.isinf(ck) and finite_overflow and ((ck > 0) == (t > 0)))
+    nonfinite = (not np.isfinite(ck) and not agree and not is_inf) or np.isnan(ck)
+    if agree:
+        d = 0.0
+    elif not np.isfinite(d):
+        d = np.inf
+    missed_inf = is_inf and not agree
+    ulps = d / u
+    zero = d == 0
+    ratio = 0.0 if zero else d / allowance
+    ratio_att = 0.0 if zero else d / allowance_att
+    if missed_inf:
+        ratio = np.inf
+        ratio_att = np.inf
+    flushed = ck == 0 and tiny
+    if ftz and flushed:
+        ratio = 0.0
+        ratio_att = 0.0
+    return d, ulps, ratio, ratio_att, nonfinite, flushed
+
+
+@jit(inline="always")
+def block_squares(a, lo, n):
+    """numpy's pairwise sum of a[lo:lo+n] ** 2 for n <= _PW_BLOCKSIZE: a leaf of the tree."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i] * a[i]
+        return res
+    r0 = a[lo] * a[lo]
+    r1 = a[lo + 1] * a[lo + 1]
+    r2 = a[lo + 2] * a[lo + 2]
+    r3 = a[lo + 3] * a[lo + 3]
+    r4 = a[lo + 4] * a[lo + 4]
+    r5 = a[lo + 5] * a[lo + 5]
+    r6 = a[lo + 6] * a[lo + 6]
+    r7 = a[lo + 7] * a[lo + 7]
+    i = 8
+    m = n - n % 8
+    while i < m:
+        j = lo + i
+        r0 += a[j] * a[j]
+        r1 += a[j + 1] * a[j + 1]
+        r2 += a[j + 2] * a[j + 2]
+        r3 += a[j + 3] * a[j + 3]
+        r4 += a[j + 4] * a[j + 4]
+        r5 += a[j + 5] * a[j + 5]
+        r6 += a[j + 6] * a[j + 6]
+        r7 += a[j + 7] * a[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i] * a[lo + i]
+        i += 1
+    return res
+
+
+@jit
+def sum_squares(a):
+    """`float(np.square(a).sum())` for a contiguous float64 `a`, in numpy's order (one
+    pairwise sum over the whole array: numpy coalesces a contiguous array's axes).
+
+    numpy's `pairwise_sum` (loops_utils.h) halves n > _PW_BLOCKSIZE at a multiple of 8
+    and adds the halves' sums; this walks the same tree with a stack of its own, post
+    order, so every node is the same left + right: the same double. (Not recursive:
+    numba cannot load a recursive function from its cache, and compiled it again in
+    every process, 3 s each.)"""
+    n = a.size
+    if n <= _PW_BLOCKSIZE:
+        return 0.0 + block_squares(a, 0, n)
+    los = np.empty(128, np.int64)  # the tree is at most 64 deep
+    ns = np.empty(128, np.int64)
+    visits = np.zeros(128, np.int64)  # children pushed so far
+    values = np.empty(128)
+    los[0], ns[0], top, nv = 0, n, 1, 0
+    while top:
+        k = top - 1
+        lo, m = los[k], ns[k]
+        if m <= _PW_BLOCKSIZE:
+            values[nv] = block_squares(a, lo, m)
+            nv += 1
+            top -= 1
+            continue
+        half = m // 2
+        half -= half % 8
+        if visits[k] == 2:  # both halves summed: left + right
+            values[nv - 2] = values[nv - 2] + values[nv - 1]
+            nv -= 1
+            top -= 1
+            continue
+        left = visits[k] == 0
+        visits[k] += 1
+        los[top], ns[top], visits[top] = (lo, half, 0) if left else (lo + half, m - half, 0)
+        top += 1
+    return 0.0 + values[0]
+
+
+@jit
+def reduce_full(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, finite_overflow, ftz, scratch):
+    """One block's `Reduction.add` inputs (flat arrays of one chunk): (argmax of the
+    ratio, the ratio there, n_bad, n_lossy, max ratio_att, n_nonfinite, n_flushed, max
+    abs, max rel, max ulps, sum of abs**2), maxima NaN-propagating as numpy's `max`,
+    the argmax numpy's (the first NaN, else the first largest)."""
+    n = c.size
+    arg, rmax = 0, -np.inf
+    n_bad = n_lossy = n_nonfinite = n_flushed = 0
+    att_max = abs_max = rel_max = ulps_max = -np.inf
+    nan_r = nan_att = nan_rel = nan_ulps = False  # NaN seen: numpy's max is NaN then
+    for k in range(n):  # plain comparisons, NaN noted apart: the loop stays branch-light
+        ck = np.float64(c[k])
+        t = hi[k]
+        d, ulps, r, ra, nonfinite, flushed = element(ck, t, lo[k] if has_lo else 0.0, u[k], allowance[k],
+                                                     allowance_att[k], tiny[k], is_inf[k], finite_overflow[k], ftz)
+        scratch[k] = d
+        if r > rmax:  # the first largest (NaN is never larger)
+            arg, rmax = k, r
+        nan_r |= r != r
+        if ra > 1:
+            if r > 1:
+                n_bad += 1
+            else:
+                n_lossy += 1
+        n_nonfinite += nonfinite
+        n_flushed += flushed
+        rel = 0.0 if d == 0 else d / abs(t)
+        att_max = ra if ra > att_max else att_max
+        nan_att |= ra != ra
+        abs_max = d if d > abs_max else abs_max  # d is never NaN
+        rel_max = rel if rel > rel_max else rel_max
+        nan_rel |= rel != rel
+        ulps_max = ulps if ulps > ulps_max else ulps_max
+        nan_ulps |= ulps != ulps
+    if nan_r:  # numpy's argmax: the first NaN
+        for k in range(n):
+            r = element(np.float64(c[k]), hi[k], lo[k] if has_lo else 0.0, u[k], allowance[k], allowance_att[k],
+                        tiny[k], is_inf[k], finite_overflow[k], ftz)[2]
+            if r != r:
+                arg, rmax = k, r
+                break
+    att_max = np.nan if nan_att else att_max
+    rel_max = np.nan if nan_rel else rel_max
+    ulps_max = np.nan if nan_ulps else ulps_max
+    err_sq = sum_squares(scratch[:n])
+    return arg, rmax, n_bad, n_lossy, att_max, n_nonfinite, n_flushed, abs_max, rel_max, ulps_max, err_sq
+
+
+@jit
+def reduce_block(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, finite_overflow, ftz, scratch,
+                 plain):
+    """`reduce_full`, first tried on the assumption that holds for most blocks (`plain`: no
+    inf, NaN or tiny truth): then an element is special only if its difference is not
+    finite, and the masks and flushes of `element` are no-ops; any special element sends
+    the block to `reduce_full`."""
+    if not plain:
+        return reduce_full(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, finite_overflow, ftz,
+                           scratch)
+    n = c.size
+    arg, rmax = 0, -np.inf
+    n_bad = n_lossy = 0
+    att_max = abs_max = rel_max = ulps_max = -np.inf
+    special = False
+    nan = False  # a NaN allowance (a NaN scale) makes NaN ratios: numpy's rules, in reduce_full
+    for k in range(n):
+        t = hi[k]
+        d = abs((np.float64(c[k]) - t) - (lo[k] if has_lo else 0.0))
+        special |= not d < np.inf
+        scratch[k] = d
+        ulps = d / u[k]
+        r = 0.0 if d == 0 else d / allowance[k]
+        ra = 0.0 if d == 0 else d / allowance_att[k]
+        rel = 0.0 if d == 0 else d / abs(t)
+        nan |= (r != r) | (ra != ra) | (ulps != ulps)
+        if r > rmax:
+            arg, rmax = k, r
+        if ra > 1:
+            if r > 1:
+                n_bad += 1
+            else:
+                n_lossy += 1
+        att_max = ra if ra > att_max else att_max
+        abs_max = d if d > abs_max else abs_max
+        rel_max = rel if rel > rel_max else rel_max
+        ulps_max = ulps if ulps > ulps_max else ulps_max
+    if special or nan:
+        return reduce_full(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, finite_overflow, ftz,
+                           scratch)
+    err_sq = sum_squares(scratch[:n])
+    return arg, rmax, n_bad, n_lossy, att_max, 0, 0, abs_max, rel_max, ulps_max, err_sq
+
+
+@jit
+def row_scores(loss, lhi, llo, has_llo, lu, lallow, ltiny, linf, lfov, grad, ghi, glo, has_glo, gu, gallow,
+               gtiny, ginf, gfov, gspecial, ftz, defined, broken, score, nonfinite_rows, loss_worse):
+    """`rowsearch.judge_rows` on the textbook bound: per row the larger of the loss's
+    ratio and the row's largest gradient ratio (NaN as inf, inf as float64's max, as
+    `np.nan_to_num(ratio, nan=inf)`), BROKEN where anything is non-finite. `gspecial`:
+    the rows whose truth has an inf or a tiny element (`special_rows`)."""
+    n = loss.size
+    v = grad.size // n if n else 0
+    for i in range(n):
+        _, _, lr, _, lnf, _ = element(np.float64(loss[i]), lhi[i], llo[i] if has_llo else 0.0, lu[i], lallow[i],
+                                      lallow[i], ltiny[i], linf[i], lfov[i], ftz)
+        lr = np.inf if np.isnan(lr) else (_MAXF if lr == np.inf else lr)
+        gr = 0.0
+        gnf = False
+        special = gspecial[i]  # an inf or tiny truth in the row: every element's masks matter
+        if not special:  # else: a finite difference everywhere makes `element` plain division
+            for j in range(i * v, i * v + v):
+                d = abs((np.float64(grad[j]) - ghi[j]) - (glo[j] if has_glo else 0.0))
+                special |= not d < np.inf
+                r = 0.0 if d == 0 else d / gallow[j]
+                special |= not r < np.inf  # NaN or inf: nan_to_num's rules, below
+                gr = r if r > gr else gr
+        if special:
+            gr = 0.0
+            for j in range(i * v, i * v + v):
+                _, _, r, _, nf, _ = element(np.float64(grad[j]), ghi[j], glo[j] if has_glo else 0.0, gu[j],
+                                            gallow[j], gallow[j], gtiny[j], ginf[j], gfov[j], ftz)
+                r = np.inf if np.isnan(r) else (_MAXF if r == np.inf else r)
+                if r > gr:
+                    gr = r
+                gnf = gnf or nf
+        nf = lnf or gnf
+        s = max(lr, gr)
+        if nf or not np.isfinite(s):
+            s = broken
+        else:
+            s = min(s, broken / 2)
+        score[i] = s if defined[i] else -1.0
+        nonfinite_rows[i] = nf and defined[i]
+        loss_worse[i] = lr >= gr or lnf

@@ -23,9 +23,10 @@ measured.
 from __future__ import annotations
 
 import contextlib
-import resource
 import threading
 import time
+
+from harness.adapters.workers import process_cpu
 
 #: The parent's own segments, in display order. The main thread's never overlap one another;
 #: what the judging thread adds to them is also counted in `Phases.beside_seconds`.
@@ -36,9 +37,6 @@ WORKER = ("adapter", "compile", "ipc")
 HARNESS = ("generation", "reference", "ipc", "metrics", "writing", "other")
 
 
-def _process_cpu() -> float:
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    return used.ru_utime + used.ru_stime
 
 
 class Phases:
@@ -54,11 +52,16 @@ class Phases:
         self.worker_cpu: dict[str, float] = {}  # per worker process: its CPU seconds so far (last answer)
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._cpu0 = _process_cpu()
+        self._cpu0 = process_cpu(children=False)
+        self._all0 = process_cpu()
 
-    def cpu_so_far(self) -> float:
-        """This process's CPU seconds since these phases began (user + system, all threads)."""
-        return _process_cpu() - self._cpu0
+    def cpu_so_far(self, children: bool = False) -> float:
+        """This process's CPU seconds since these phases began (user + system, all threads);
+        `children`: with the child processes it waited for meanwhile. Adapters run in this
+        process (no workers) count their compilers' processes as theirs (`process_cpu`), so
+        this process's figure must hold them too; where workers ran, its children are the
+        workers, counted apart."""
+        return process_cpu() - self._all0 if children else process_cpu(children=False) - self._cpu0
 
     @contextlib.contextmanager
     def beside(self):
@@ -134,8 +137,8 @@ class Phases:
         (user + system, every thread); `startup`: the workers' CPU seconds starting up.
 
         - adapters: the CPU of the processes running adapters during the calls (compute and
-          the compilation done in that process; not compilers it runs as processes of their
-          own, e.g. inductor's C++ compiler);
+          compilation, the compiler processes they wait for included, e.g. inductor's C++
+          compiler: `workers.process_cpu`);
         - workers: each worker process's own CPU seconds (its last answer's count);
         - harness: the rest, this process's and the workers' (round trips: pickling,
           converting, the pipe): parent + workers - start-up - adapters. In process (no

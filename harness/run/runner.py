@@ -258,7 +258,8 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
             folder.finish(df, meta)
     cpu = None
     if options.get("executor") != "ray":  # Ray's workers are not this machine's processes
-        cpu = phases.cpu_record(phases.cpu_so_far(), sum(getattr(executor, "startup_cpu", {}).values()))
+        in_process = not hasattr(executor, "startup_cpu")  # adapters ran here: their compilers are this process's children
+        cpu = phases.cpu_record(phases.cpu_so_far(children=in_process), sum(getattr(executor, "startup_cpu", {}).values()))
     timing = phases.summary(time.perf_counter() - t0, executor.startup_seconds, cpu)
     if options.get("executor") == "ray":
         timing.update(executor.timing())

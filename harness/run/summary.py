@@ -77,7 +77,7 @@ def format_timing(timing: dict) -> str:
     cpu_line = ""
     if cpu:
         share = f"{cpu['harness'] / cpu['adapters']:.2g}" if cpu["adapters"] > 0 else "n/a"
-        cpu_line = (f"\ncpu: adapters {cpu['adapters']:.1f} s (compute and compilation, in their processes),"
+        cpu_line = (f"\ncpu: adapters {cpu['adapters']:.1f} s (compute and compilation, their compilers' processes too),"
                     f" harness {cpu['harness']:.1f} s (this process {cpu['parent']:.1f} s, the workers' round trips"
                     f" {cpu['harness'] - cpu['parent']:.1f} s), worker start-up {cpu['startup']:.1f} s;"
                     f" harness / adapters = {share}")

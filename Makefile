@@ -25,11 +25,8 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/cestab run
 
-# Two test processes, a test file each at a time (module fixtures such as the Ray cluster are
-# made once): most tests keep one core busy at a time, so two share the 2-core
-# CI machine well (20 min serial, 15 min so). Plain `pytest tests/x.py` runs serially.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q
 
 # The CI gate: a fresh deterministic quick run against the committed baseline (README).
 check: $(STAMP)

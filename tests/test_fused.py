@@ -113,7 +113,7 @@ def test_fused_block_keeps_numpys_nan_rules_for_max_and_argmax():
     assert all(_same(getattr(want, f), getattr(got, f)) for f in vars(want)), (vars(want), vars(got))
 
 
-def test_a_second_process_loads_the_kernels_from_numbas_cache_without_compiling(tmp_path):
+def test_a_second_process_loads_the_kernels_from_numbas_cache_without_compiling():
     """numba keys a cached function by the pickle of its closure: kernels defined in a
     function, calling one another through it, missed the cache and compiled again in every
     process (3-10 s each, a new cache file each time). Here a fresh process that uses every
@@ -137,5 +137,5 @@ def test_a_second_process_loads_the_kernels_from_numbas_cache_without_compiling(
     assert all(r.returncode == 0 for r in runs), runs[-1].stderr
     loaded = [line for line in runs[1].stdout.splitlines() if "data loaded" in line]
     saved = [line for line in runs[1].stdout.splitlines() if "saved" in line]
-    assert saved == [] and {"reduce_block", "row_scores", "sum_squares"} <= {
-        name for line in loaded for name in ("reduce_block", "row_scores", "sum_squares") if name in line}, runs[1].stdout
+    assert saved == [], runs[1].stdout
+    assert all(any(name in line for line in loaded) for name in ("reduce_block", "row_scores", "sum_squares")), runs[1].stdout

@@ -24,7 +24,6 @@ import functools
 import numpy as np
 
 
-
 @functools.cache
 def kernels():
     """The compiled kernels (`fused_kernels`), or None where numba is missing."""
@@ -46,8 +45,6 @@ def kernels():
         if hidden:
             del sys.modules["scipy"]
     return out
-
-
 
 
 _EMPTY = np.zeros(0)

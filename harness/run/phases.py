@@ -37,8 +37,6 @@ WORKER = ("adapter", "compile", "ipc")
 HARNESS = ("generation", "reference", "ipc", "metrics", "writing", "other")
 
 
-
-
 class Phases:
     """Seconds per phase, accumulated; thread-safe (the executor's threads add worker phases)."""
 

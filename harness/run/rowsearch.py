@@ -958,23 +958,28 @@ def fewer_classes(rows: Rows, v2: int, rng, n: int) -> Rows:
     v = z.size
     order_desc = np.argsort(-np.where(np.isfinite(z), z, -np.inf), kind="stable")
     masked = np.flatnonzero(z == -np.inf)
+    top = int(order_desc[0])
+    rest = order_desc[order_desc != t]
+    head = np.array([t] if top == t else [t, top])
     out_z, out_t, out_soft, names = [], [], [], []
-    for k in range(n):
+    for k in range(n):  # each candidate's classes in order of preference, each class once
         if k == 0:
-            keep = [t] + [c for c in order_desc if c != t]
+            keep = np.concatenate([[t], rest])
         elif k == 1:
-            keep = [t, int(order_desc[0])] + list(masked) + [c for c in order_desc if c != t]
+            keep = np.concatenate([head, masked, rest])
+            keep = keep[np.sort(np.unique(keep, return_index=True)[1])]  # first comings only
         elif k == 2:
-            keep = [t] + [c for c in order_desc[::-1] if c != t]
+            keep = np.concatenate([[t], rest[::-1]])
         else:
-            keep = [t, int(order_desc[0])] + list(rng.permutation(v))
-        cols = list(dict.fromkeys(int(c) for c in keep))[:v2]
-        cols_sorted = sorted(cols)
+            perm = rng.permutation(v)
+            keep = np.concatenate([head, perm[(perm != t) & (perm != top)]])
+        cols_sorted = np.sort(keep[:v2])
+        target = int(np.searchsorted(cols_sorted, t))
         out_z.append(z[cols_sorted])
-        out_t.append(cols_sorted.index(t))
+        out_t.append(target)
         if rows.soft is not None:
             s = rows.soft[0][cols_sorted]
-            s[cols_sorted.index(t)] += 1.0 - s.sum()  # keep the labels a distribution
+            s[target] += 1.0 - s.sum()  # keep the labels a distribution
             out_soft.append(s)
         names.append(rows.pieces[0] + f"+shrunk.V{v2}")
     soft = np.array(out_soft) if rows.soft is not None else None

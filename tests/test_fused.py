@@ -90,6 +90,41 @@ def test_fused_row_scores_give_the_numpy_verdicts_bit_for_bit(monkeypatch):
     assert checked > 1000
 
 
+def _special_truths(dtype: str, rng) -> np.ndarray:
+    """float64 truths at every edge `truth_terms` handles for `dtype`: zeros of both signs,
+    float64 and `dtype` subnormals and their normal floor, powers of two and their
+    neighbours, the overflow limit and its neighbours, float64's extremes, inf, NaN."""
+    fmt = dtypes.get(dtype)
+    limit = metrics._overflow_limit(dtype)
+    edges = [0.0, -0.0, 5e-324, 2.2250738585072014e-308, 2.0 ** fmt.min_exponent, 2.0 ** (fmt.min_exponent - fmt.mantissa_bits),
+             1.0, 2.0, 0.5, fmt.max, limit, 1.7976931348623157e308, np.inf, np.nan, 1e-30, 3.0e-39]
+    with np.errstate(over="ignore"):
+        edges += [np.nextafter(e, np.inf) for e in edges[2:12]] + [np.nextafter(e, 0.0) for e in edges[2:12]]
+    values = np.array(edges + list(rng.normal(size=200) * 10.0 ** rng.integers(-320, 308, 200)))
+    return np.concatenate([values, -values])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_fused_truth_terms_are_numpys_bit_for_bit_at_every_edge(dtype):
+    assert fused.kernels() is not None
+    rng = np.random.default_rng(7)
+    truth = _special_truths(dtype, rng)
+    scales = [np.abs(rng.normal(size=truth.size)) * 10.0 ** rng.integers(-300, 300, truth.size),
+              np.where(np.arange(truth.size) % 3 == 0, np.inf, 0.0)]
+    for scale in scales:
+        for scale_att in (None, scale[::-1].copy()):
+            for shape in [(truth.size,), (2, truth.size // 2)]:
+                t, s = truth.reshape(shape), scale.reshape(shape)
+                sa = None if scale_att is None else scale_att.reshape(shape)
+                got, want = metrics.truth_terms(t, s, dtype, sa), metrics.truth_terms_numpy(t, s, dtype, sa)
+                for field in ("truth", "is_inf", "finite_overflow", "u", "allowance", "allowance_att", "tiny", "hi", "lo"):
+                    a, b = getattr(got, field), getattr(want, field)
+                    assert (a is None) == (b is None), field
+                    if a is not None:
+                        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), field
+                assert (got.all_finite, got.any_tiny) == (want.all_finite, want.any_tiny)
+
+
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 127, 128, 129, 8193, 20000, 131072, 300001])
 def test_fused_sum_of_squares_is_numpys_pairwise_sum(n):
     x = np.random.default_rng(n).normal(size=n) * 1e3

@@ -9,6 +9,7 @@ Read `fused`'s docstring first: what each loop computes is `metrics`' numpy code
 """
 
 import functools
+import math
 
 import numba
 import numpy as np
@@ -254,3 +255,34 @@ def row_scores(loss, lhi, llo, has_llo, lu, lallow, ltiny, linf, lfov, grad, ghi
         score[i] = s if defined[i] else -1.0
         nonfinite_rows[i] = nf and defined[i]
         loss_worse[i] = lr >= gr or lnf
+
+
+@jit
+def truth_terms(t, scale, scale_att, has_att, tol_ulps, tol_cr, att_ulps, att_cr, min_exponent, mantissa_bits,
+                tiny_below, overflow_at, u, allowance, allowance_att, is_inf, tiny, finite_overflow):
+    """`metrics.truth_terms` of a float64 truth (flat arrays; the outputs filled in):
+    the ulp, both allowances and the masks in one pass. Returns (all finite, any tiny)."""
+    floor = min_exponent - mantissa_bits
+    all_finite = True
+    any_tiny = False
+    for k in range(t.size):
+        x = t[k]
+        inf = np.isinf(x)
+        a = 0.0 if inf else abs(x)
+        if np.isfinite(a):  # `metrics.ulp`: 2**(e - p + 1) at |x| in [2**e, 2**(e+1)), floored
+            e = min_exponent if a == 0 else math.frexp(a)[1] - 1
+            uk = math.ldexp(1.0, max(e - mantissa_bits, floor))
+        else:
+            uk = np.nan
+        u[k] = uk
+        allowance[k] = tol_ulps * uk + tol_cr * scale[k]
+        if has_att:
+            allowance_att[k] = att_ulps * uk + att_cr * scale_att[k]
+        is_inf[k] = inf
+        small = x != 0 and abs(x) < tiny_below
+        tiny[k] = small
+        any_tiny |= small
+        finite = np.isfinite(x)
+        all_finite &= finite
+        finite_overflow[k] = finite and abs(x) >= overflow_at
+    return all_finite, any_tiny

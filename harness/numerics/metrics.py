@@ -35,11 +35,16 @@ def ulp(x, dtype: str) -> np.ndarray:
     return np.where(finite, out, np.nan)
 
 
-def _overflows(truth, dtype: str) -> np.ndarray:
-    """True values that round to +-inf in the tested dtype (beyond max + ulp(max) / 2)."""
+def _overflow_limit(dtype: str) -> float:
+    """Where values start to round to +-inf in the tested dtype: max + ulp(max) / 2."""
     fmt = dtypes.get(dtype)
-    limit = fmt.max + 2.0 ** (np.frexp(fmt.max)[1] - 1 - fmt.mantissa_bits) / 2
-    return np.abs(np.asarray(truth, np.float64)) >= limit
+    with np.errstate(over="ignore"):  # float64's: inf
+        return fmt.max + 2.0 ** (np.frexp(fmt.max)[1] - 1 - fmt.mantissa_bits) / 2
+
+
+def _overflows(truth, dtype: str) -> np.ndarray:
+    """True values that round to +-inf in the tested dtype."""
+    return np.abs(np.asarray(truth, np.float64)) >= _overflow_limit(dtype)
 
 
 @dataclass
@@ -83,7 +88,33 @@ class TruthTerms:
 
 
 def truth_terms(truth, scale, dtype: str, scale_att=None) -> TruthTerms:
-    """The truth-only terms of `element_errors` for one block of the truth."""
+    """The truth-only terms of `element_errors` for one block of the truth (a float64 truth
+    in one compiled pass, `fused`, where numba is there: the same numbers)."""
+    t = truth
+    tol = tolerances.get(dtype)
+    fmt = dtypes.get(dtype)
+    float64 = all(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in (t, scale, scale if scale_att is None else scale_att))
+    kernels = fused.kernels() if float64 else None
+    if kernels is not None:
+        att = bounds.get(dtype)
+        scale = np.ascontiguousarray(scale, dtype=np.float64).reshape(-1)
+        flat_att = fused.EMPTY if scale_att is None else np.ascontiguousarray(scale_att, dtype=np.float64).reshape(-1)
+        flat = np.ascontiguousarray(t).reshape(-1)
+        u, allowance, allowance_att = np.empty(t.size), np.empty(t.size), np.empty(t.size if scale_att is not None else 0)
+        is_inf, tiny, finite_overflow = np.empty(t.size, bool), np.empty(t.size, bool), np.empty(t.size, bool)
+        all_finite, any_tiny = kernels.truth_terms(
+            flat, scale, flat_att, scale_att is not None, float(tol.ulps), tol.cond * fmt.unit_roundoff, float(att.ulps),
+            att.cond * att.unit_roundoff, fmt.min_exponent, fmt.mantissa_bits, 2.0 ** fmt.min_exponent,
+            _overflow_limit(dtype), u, allowance, allowance_att, is_inf, tiny, finite_overflow)
+        shape = t.shape
+        return TruthTerms(t, is_inf.reshape(shape), finite_overflow.reshape(shape), u.reshape(shape),
+                          allowance.reshape(shape), None if scale_att is None else allowance_att.reshape(shape),
+                          tiny.reshape(shape), t, None, bool(all_finite), bool(any_tiny))
+    return truth_terms_numpy(truth, scale, dtype, scale_att)
+
+
+def truth_terms_numpy(truth, scale, dtype: str, scale_att=None) -> TruthTerms:
+    """`truth_terms` in numpy: the definition (and the path of an extended-precision truth)."""
     t = truth
     tol = tolerances.get(dtype)
     fmt = dtypes.get(dtype)

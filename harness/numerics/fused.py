@@ -4,8 +4,9 @@
 Why: the numpy code makes ~40 passes over temporaries of the whole block for each adapter
 (the difference, its masks, ulps, two ratios, their maxima and counts), ~30 ns per
 element on these machines: judging cost several times what the implementations under test
-spend computing the same elements. One compiled loop reads each element once. (`fused_kernels.truth_terms` does the same for
-`metrics.truth_terms`, once per truth: ~15 numpy passes became one.)
+spend computing the same elements. One compiled loop reads each element once.
+(`fused_kernels.truth_terms` does the same for `metrics.truth_terms`, once per truth:
+~15 numpy passes became one.)
 
 The numpy code in `metrics` stays the definition: these kernels follow it expression by
 expression (the same IEEE operations in the same order, numpy's NaN rules for max and
@@ -52,8 +53,8 @@ EMPTY = np.zeros(0)  # an absent optional array
 
 
 def flat(c) -> np.ndarray:
-    """A computed block as a flat float64 array (converted exactly, as `element_errors`
-    does: one signature per kernel, one compilation)."""
+    """A block (an answer, a truth, a scale) as a flat float64 array (converted exactly, as
+    `element_errors` does: one signature per kernel, one compilation)."""
     return np.ascontiguousarray(c, dtype=np.float64).reshape(-1)
 
 

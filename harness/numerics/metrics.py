@@ -88,29 +88,26 @@ class TruthTerms:
 
 
 def truth_terms(truth, scale, dtype: str, scale_att=None) -> TruthTerms:
-    """The truth-only terms of `element_errors` for one block of the truth (a float64 truth
-    in one compiled pass, `fused`, where numba is there: the same numbers)."""
-    t = truth
-    tol = tolerances.get(dtype)
-    fmt = dtypes.get(dtype)
-    float64 = all(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in (t, scale, scale if scale_att is None else scale_att))
-    kernels = fused.kernels() if float64 else None
-    if kernels is not None:
-        att = bounds.get(dtype)
-        scale = np.ascontiguousarray(scale, dtype=np.float64).reshape(-1)
-        flat_att = fused.EMPTY if scale_att is None else np.ascontiguousarray(scale_att, dtype=np.float64).reshape(-1)
-        flat = np.ascontiguousarray(t).reshape(-1)
-        u, allowance, allowance_att = np.empty(t.size), np.empty(t.size), np.empty(t.size if scale_att is not None else 0)
-        is_inf, tiny, finite_overflow = np.empty(t.size, bool), np.empty(t.size, bool), np.empty(t.size, bool)
-        all_finite, any_tiny = kernels.truth_terms(
-            flat, scale, flat_att, scale_att is not None, float(tol.ulps), tol.cond * fmt.unit_roundoff, float(att.ulps),
-            att.cond * att.unit_roundoff, fmt.min_exponent, fmt.mantissa_bits, 2.0 ** fmt.min_exponent,
-            _overflow_limit(dtype), u, allowance, allowance_att, is_inf, tiny, finite_overflow)
-        shape = t.shape
-        return TruthTerms(t, is_inf.reshape(shape), finite_overflow.reshape(shape), u.reshape(shape),
-                          allowance.reshape(shape), None if scale_att is None else allowance_att.reshape(shape),
-                          tiny.reshape(shape), t, None, bool(all_finite), bool(any_tiny))
-    return truth_terms_numpy(truth, scale, dtype, scale_att)
+    """The truth-only terms of `element_errors` for one block of the truth: a float64 truth
+    (with float64 scales) in one compiled pass where numba is there (`fused`, the same
+    numbers), anything else by the numpy definition (`truth_terms_numpy`)."""
+    arrays = (truth, scale) if scale_att is None else (truth, scale, scale_att)
+    kernels = fused.kernels() if all(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in arrays) else None
+    if kernels is None:
+        return truth_terms_numpy(truth, scale, dtype, scale_att)
+    tol, att, fmt = tolerances.get(dtype), bounds.get(dtype), dtypes.get(dtype)
+    n, shape = truth.size, truth.shape
+    u, allowance, allowance_att = np.empty(n), np.empty(n), np.empty(n if scale_att is not None else 0)
+    is_inf, tiny, finite_overflow = np.empty(n, bool), np.empty(n, bool), np.empty(n, bool)
+    flat_att = fused.EMPTY if scale_att is None else fused.flat(scale_att)
+    all_finite, any_tiny = kernels.truth_terms(
+        fused.flat(truth), fused.flat(scale), flat_att, scale_att is not None, float(tol.ulps),
+        tol.cond * fmt.unit_roundoff, float(att.ulps), att.cond * att.unit_roundoff, fmt.min_exponent,
+        fmt.mantissa_bits, 2.0 ** fmt.min_exponent, _overflow_limit(dtype), u, allowance, allowance_att, is_inf, tiny,
+        finite_overflow)
+    return TruthTerms(truth, is_inf.reshape(shape), finite_overflow.reshape(shape), u.reshape(shape),
+                      allowance.reshape(shape), None if scale_att is None else allowance_att.reshape(shape),
+                      tiny.reshape(shape), truth, None, bool(all_finite), bool(any_tiny))
 
 
 def truth_terms_numpy(truth, scale, dtype: str, scale_att=None) -> TruthTerms:

@@ -202,3 +202,71 @@ def test_classes_more_than_708_below_the_max_keep_two_ulps_at_v_32000():
     assert float(ref.loss[0]) == pytest.approx(3.5504823960453845e-307, rel=4e-16)
     loss_err, grad_err = worst_ulps(case)
     assert loss_err <= 2 and grad_err <= 2, (loss_err, grad_err)
+
+
+def exp_pair_points() -> tuple[np.ndarray, np.ndarray]:
+    """TwoSum pairs d_hi + d_lo <= 0 over exp_pair's whole domain: random distances, every
+    table entry's neighbourhood (multiples of ln2/256, and halfway between), the floor, zero,
+    and tiny ones; half of them with a low part."""
+    rng = np.random.default_rng(5)
+    step = np.log(2) / 256
+    hi = np.concatenate([
+        -rng.exponential(60, 6000), -rng.random(2000) * 1e-3, -np.abs(rng.standard_normal(2000)),
+        -step * np.arange(0, 600), -step * (np.arange(0, 600) + 0.5), -step * (np.arange(0, 600) + 0.4999),
+        [0.0, -0.0, -1e-300, -2.0**-1074, -680.0, np.nextafter(-680.0, 0)],
+    ])
+    hi = hi[hi >= -680.0]
+    lo = np.where(rng.random(hi.size) < 0.5, (rng.random(hi.size) - 0.5) * np.spacing(np.abs(hi)), 0.0)
+    return hi, lo
+
+
+def test_double_double_exp_is_within_its_derived_bound_and_comes_near_it():
+    """`fused_kernels.exp_pair`'s docstring derives a relative error below 2**-78.5 (the
+    left-out r**7/7! at |r| = ln2/512 dominates): held here against mpmath, and the worst
+    point comes within a factor 2 of it, so the bound is the algorithm's, not a loose one."""
+    from harness.numerics import fused
+
+    k = fused.kernels()
+    hi, lo = exp_pair_points()
+    out_hi, out_lo = np.empty_like(hi), np.empty_like(hi)
+    left = k.exp_pair(hi, lo, out_hi, out_lo, k.INV_STEP, *k.LN2_STEP, k.T_HI, k.T_LO, k.POW2, k.EXP_PAIR_FLOOR)
+    assert left == 0
+    worst = mpmath.mpf(0)
+    with mpmath.workprec(200):
+        for a, b, h, l in zip(hi, lo, out_hi, out_lo):
+            true = mpmath.exp(mpmath.mpf(float(a)) + mpmath.mpf(float(b)))
+            worst = max(worst, abs(mpmath.mpf(float(h)) + mpmath.mpf(float(l)) - true) / true)
+    assert 2.0**-80 < worst <= 2.0**-78.5, float(mpmath.log(worst, 2))
+
+
+def test_double_double_exp_leaves_what_it_cannot_do_and_zeroes_masks():
+    """-inf (a mask) is exp 0; below the floor (the low part would be subnormal), above 0
+    and NaN are left to the caller as NaN, and counted."""
+    from harness.numerics import fused
+
+    k = fused.kernels()
+    hi = np.array([-np.inf, -681.0, -11000.0, 1.0, np.nan, -1.0])
+    out_hi, out_lo = np.empty_like(hi), np.empty_like(hi)
+    left = k.exp_pair(hi, np.zeros_like(hi), out_hi, out_lo, k.INV_STEP, *k.LN2_STEP, k.T_HI, k.T_LO, k.POW2,
+                      k.EXP_PAIR_FLOOR)
+    assert left == 4
+    assert (out_hi[0], out_lo[0]) == (0.0, 0.0)
+    assert np.isnan(out_hi[1:5]).all()
+    assert out_hi[5] == np.exp(-1.0) or abs(out_hi[5] - np.exp(-1.0)) <= np.spacing(np.exp(-1.0))
+
+
+@pytest.mark.skipif(reference.EXTENDED is np.float64, reason="no extended precision on this platform")
+def test_extended_exp_is_correctly_rounded_or_next_to_it_on_both_sides_of_the_floor():
+    """`reference.exp_extended`: the double-double rounded once to extended precision, and
+    x87's expl below the floor (deep masses of a float64 row): within one extended ulp of
+    mpmath everywhere, -inf masks exactly 0."""
+    hi, lo = exp_pair_points()
+    hi = np.concatenate([hi, [-700.0, -5000.0, -11000.0, -np.inf]])
+    lo = np.concatenate([lo, [1e-14, 0.0, -1e-13, 0.0]])
+    e = reference.exp_extended(hi.reshape(2, -1), lo.reshape(2, -1)).reshape(-1)
+    assert e.dtype == reference.EXTENDED and e[-1] == 0
+    with mpmath.workprec(200):
+        for a, b, x in zip(hi[:-1], lo[:-1], e[:-1]):
+            true = mpmath.exp(mpmath.mpf(float(a)) + mpmath.mpf(float(b)))
+            off = abs(mpmath.mpf(np.format_float_scientific(x, unique=True)) - true) / true
+            assert off <= 2.0**-63, (a, b, float(off))

@@ -1,11 +1,12 @@
-"""The compiled loops of `fused` (numba), imported only by `fused.kernels()`.
+"""The compiled loops (numba) of judging (`fused`) and of the reference's exp
+(`reference.exp_extended`, at the end), imported only by `fused.kernels()`.
 
 They live at module level, not in a function: numba's cache keys a function by the pickle
 of its closure, and a closure holding another compiled function pickles differently in
 every process, so every process compiled them all again (3-10 s each, and a new cache
 file each time). Called functions are found as this module's globals instead.
 
-Read `fused`'s docstring first: what each loop computes is `metrics`' numpy code.
+Read `fused`'s docstring first: what each judging loop computes is `metrics`' numpy code.
 """
 
 import functools
@@ -286,3 +287,126 @@ def truth_terms(t, scale, scale_att, has_att, tol_ulps, tol_cr, att_ulps, att_cr
         all_finite &= finite
         finite_overflow[k] = finite and abs(x) >= overflow_at
     return all_finite, any_tiny
+
+
+# ------------------------------------------------------------------ the reference's exp
+#
+# `reference` needs exp(d) for d = d_hi + d_lo <= 0 to better than float64 (float64 cases,
+# soft labels, smoothing). x87's expl through numpy costs ~76 ns an element (numpy does
+# not vectorise long double); this double-double exp costs a few, and is more accurate:
+# its result hi + lo is within 2**-78.5 of exp(d) relative (derivation in `exp_pair`), so
+# rounding it once to extended precision (2**-64) leaves a correctly rounded value or
+# its neighbour, where expl followed by the product with 1 + d_lo rounds twice.
+
+
+def _table():
+    """ln(2)/256 in three float64 pieces (L1 of 32 bits and L2 of 35, so k * L1 and
+    k * L2 are exact for |k| < 2**18) and 2**(j/256), j < 256, as double-doubles; from
+    Python's decimal at 60 digits (its exp and ln are correctly rounded)."""
+    from decimal import Decimal, localcontext
+
+    def bits(x: float, b: int) -> float:
+        m, e = math.frexp(x)
+        return math.ldexp(round(math.ldexp(m, b)), e - b)
+
+    with localcontext() as ctx:
+        ctx.prec = 60
+        ln2 = Decimal(2).ln()
+        step = ln2 / 256
+        l1 = bits(float(step), 32)
+        l2 = bits(float(step - Decimal(l1)), 35)
+        l3 = float(step - Decimal(l1) - Decimal(l2))
+        hi, lo = np.empty(256), np.empty(256)
+        for j in range(256):
+            t = (step * j).exp()
+            hi[j] = float(t)
+            lo[j] = float(t - Decimal(hi[j]))
+    return float(256 / ln2), l1, l2, l3, hi, lo
+
+
+INV_STEP, L1, L2, L3, T_HI, T_LO = _table()
+LN2_STEP = (L1, L2, L3)
+POW2 = np.ldexp(1.0, -np.arange(1024))  # 2**-s: a multiplication, not a call to ldexp
+#: Below this d the pair's low part would be subnormal (relative precision lost): callers
+#: compute those elements another way (`reference`: in extended precision).
+EXP_PAIR_FLOOR = -680.0
+
+
+@jit(inline="always")
+def _two_sum(a, b):
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@jit(inline="always")
+def _split(a):
+    c = 134217729.0 * a  # 2**27 + 1 (Dekker): a == hi + lo, each of 26 bits or fewer
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+@jit(inline="always")
+def _two_prod(a, b):
+    """p + e == a * b exactly (Dekker; no FMA, which numba does not promise)."""
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@jit
+def exp_pair(d_hi, d_lo, out_hi, out_lo, inv_step, l1, l2, l3, t_hi, t_lo, pow2, floor):
+    """exp(d_hi + d_lo) as out_hi + out_lo, elementwise over flat arrays, for d_hi <= 0
+    (-inf gives 0) with |d_lo| <= ulp(d_hi) / 2 (a TwoSum pair). Elements below `floor`
+    (and NaN, and any above 0) are left as NaN for the caller. Returns how many were left.
+
+    Error (relative, u = 2**-53), d = k ln2/256 + r:
+    - k = nearest integer to d * 256/ln2, |k| <= 680 * 369.4 < 2**18, |r| <= ln2/512 (1 + 2**-40)
+      = 2**-9.53;
+    - r = ((d_hi - k L1) - k L2) + (d_lo - k L3): d_hi - k L1 is exact (Sterbenz), k L1 and
+      k L2 are exact, the rest is TwoSum'd; error <= u |d_lo - k L3| + |k| |ln2/256 - L1 - L2 - L3|
+      + the rounding of k L3 <= 2**-96;
+    - exp(r) = 1 + r + r**2/2 + q, r**2 exact (TwoProduct), q = r**3/6 + ... + r**6/720 in
+      float64 (Estrin; |q| <= 2**-31.2, its error <= 4u |q| <= 2**-82), summed in double-double
+      (each rounding below 2**-100); the terms left out, r**7/7! (1 + r) <= 2**-79.0, dominate;
+    - times 2**(j/256) (a double-double within 2**-106) by TwoProduct: <= 2**-103;
+    - times 2**((k - j)/256), exact: the high part stays >= exp(floor) >= 2**-981, a normal
+      number, and the low part's subnormal rounding is <= 2**-1075 / 2**-981 = 2**-94.
+    Total below 2**-78.5; tests/test_reference.py holds it to that against mpmath, and
+    finds it within a factor of 2 of it (at |r| near its largest)."""
+    left = 0
+    for i in range(d_hi.size):
+        x = d_hi[i]
+        if x == -np.inf:
+            out_hi[i] = 0.0
+            out_lo[i] = 0.0
+            continue
+        if not floor <= x <= 0.0:
+            out_hi[i] = np.nan
+            out_lo[i] = np.nan
+            left += 1
+            continue
+        kf = math.floor(x * inv_step + 0.5)
+        s, e = _two_sum(x - kf * l1, -(kf * l2))
+        rh, rl = _two_sum(s, e + (d_lo[i] - kf * l3))
+        r2 = rh * rh
+        q = r2 * rh * ((1 / 6 + rh * (1 / 24)) + r2 * (1 / 120 + rh * (1 / 720)))  # Estrin: a short chain
+        sh, sl = _two_prod(rh, rh)
+        u, ue = _two_sum(rh, 0.5 * sh)
+        w = ue + (0.5 * sl + q)
+        u2 = u + w  # |w| <= |u| / 100: FastTwoSum
+        ue2 = w - (u2 - u)
+        h, hl = _two_sum(1.0, u2)
+        hl += ue2
+        hl += h * rl  # exp(rh + rl) = exp(rh) (1 + rl), rl <= 2**-60
+        k = int(kf)
+        j = k & 255
+        ph, pl = _two_prod(h, t_hi[j])
+        pl += h * t_lo[j] + hl * t_hi[j]
+        hi = ph + pl
+        lo = pl - (hi - ph)
+        scale = pow2[(j - k) >> 8]  # 2**((k - j)/256), k <= j
+        out_hi[i] = hi * scale
+        out_lo[i] = lo * scale
+    return left

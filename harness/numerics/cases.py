@@ -129,3 +129,32 @@ def dyadic_soft_labels(rng: np.random.Generator, n: int, v: int, target: np.ndar
         counts = np.sort(np.diff(np.concatenate([[0], cuts, [256]])))[::-1]
         y[row, classes] = counts / 256.0
     return y
+
+
+def dyadic_soft_labels_rows(rng: np.random.Generator, n: int, v: int, target: np.ndarray, support: int = 4) -> np.ndarray:
+    """`dyadic_soft_labels`' distribution, drawn for all rows at once (other draws from
+    `rng`, so other labels): the worst-case search labels thousands of rows per batch, where
+    the per-row loop cost ~25 us a row. The regimes keep the per-row function: their cases
+    (the gate's baseline) are a function of its draws."""
+    y = np.zeros((n, v))
+    k = min(support, v)
+    rows = np.arange(n)[:, None]
+    target = np.asarray(target)
+    # k - 1 distinct other classes per row, in random order: the smallest of v - 1 uniform keys
+    others = _smallest_keys(rng.random((n, v - 1)), k - 1)
+    others = others + (others >= target[:, None])  # skip the target
+    # k - 1 distinct cuts in 1..255 per row, sorted: the weights are the gaps between them
+    cuts = np.sort(_smallest_keys(rng.random((n, 255)), k - 1) + 1, axis=1)
+    bounds = np.concatenate([np.zeros((n, 1), int), cuts, np.full((n, 1), 256)], axis=1)
+    counts = -np.sort(-np.diff(bounds, axis=1), axis=1)  # largest first: the target's
+    y[rows, np.concatenate([target[:, None], others], axis=1)] = counts / 256.0
+    return y
+
+
+def _smallest_keys(keys: np.ndarray, m: int) -> np.ndarray:
+    """Per row, the columns of the m smallest keys, smallest first (a uniform random
+    m-subset, in random order, when the keys are uniform)."""
+    if m == 0:
+        return np.zeros((len(keys), 0), int)
+    cols = np.argpartition(keys, m - 1, axis=1)[:, :m]
+    return np.take_along_axis(cols, np.argsort(np.take_along_axis(keys, cols, axis=1), axis=1), axis=1)

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.numerics import dtypes, fused, metrics, reference, statuses, tolerances
-from harness.numerics.cases import LABEL_KINDS, Case, dyadic_soft_labels
+from harness.numerics.cases import LABEL_KINDS, Case, dyadic_soft_labels_rows
 from harness.store import casefile
 
 BROKEN = 1e12  # the score of a non-finite result (a crash or error of a whole batch too)
@@ -636,7 +636,7 @@ class RowSearch:
             return rows
         n, v = rows.z.shape
         support = int(rng.integers(1, min(8, v) + 1))
-        return replace(rows, soft=dyadic_soft_labels(rng, n, v, rows.target, support=support))
+        return replace(rows, soft=dyadic_soft_labels_rows(rng, n, v, rows.target, support=support))
 
     def run_batch(self, rows: Rows, n_real: int, dtype: str, kind: str, eps: float, adapters) -> list:
         """Evaluate a padded batch on `adapters`; returns [(adapter, attempt, verdicts)]."""

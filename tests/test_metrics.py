@@ -206,25 +206,27 @@ def test_a_bit_identical_answer_reuses_the_columns_and_a_one_ulp_change_is_measu
     zeroed[0, 0] = 0.0
     signed = zeroed.copy()
     signed[0, 0] = -0.0  # the same value as `zeroed`, other bits
-    kept = shared.memo.setdefault(("answers", ("measure", "float32")), [])
+
+    def kept():  # answers kept against `shared`
+        return len(shared.memo.get(("answers", ("measure", "float32")), ()))
 
     def fresh(g):  # a reference of its own: nothing kept from other answers
         return metrics.measure(reference.loss_and_grad(case), loss, g, "float32")
 
     first = metrics.measure(shared, loss, grad, "float32")
-    assert first == fresh(grad) and len(kept) == 1
+    assert first == fresh(grad) and kept() == 1
     again = metrics.measure(shared, loss.copy(), grad.copy(), "float32")  # other arrays, same bits
-    assert again == first and len(kept) == 1  # reused, not measured again
+    assert again == first and kept() == 1  # reused, not measured again
     moved = metrics.measure(shared, loss, nudged, "float32")
-    assert moved == fresh(nudged) and moved["grad_rel_norm"] != first["grad_rel_norm"] and len(kept) == 2
-    assert metrics.measure(shared, loss, zeroed, "float32") == fresh(zeroed) and len(kept) == 3
-    assert metrics.measure(shared, loss, signed, "float32") == fresh(signed) and len(kept) == 4  # measured
+    assert moved == fresh(nudged) and moved["grad_rel_norm"] != first["grad_rel_norm"] and kept() == 2
+    assert metrics.measure(shared, loss, zeroed, "float32") == fresh(zeroed) and kept() == 3
+    assert metrics.measure(shared, loss, signed, "float32") == fresh(signed) and kept() == 4  # measured
     wider = metrics.measure(shared, loss.astype(np.float64), grad.astype(np.float64), "float32")
-    assert wider == first and len(kept) == 5  # the same values in another dtype: measured, same columns
+    assert wider == first and kept() == 5  # the same values in another dtype: measured, same columns
     import ml_dtypes
 
     half = (loss.astype(np.float16), grad.astype(np.float16))
     brain = tuple(a.view(ml_dtypes.bfloat16) for a in half)  # the same bits, other values
     assert metrics.measure(shared, *half, "float32") == metrics.measure(reference.loss_and_grad(case), *half, "float32")
     assert metrics.measure(shared, *brain, "float32") == metrics.measure(reference.loss_and_grad(case), *brain, "float32")
-    assert len(kept) == 7
+    assert kept() == 7

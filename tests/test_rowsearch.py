@@ -227,3 +227,20 @@ def test_search_soft_labels_draw_the_per_row_functions_distribution():
         sa, sb = stat(a), stat(b)
         se = np.sqrt(sa.var(axis=0) / n + sb.var(axis=0) / n)
         assert (np.abs(sa.mean(axis=0) - sb.mean(axis=0)) <= 5 * se).all()
+
+
+def test_hypothesis_pool_does_not_depend_on_which_local_modules_are_loaded(tmp_path, monkeypatch):
+    """Hypothesis (6.13x on) draws some values from the constants in the source of every
+    loaded module outside site-packages: cestab's own, and a user's adapters. The search's
+    rows must not change when a module is imported (a new cestab version, a plugin): the
+    pool is drawn the same with and without a module full of fresh constants."""
+    fmt, budget = dtypes.get("float16"), rowsearch.BUDGETS["quick"]
+    before = rowsearch.hypothesis_pool(fmt, 32, budget, seed=11)
+    values = ", ".join(f"{x!r}" for x in [3.5, -7.25, 1e4, -65504.0, 6.1e-5, 12345, -3, 31, 1000, 2.0**-14, 0.375])
+    (tmp_path / "cestab_constants_mod.py").write_text(f"VALUES = [{values}]\nNAMES = ['a', 'b']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cestab_constants_mod  # noqa: F401
+
+    after = rowsearch.hypothesis_pool(fmt, 32, budget, seed=11)
+    assert np.array_equal(before.z, after.z) and np.array_equal(before.target, after.target)
+    assert np.array_equal(before.ignored, after.ignored) and before.pieces == after.pieces

@@ -2,7 +2,9 @@
 only a search reaches is found by the default budget, and frameworks in parallel
 (`--jobs 2`) give the rows of a serial run."""
 
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -231,21 +233,29 @@ def test_search_soft_labels_draw_the_per_row_functions_distribution():
         assert (np.abs(sa.mean(axis=0) - sb.mean(axis=0)) <= 5 * se).all()
 
 
-def test_hypothesis_pool_does_not_depend_on_which_local_modules_are_loaded(tmp_path, monkeypatch):
+def test_hypothesis_pool_does_not_depend_on_which_local_modules_are_loaded(tmp_path):
     """Hypothesis (6.13x on) draws some values from the constants in the source of every
     loaded module outside site-packages: cestab's own, and a user's adapters. The search's
-    rows must not change when a module is imported (a new cestab version, a plugin): the
-    pool is drawn the same with and without a module full of fresh constants."""
-    fmt, budget = dtypes.get("float16"), rowsearch.BUDGETS["quick"]
-    before = rowsearch.hypothesis_pool(fmt, 32, budget, seed=11)
+    rows must not change when a module is imported (a new cestab version, a plug-in): the
+    pool is drawn the same with and without a module full of fresh constants. In a fresh
+    interpreter: this suite draws without local constants everywhere (conftest.py), where
+    the search's own guard could be missing and the test would still pass."""
     values = ", ".join(f"{x!r}" for x in [3.5, -7.25, 1e4, -65504.0, 6.1e-5, 12345, -3, 31, 1000, 2.0**-14, 0.375])
     (tmp_path / "cestab_constants_mod.py").write_text(f"VALUES = [{values}]\nNAMES = ['a', 'b']\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import cestab_constants_mod  # noqa: F401
-
-    try:
-        after = rowsearch.hypothesis_pool(fmt, 32, budget, seed=11)
-    finally:  # or every later hypothesis test of this process would draw its constants
-        del sys.modules["cestab_constants_mod"]
-    assert np.array_equal(before.z, after.z) and np.array_equal(before.target, after.target)
-    assert np.array_equal(before.ignored, after.ignored) and before.pieces == after.pieces
+    script = (
+        "import sys, numpy as np\n"
+        "from harness.numerics import dtypes\n"
+        "from harness.run import rowsearch\n"
+        "fmt, budget = dtypes.get('float16'), rowsearch.BUDGETS['quick']\n"
+        "before = rowsearch.hypothesis_pool(fmt, 32, budget, seed=11)\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import cestab_constants_mod\n"
+        "after = rowsearch.hypothesis_pool(fmt, 32, budget, seed=11)\n"
+        "same = (np.array_equal(before.z, after.z) and np.array_equal(before.target, after.target)\n"
+        "        and np.array_equal(before.ignored, after.ignored) and before.pieces == after.pieces)\n"
+        "print('same' if same else 'differs', len(before.z))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=Path(harness.__file__).parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["same", "768"], out.stdout

@@ -34,6 +34,7 @@ Needs hypothesis (the `test` extra); `import harness` does not import this modul
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
 from fractions import Fraction
@@ -703,3 +704,36 @@ def cases(
         note=note,
         batch_shape=tuple(shape[:-1]) if len(shape) == 3 else (),
     )
+
+
+# ------------------------------------------------------------------ hypothesis itself
+
+
+@contextlib.contextmanager
+def without_local_constants():
+    """Hypothesis draws without the constants of the loaded local modules.
+
+    Hypothesis (since 6.13x) takes some of its values from the constants in the source of
+    every loaded module outside site-packages: cestab's own, a user's adapters. The search's
+    pool (`rowsearch.hypothesis_pool`) then changed whenever a module was imported (a cestab
+    version that changes nothing numerical, a plug-in, a module loaded lazily between two
+    pools), and the whole search with it; so did the test suite's examples, with the modules
+    earlier tests happened to import (tests/conftest.py draws without them too). Inside,
+    hypothesis keeps its own interesting values (0, +-1, the floats' edges) and sees no
+    local module's. Private API: with a hypothesis that has none of it, nothing is changed
+    (and tests/test_rowsearch.py's test of this fails)."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - hypothesis without that module
+        providers = None
+    get, cache = getattr(providers, "_get_local_constants", None), getattr(providers, "CONSTANTS_CACHE", None)
+    if get is None or not hasattr(cache, "cache") or not hasattr(providers, "Constants"):
+        yield
+        return
+    providers._get_local_constants = providers.Constants  # an empty set of constants
+    cache.cache.clear()  # its entries were made with the local modules' constants
+    try:
+        yield
+    finally:
+        providers._get_local_constants = get
+        cache.cache.clear()  # and these without

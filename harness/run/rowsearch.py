@@ -38,7 +38,7 @@ its batches up to i - LAG - 1, whether the answers come at once (in process, Ray
 (lanes). The winners of different workers are shrunk at the same time (`findings`).
 
 Everything is seeded (numpy's PCG64 from the run's seed, hypothesis's seed, and hypothesis
-kept from the constants of whatever modules are loaded: `_without_local_constants`), so a
+kept from the constants of whatever modules are loaded: `strategies.without_local_constants`), so a
 seed gives the same search on any machine where the adapters give the same numbers.
 """
 
@@ -187,35 +187,9 @@ def hypothesis_pool(fmt, v: int, budget: Budget, seed: int) -> Rows:
                 pieces[i].append("ignored.padding" if padding else "ignored")
         blocks.append(Rows(z, target.astype(np.int64), ignored, ["+".join(p) for p in pieces]))
 
-    with _without_local_constants():
+    with S.without_local_constants():
         draw_block()
     return Rows.concat(blocks)
-
-
-@contextlib.contextmanager
-def _without_local_constants():
-    """Hypothesis (since 6.13x) takes some of its values from the constants in the source of
-    every loaded module outside site-packages: cestab's own, a user's adapters. The pool
-    then changed whenever a module was imported (a cestab version that changes nothing
-    numerical, a plugin, a module loaded lazily between two pools), and the whole search
-    with it. Here hypothesis keeps its own interesting values (0, +-1, the floats' edges)
-    and sees no local module's: the pool is a function of the seed. Private API: with a
-    hypothesis that has none of it, nothing is changed (and the test of this fails)."""
-    try:
-        from hypothesis.internal.conjecture import providers
-    except ImportError:  # pragma: no cover - hypothesis without that module
-        providers = None
-    get, cache = getattr(providers, "_get_local_constants", None), getattr(providers, "CONSTANTS_CACHE", None)
-    if get is None or not hasattr(cache, "cache") or not hasattr(providers, "Constants"):
-        yield
-        return
-    providers._get_local_constants = providers.Constants  # an empty set of constants
-    cache.cache.clear()  # its entries were made with the local modules' constants
-    try:
-        yield
-    finally:
-        providers._get_local_constants = get
-        cache.cache.clear()  # and these without
 
 
 # ------------------------------------------------------------------ mutation

@@ -229,7 +229,7 @@ def test_double_double_exp_is_within_its_derived_bound_and_comes_near_it():
     k = fused.kernels()
     hi, lo = exp_pair_points()
     out_hi, out_lo = np.empty_like(hi), np.empty_like(hi)
-    left = k.exp_pair(hi, lo, out_hi, out_lo, k.INV_STEP, *k.LN2_STEP, k.T_HI, k.T_LO, k.POW2, k.EXP_PAIR_FLOOR)
+    left = k.exp_pair_into(hi, lo, out_hi, out_lo)
     assert left == 0
     worst = mpmath.mpf(0)
     with mpmath.workprec(200):
@@ -247,8 +247,7 @@ def test_double_double_exp_leaves_what_it_cannot_do_and_zeroes_masks():
     k = fused.kernels()
     hi = np.array([-np.inf, -681.0, -11000.0, 1.0, np.nan, -1.0])
     out_hi, out_lo = np.empty_like(hi), np.empty_like(hi)
-    left = k.exp_pair(hi, np.zeros_like(hi), out_hi, out_lo, k.INV_STEP, *k.LN2_STEP, k.T_HI, k.T_LO, k.POW2,
-                      k.EXP_PAIR_FLOOR)
+    left = k.exp_pair_into(hi, np.zeros_like(hi), out_hi, out_lo)
     assert left == 4
     assert (out_hi[0], out_lo[0]) == (0.0, 0.0)
     assert np.isnan(out_hi[1:5]).all()

@@ -325,7 +325,6 @@ def _table():
 
 
 INV_STEP, L1, L2, L3, T_HI, T_LO = _table()
-LN2_STEP = (L1, L2, L3)
 POW2 = np.ldexp(1.0, -np.arange(1024))  # 2**-s: a multiplication, not a call to ldexp
 #: Below this d the pair's low part would be subnormal (relative precision lost): callers
 #: compute those elements another way (`reference`: in extended precision).
@@ -410,3 +409,8 @@ def exp_pair(d_hi, d_lo, out_hi, out_lo, inv_step, l1, l2, l3, t_hi, t_lo, pow2,
         out_hi[i] = hi * scale
         out_lo[i] = lo * scale
     return left
+
+
+def exp_pair_into(d_hi, d_lo, out_hi, out_lo) -> int:
+    """`exp_pair` with this module's tables and floor (flat float64 arrays)."""
+    return exp_pair(d_hi, d_lo, out_hi, out_lo, INV_STEP, L1, L2, L3, T_HI, T_LO, POW2, EXP_PAIR_FLOOR)

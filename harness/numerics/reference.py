@@ -97,18 +97,20 @@ def exp_extended(d_hi: np.ndarray, d_lo: np.ndarray) -> np.ndarray:
     (the pair's low part would be subnormal), that expl path is used."""
     kernels = fused.kernels() if EXTENDED is not np.float64 else None
     if kernels is None:
-        e = np.exp(d_hi.astype(EXTENDED))
-        e *= 1 + d_lo.astype(EXTENDED)
-        return e
+        return expl(d_hi, d_lo)
     hi, lo = np.empty(d_hi.shape), np.empty(d_hi.shape)
-    left = kernels.exp_pair(fused.flat(d_hi), fused.flat(d_lo), hi.reshape(-1), lo.reshape(-1), kernels.INV_STEP,
-                            *kernels.LN2_STEP, kernels.T_HI, kernels.T_LO, kernels.POW2, kernels.EXP_PAIR_FLOOR)
+    left = kernels.exp_pair_into(fused.flat(d_hi), fused.flat(d_lo), hi.reshape(-1), lo.reshape(-1))
     e = hi.astype(EXTENDED)
     e += lo
     if left:  # the elements the kernel left (as NaN)
         deep = np.isnan(hi)
-        e[deep] = np.exp(d_hi[deep].astype(EXTENDED)) * (1 + d_lo[deep].astype(EXTENDED))
+        e[deep] = expl(d_hi[deep], d_lo[deep])
     return e
+
+
+def expl(d_hi: np.ndarray, d_lo: np.ndarray) -> np.ndarray:
+    """exp(d_hi + d_lo) by numpy's long double exp (x87 `expl`), times 1 + d_lo."""
+    return np.exp(d_hi.astype(EXTENDED)) * (1 + d_lo.astype(EXTENDED))
 
 
 def undefined_rows(z: np.ndarray) -> np.ndarray:
@@ -189,7 +191,7 @@ def _rows(z, target, kind, soft, eps, defined, extended_exp, floor):
         # which adds up over many classes (1,812 ulps of a true 3.55e-307 loss at V = 32000).
         deep = d_hi < SUBNORMAL_EXP
         if deep.any():
-            e[deep] = np.exp(d_hi[deep].astype(X)) * (1 + d_lo[deep].astype(X))
+            e[deep] = expl(d_hi[deep], d_lo[deep])
     e[rows, a] = 0
     T = e.sum(axis=1)
     e[rows, a] = 1

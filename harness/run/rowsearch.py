@@ -38,8 +38,8 @@ its batches up to i - LAG - 1, whether the answers come at once (in process, Ray
 (lanes). The winners of different workers are shrunk at the same time (`findings`).
 
 Everything is seeded (numpy's PCG64 from the run's seed, hypothesis's seed, and hypothesis
-kept from the constants of whatever modules are loaded: `strategies.without_local_constants`), so a
-seed gives the same search on any machine where the adapters give the same numbers.
+kept from the constants of whatever modules are loaded: `strategies.without_local_constants`),
+so a seed gives the same search on any machine where the adapters give the same numbers.
 """
 
 from __future__ import annotations

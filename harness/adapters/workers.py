@@ -32,6 +32,7 @@ import numpy as np
 
 from harness.adapters import registry
 from harness.adapters import threads as thread_budget
+from harness.adapters import transport
 from harness.adapters.contract import Adapter, Output, Unsupported
 from harness.errors import first_line
 from harness.numerics.cases import Case
@@ -146,10 +147,11 @@ def _die_with_parent(parent_pid: int, arm_signal: bool = True) -> None:
 
 
 def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | None = None, arm_signal: bool = True,
-           threads: int | None = None) -> None:
+           threads: int | None = None, folder: str | None = None) -> None:
     """Worker main loop: load the adapters' sources, then answer case requests.
 
-    `threads`: the worker's thread budget (`adapters.threads`), set before any framework import."""
+    `threads`: the worker's thread budget (`adapters.threads`), set before any framework import.
+    `folder`: the pool's shared-memory folder for large messages (`transport`)."""
     if parent_pid is not None:
         _die_with_parent(parent_pid, arm_signal)
     # Framework chatter (TF, XLA) goes to the run folder's logs, never to the terminal.
@@ -166,10 +168,11 @@ def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | Non
             framework.warm_up()
             if threads:
                 framework.set_threads(threads)
-    conn.send(("ready", process_cpu()))  # the CPU seconds start-up took
+    channel = transport.Channel(conn, folder)
+    channel.send(("ready", process_cpu()))  # the CPU seconds start-up took
     while True:
         try:
-            message = conn.recv()
+            message = channel.recv()
         except EOFError:
             return
         if message[0] == "stop":
@@ -180,7 +183,7 @@ def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | Non
             attempt = handle(registry.get(adapter_id), case, device)
             if isinstance(attempt, Attempt):
                 attempt.process_cpu = process_cpu()
-            conn.send(("attempt", adapter_id, attempt))
+            channel.send(("attempt", adapter_id, attempt))
 
 
 def _task(name: str):
@@ -198,14 +201,16 @@ class Worker:
     """One spawned process holding one framework's adapters."""
 
     def __init__(self, name: str, sources: list[str], log_path: str | None, threads: int | None = None,
-                 wait: bool = True):
-        """Spawn the worker and, with `wait`, wait until it is ready (`wait_ready`)."""
+                 wait: bool = True, folder: str | None = None):
+        """Spawn the worker and, with `wait`, wait until it is ready (`wait_ready`). `folder`:
+        where large messages go (`transport`; None: the pipe)."""
         ctx = mp.get_context("spawn")
         self.name, self.sources, self.log_path = name, sources, log_path
         self.conn, child = ctx.Pipe()
+        self.channel = transport.Channel(self.conn, folder)
         t0 = time.perf_counter()
         in_main_thread = threading.current_thread() is threading.main_thread()
-        self.process = ctx.Process(target=_serve, args=(child, sources, log_path, os.getpid(), in_main_thread, threads),
+        self.process = ctx.Process(target=_serve, args=(child, sources, log_path, os.getpid(), in_main_thread, threads, folder),
                                    daemon=True,
                                    name=f"cestab-{name}")
         with _main_without_missing_file():
@@ -232,7 +237,7 @@ class Worker:
         try:
             if not self.conn.poll(timeout):
                 return "timeout"
-            return self.conn.recv()
+            return self.channel.recv()
         except (EOFError, OSError):
             return None
 
@@ -242,7 +247,7 @@ class Worker:
         With `task` ("module:function"), the worker answers with that function's result
         for (adapter, case, device) instead of an Attempt; crash and timeout stay Attempts."""
         try:
-            self.conn.send(("case", case, adapter_ids, device, *([task] if task else [])))
+            self.channel.send(("case", case, adapter_ids, device, *([task] if task else [])))
         except (BrokenPipeError, OSError):
             yield adapter_ids[0], Attempt("crash", message=self.death_message())
             return
@@ -331,12 +336,15 @@ class WorkerPool:
         self.startup_seconds: dict[str, float] = {}
         self.startup_cpu: dict[str, float] = {}  # per worker key: CPU seconds of its start-ups
         self._start_failures: dict[str, WorkerFailed] = {}  # from `start`, reported by run_source
+        self._folder: str | None | bool = False  # the workers' shared-memory folder (`transport`); False: not made yet
 
     def _spawn(self, source: str) -> Worker:
         """A worker for `source`, a `registry.worker_of` key (a module, maybe "#k": a shard)."""
         name = source.removeprefix("implementations.").replace(":", "-").replace("@", "-").replace("#", "-")
         log = str(self.log_dir / f"worker-{name}.log") if self.log_dir else None
-        return Worker(name, [registry.source_of_worker(source)], log, self.threads, wait=False)
+        if self._folder is False:
+            self._folder = transport.SharedFolder.create()
+        return Worker(name, [registry.source_of_worker(source)], log, self.threads, wait=False, folder=self._folder)
 
     def _ready(self, source: str, worker: Worker, timeout: float = STARTUP_TIMEOUT) -> Worker:
         try:
@@ -399,3 +407,6 @@ class WorkerPool:
         for worker in self.workers.values():
             worker.close()
         self.workers.clear()
+        if self._folder:
+            transport.SharedFolder.remove(self._folder)
+        self._folder = False

@@ -269,3 +269,25 @@ def test_extended_exp_is_correctly_rounded_or_next_to_it_on_both_sides_of_the_fl
             true = mpmath.exp(mpmath.mpf(float(a)) + mpmath.mpf(float(b)))
             off = abs(mpmath.mpf(np.format_float_scientific(x, unique=True)) - true) / true
             assert off <= 2.0**-63, (a, b, float(off))
+
+
+@pytest.mark.skipif(reference.EXTENDED is np.float64, reason="no extended precision on this platform")
+def test_expl_skips_only_the_terms_that_underflow_to_zero_bit_for_bit():
+    """`reference.expl` leaves out expl's slow underflowing calls: it must give the very
+    bits numpy's long double exp gives, in particular on the last doubles above and the
+    first below `EXP_UNDERFLOW` (the last one above is extended's smallest subnormal)."""
+    X = reference.EXTENDED
+    edge = [reference.EXP_UNDERFLOW]
+    for _ in range(3):
+        edge.insert(0, np.nextafter(edge[0], 0.0))
+    for _ in range(200):
+        edge.append(np.nextafter(edge[-1], -np.inf))
+    rng = np.random.default_rng(5)
+    d_hi = np.concatenate([edge, -rng.uniform(0, 140000, 5000), -rng.uniform(11390, 11410, 5000),
+                           [-np.inf, 0.0, -745.2, -65504.0 * 2]])
+    d_lo = rng.uniform(-1e-13, 1e-13, d_hi.size) * np.isfinite(d_hi)
+    plain = np.exp(d_hi.astype(X)) * (1 + d_lo.astype(X))
+    got = reference.expl(d_hi.reshape(2, -1), d_lo.reshape(2, -1)).reshape(-1)
+    assert got.dtype == X and np.array_equal(got, plain)
+    assert np.signbit(got).sum() == np.signbit(plain).sum() == 0
+    assert got[3] == np.finfo(X).smallest_subnormal and (got[4:204] == 0).all()

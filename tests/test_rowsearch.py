@@ -259,3 +259,43 @@ def test_hypothesis_pool_does_not_depend_on_which_local_modules_are_loaded(tmp_p
                          cwd=Path(harness.__file__).parent.parent)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["same", "768"], out.stdout
+
+
+def test_a_shrinking_batch_judges_its_real_rows_as_a_whole_batch_would_and_refuses_short_answers():
+    """`RowSearch.run_batch` (shrinking, bisecting) pads its candidates to the batch shape
+    but computes the reference of the real rows alone: their verdicts must be those of the
+    whole padded batch's reference, and an answer with fewer rows than the batch (the real
+    rows only) is a wrong shape, not an answer to judge."""
+    from harness.adapters import Adapter
+    from harness.adapters.contract import Output
+    from harness.adapters.workers import Attempt
+    from harness.numerics import reference
+
+    numpy_stable = registry.get("numpy.stable")
+    truncating = Adapter("test.truncating", "numpy", numpy_stable.compute, "test only: the first 3 rows' answers")
+
+    def evaluate(case, adapters):
+        """numpy.stable's attempts; the truncating one's cut to 3 rows past the adapter's own
+        shape check (as a worker's answer could be)."""
+        out = []
+        for a in adapters:
+            attempt = call_adapter(numpy_stable, case, "cpu")
+            if a is truncating:
+                attempt = Attempt("ran", Output(attempt.output.loss[:3], attempt.output.grad[:3]))
+            out.append((a, attempt))
+        return out
+
+    search = rowsearch.RowSearch([numpy_stable, truncating], ["float16"], rowsearch.BUDGETS["quick"], evaluate)
+    rng = np.random.default_rng(3)
+    z = dtypes.exact(rng.normal(0, 3, (3, 32)) * np.array([[1.0], [300.0], [2e4]]), "float16")
+    real = rowsearch.Rows(z, np.array([0, 5, 31]), np.zeros(3, bool), ["a", "b", "c"])
+    n = search.budget.rows(32)
+    rows = rowsearch.Rows.concat([real, rowsearch.pad_rows(n - 3, 32, False)])
+    (a, attempt, verdicts), (_, short_attempt, short_verdicts) = search.run_batch(rows, 3, "float16", "index", 0.0,
+                                                                               [numpy_stable, truncating])
+    whole = reference.loss_and_grad(search.make_case(rows, "float16", "index", 0.0, "t"))
+    expected = rowsearch.judge_rows(whole, attempt.output.loss, attempt.output.grad, "float16")
+    assert a is numpy_stable and attempt.status == "ran" and len(verdicts.score) == 3
+    assert np.array_equal(verdicts.score, expected.score[:3]) and verdicts.score.max() > 0
+    assert np.array_equal(verdicts.loss_worse, expected.loss_worse[:3])
+    assert short_attempt.status == "ran" and short_verdicts is None

@@ -641,16 +641,20 @@ class RowSearch:
         return replace(rows, soft=dyadic_soft_labels_rows(rng, n, v, rows.target, support=support))
 
     def run_batch(self, rows: Rows, n_real: int, dtype: str, kind: str, eps: float, adapters) -> list:
-        """Evaluate a padded batch on `adapters`; returns [(adapter, attempt, verdicts)]."""
+        """Evaluate a padded batch on `adapters`; returns [(adapter, attempt, verdicts)], the
+        verdicts of the n_real real rows only. The reference and the judging are of those
+        rows alone (rows are independent): a shrinking step's 64 candidates are padded to
+        the batch's 128-1024 rows for the adapters' compiled shapes, not for the truth."""
         case = self.make_case(rows, dtype, kind, eps, "search:batch")
-        return self.judge_batch(case, n_real, _Computed(self.evaluate(case, adapters)))
+        real = case if n_real == len(rows) else self.make_case(rows.take(np.arange(n_real)), dtype, kind, eps,
+                                                                "search:batch")
+        with self._timed("reference"):
+            ref = reference.loss_and_grad(real)
+        return self.judge_batch(case, n_real, _Computed(self.evaluate(case, adapters)), ref)
 
-    def judge_batch(self, case: Case, n_real: int, answers, ref=None) -> list:
-        """[(adapter, attempt, verdicts)] of a batch whose `answers` the workers give (`ref`:
-        its reference being computed by a judging thread, `run`; None: computed here)."""
-        if ref is None:
-            with self._timed("reference"):
-                ref = reference.loss_and_grad(case)
+    def judge_batch(self, case: Case, n_real: int, answers, ref) -> list:
+        """[(adapter, attempt, verdicts)] of a batch whose `answers` the workers give, against
+        `ref`, its reference (of all its rows, or of the n_real real ones: `run_batch`)."""
         t0 = time.perf_counter()
         attempts = answers.result()
         if self.phases is not None:
@@ -659,18 +663,24 @@ class RowSearch:
             self.batches += 1
         helpers = self._helpers
         if helpers is None:
-            return [self._judge_one(ref, case.dtype, n_real, adapter, attempt) for adapter, attempt in attempts]
-        futures = [helpers.submit(self._judge_one, ref, case.dtype, n_real, adapter, attempt, beside=True)
+            return [self._judge_one(ref, case.dtype, len(case.target), n_real, adapter, attempt)
+                    for adapter, attempt in attempts]
+        futures = [helpers.submit(self._judge_one, ref, case.dtype, len(case.target), n_real, adapter, attempt, beside=True)
                    for adapter, attempt in attempts]
         with self._timed("waiting"):  # on the judging threads
             return [future.result() for future in futures]
 
-    def _judge_one(self, ref, dtype: str, n_real: int, adapter, attempt, beside: bool = False):
-        """(adapter, attempt, verdicts): one adapter's rows scored against the batch's reference."""
+    def _judge_one(self, ref, dtype: str, n_rows: int, n_real: int, adapter, attempt, beside: bool = False):
+        """(adapter, attempt, verdicts): one adapter's rows scored against the batch's reference
+        (of its n_rows rows, or of the n_real real ones)."""
         with self._beside(beside), self._timed("metrics"):
             verdicts = None
             if attempt.status == "ran":
-                verdicts = judge_rows(ref, attempt.output.loss, attempt.output.grad, dtype)
+                loss, grad = attempt.output.loss, attempt.output.grad
+                if len(ref.defined) < n_rows:  # the reference of the real rows alone (`run_batch`)
+                    whole = np.shape(loss) == (n_rows,) and np.shape(grad)[:1] == (n_rows,)
+                    loss, grad = (loss[:n_real], grad[:n_real]) if whole else (None, None)  # None: wrong shapes
+                verdicts = judge_rows(ref, loss, grad, dtype)
                 if verdicts is not None:
                     verdicts.score[n_real:] = -1.0  # pad rows: dropped
             return adapter, attempt, verdicts

@@ -50,7 +50,8 @@ def _answer(rng, dtype, shape):
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32, np.float64])
 def test_a_large_answer_crosses_through_one_shared_file_bit_for_bit_and_the_file_is_gone_after(folder, dtype):
     sender, receiver = _pair(folder)
-    sent = _answer(np.random.default_rng(0), dtype, (256, 300))
+    rows = transport.SHARED_MIN_BYTES // (300 * np.dtype(dtype).itemsize) + 1  # just over the threshold
+    sent = _answer(np.random.default_rng(0), dtype, (rows, 300))
     sender.send(("attempt", "x.y", sent))
     files = os.listdir(folder)
     assert len(files) == 1 and os.path.getsize(os.path.join(folder, files[0])) >= sent.output.grad.nbytes
@@ -64,7 +65,7 @@ def test_a_large_answer_crosses_through_one_shared_file_bit_for_bit_and_the_file
 
 def test_received_arrays_are_writable_and_a_write_stays_in_the_receiver(folder):
     sender, receiver = _pair(folder)
-    sent = np.arange(1 << 15, dtype=np.float64)
+    sent = np.arange(transport.SHARED_MIN_BYTES // 8, dtype=np.float64)
     sender.send(sent)
     got = receiver.recv()
     got[0] = 42.0
@@ -75,8 +76,9 @@ def test_received_arrays_are_writable_and_a_write_stays_in_the_receiver(folder):
 def test_small_and_non_contiguous_messages_go_through_the_pipe(folder):
     sender, receiver = _pair(folder)
     small = np.ones(8, np.float32)
-    strided = np.arange(1 << 16, dtype=np.float64)[::2]  # pickled in band: no out-of-band buffer
-    for message in (("ready", 1.5), small, strided):
+    under = np.ones(transport.SHARED_MIN_BYTES // 4 - 1, np.float32)  # one element under the threshold
+    strided = np.arange(transport.SHARED_MIN_BYTES // 4, dtype=np.float64)[::2]  # in band: no out-of-band buffer
+    for message in (("ready", 1.5), small, under, strided):
         got = _through_pipe(sender, receiver, message)
         assert os.listdir(folder) == []
         if isinstance(message, np.ndarray):
@@ -87,7 +89,7 @@ def test_small_and_non_contiguous_messages_go_through_the_pipe(folder):
 
 def test_without_a_folder_everything_goes_through_the_pipe():
     sender, receiver = _pair(None)
-    big = np.arange(1 << 18, dtype=np.float32)
+    big = np.arange(transport.SHARED_MIN_BYTES // 4 + 1, dtype=np.float32)
     assert np.array_equal(_through_pipe(sender, receiver, big), big)
 
 
@@ -101,7 +103,7 @@ def test_a_file_that_cannot_be_written_sends_the_message_through_the_pipe_and_le
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
         a, b = mp.Pipe()
-        big = np.arange(1 << 18, dtype=np.float64)
+        big = np.arange(transport.SHARED_MIN_BYTES // 8, dtype=np.float64)
         sending = threading.Thread(target=transport.Channel(a, {folder!r}).send, args=(big,))
         sending.start()
         got = b.recv()  # the raw pipe: the array itself, not a note of a shared file

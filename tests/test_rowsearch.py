@@ -14,7 +14,7 @@ import harness
 import planted_adapters
 from harness.adapters import registry
 from harness.adapters.workers import call_adapter
-from harness.numerics import dtypes
+from harness.numerics import dtypes, metrics
 from harness.numerics.cases import dyadic_soft_labels, dyadic_soft_labels_rows
 from harness.run import rowsearch
 from harness.store import casefile, columns
@@ -299,3 +299,43 @@ def test_a_shrinking_batch_judges_its_real_rows_as_a_whole_batch_would_and_refus
     assert np.array_equal(verdicts.score, expected.score[:3]) and verdicts.score.max() > 0
     assert np.array_equal(verdicts.loss_worse, expected.loss_worse[:3])
     assert short_attempt.status == "ran" and short_verdicts is None
+
+
+def test_a_float64_batch_is_judged_in_float64_pieces_where_they_hold_each_row_and_as_the_definition_says():
+    """A float64 batch's extended-precision truth is judged in float64 pieces (hi + lo, the
+    compiled pass) on the rows they hold exactly, and at the truth's own precision (numpy)
+    on the rows they cannot: a loss past float64's range, a gradient whose rest falls below
+    its subnormals. Every row's verdict must be the numpy definition's for the whole batch,
+    and the one the row gets in a batch of its own."""
+    from harness.numerics import reference
+
+    rng = np.random.default_rng(11)
+    n, v = 256, 64
+    z = rng.normal(0, 30, (n, v))
+    z[:4, 0], z[:4, 1] = 1.7e308, -1.7e308  # loss ~3.4e308: past float64's range
+    z[4:8, 0], z[4:8, 2] = 800.0, 80.0  # p_2 ~ e^-720: a subnormal float64 hi, its rest lost
+    target = rng.integers(0, v, n)
+    target[:4] = 1
+    rows = rowsearch.Rows(z, target, np.zeros(n, bool), ["r"] * n)
+    search = rowsearch.RowSearch([], ["float64"], rowsearch.BUDGETS["quick"], evaluate=None)
+    ref = reference.loss_and_grad(search.make_case(rows, "float64", "index", 0.0, "t"))
+    assert not metrics.exactly_split(ref.loss)[:4].any() and not metrics.exactly_split(ref.grad)[4:8].all(axis=1).any()
+    split = rowsearch.split_rows(ref, "float64")
+    assert split.rest.tolist() == list(range(8)) and split.pieces.tolist() == list(range(8, n))
+    loss = np.asarray(ref.loss, np.float64) * rng.uniform(0.5, 1.5, n)
+    grad = np.asarray(ref.grad, np.float64) * rng.uniform(-3.0, 3.0, (n, v))
+    loss[8:40] = np.asarray(ref.loss[8:40], np.float64) * (1 + 1e-12 * rng.standard_normal(32))  # scores under the cap
+    grad[8:40] = np.asarray(ref.grad[8:40], np.float64) * (1 + 1e-12 * rng.standard_normal((32, v)))
+    batch = rowsearch.judge_rows(ref, loss, grad, "float64")
+    lt, gt = (metrics.terms_for(ref, name, "float64", textbook=True) for name in ("loss", "grad"))
+    assert lt.hi is None and gt.hi is None  # the batch as a whole has no float64 pieces
+    definition = rowsearch._scores_numpy(lt, gt, loss, grad, ref.defined, "float64")
+    for got, want in zip((batch.score, batch.nonfinite, batch.loss_worse),
+                         (definition.score, definition.nonfinite, definition.loss_worse)):
+        assert np.array_equal(got, want)
+    assert 1 < batch.score[8:40].max() < rowsearch.BROKEN / 2 and (batch.score[:8] > 0).all()
+    for i in range(n):
+        alone = reference.loss_and_grad(search.make_case(rows.take([i]), "float64", "index", 0.0, "t"))
+        mine = rowsearch.judge_rows(alone, loss[i : i + 1], grad[i : i + 1], "float64")
+        assert (batch.score[i], batch.nonfinite[i], batch.loss_worse[i]) == (mine.score[0], mine.nonfinite[0],
+                                                                             mine.loss_worse[0]), i

@@ -131,19 +131,34 @@ def truth_terms_numpy(truth, scale, dtype: str, scale_att=None) -> TruthTerms:
 
 def _split(t) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(hi, lo), float64 arrays with hi + lo == t exactly (lo None for a float64 t); (None,
-    None) where some element has no such pair (past float64's range, or a rest below its
-    smallest subnormal)."""
+    None) where some element has no such pair (`exactly_split`)."""
     t = np.asarray(t)
     if t.dtype == np.float64:
         return t, None
+    hi, lo, exact = _pieces(t)
+    if not exact.all():
+        return None, None
+    return hi, lo
+
+
+def exactly_split(t) -> np.ndarray:
+    """Per element: does a float64 pair hi + lo hold t exactly? Not past float64's range,
+    nor where the rest falls below its smallest subnormal; non-finite elements stay as
+    they are. Always for a float64 t."""
+    t = np.asarray(t)
+    if t.dtype == np.float64:
+        return np.ones(t.shape, bool)
+    return _pieces(t)[2]
+
+
+def _pieces(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hi (t rounded to float64), lo (the rest, rounded to float64), and where hi + lo == t."""
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         hi = t.astype(np.float64)
         finite = np.isfinite(t)
         lo = np.where(finite, t - hi, 0).astype(np.float64)
-        exact = (hi.astype(t.dtype) + lo == t) | ~finite
-    if not exact.all() or not np.array_equal(np.isfinite(hi), finite):
-        return None, None
-    return hi, lo
+        exact = ((hi.astype(t.dtype) + lo == t) | ~finite) & (np.isfinite(hi) == finite)
+    return hi, lo, exact
 
 
 def element_errors(computed, truth, scale, dtype: str, scale_att=None, terms: TruthTerms | None = None) -> ElementErrors:

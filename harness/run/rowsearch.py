@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -472,14 +473,37 @@ def judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts 
 def _judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts:
     lt, gt = metrics.terms_for(ref, "loss", dtype, textbook=True), metrics.terms_for(ref, "grad", dtype, textbook=True)
     kernels = fused.kernels()
-    if kernels is not None and lt.hi is not None and gt.hi is not None:  # the same numbers in one pass
-        n = len(ref.defined)
-        out = RowVerdicts(np.empty(n), np.empty(n, bool), np.empty(n, bool))
-        kernels.row_scores(fused.flat(loss), *fused.terms_args(lt, attainable=False), fused.flat(grad),
-                           *fused.terms_args(gt, attainable=False), fused.special_rows(gt),
-                           tolerances.get(dtype).allow_flush_to_zero, ref.defined, BROKEN, out.score, out.nonfinite,
-                           out.loss_worse)
-        return out
+    if kernels is None:
+        return _scores_numpy(lt, gt, loss, grad, ref.defined, dtype)
+    if lt.hi is not None and gt.hi is not None:  # the same numbers in one pass
+        return _scores_fused(kernels, lt, gt, loss, grad, ref.defined, dtype)
+    # An extended-precision truth (float64 batches) that some rows cannot hold as float64
+    # pieces (a loss past float64's range, a rest below its smallest subnormal): those rows
+    # in numpy at the truth's precision, the others as a splittable batch's rows are.
+    split = split_rows(ref, dtype)
+    out = RowVerdicts(np.empty(len(ref.defined)), np.empty(len(ref.defined), bool), np.empty(len(ref.defined), bool))
+    loss, grad = np.asarray(loss), np.asarray(grad)
+    for ids, (lt_part, gt_part), judge in ((split.pieces, split.pieces_terms, functools.partial(_scores_fused, kernels)),
+                                           (split.rest, split.rest_terms, _scores_numpy)):
+        if ids.size:
+            part = judge(lt_part, gt_part, loss[ids], grad[ids], ref.defined[ids], dtype)
+            out.score[ids], out.nonfinite[ids], out.loss_worse[ids] = part.score, part.nonfinite, part.loss_worse
+    return out
+
+
+def _scores_fused(kernels, lt, gt, loss, grad, defined, dtype: str) -> RowVerdicts:
+    """Every row's verdict in one compiled pass (`fused_kernels.row_scores`), for float64 terms."""
+    n = len(defined)
+    out = RowVerdicts(np.empty(n), np.empty(n, bool), np.empty(n, bool))
+    kernels.row_scores(fused.flat(loss), *fused.terms_args(lt, attainable=False), fused.flat(grad),
+                       *fused.terms_args(gt, attainable=False), fused.special_rows(gt),
+                       tolerances.get(dtype).allow_flush_to_zero, np.ascontiguousarray(defined), BROKEN, out.score,
+                       out.nonfinite, out.loss_worse)
+    return out
+
+
+def _scores_numpy(lt, gt, loss, grad, defined, dtype: str) -> RowVerdicts:
+    """Every row's verdict by `metrics.element_errors` (the definition)."""
     le = metrics.element_errors(np.asarray(loss), None, None, dtype, terms=lt)
     ge = metrics.element_errors(np.asarray(grad), None, None, dtype, terms=gt)
     lr = np.nan_to_num(le.ratio, nan=np.inf)
@@ -487,8 +511,32 @@ def _judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts
     nonfinite = le.nonfinite | ge.nonfinite.any(axis=1)
     score = np.maximum(lr, gr)
     score = np.where(nonfinite | ~np.isfinite(score), BROKEN, np.minimum(score, BROKEN / 2))
-    score = np.where(ref.defined, score, -1.0)
-    return RowVerdicts(score, nonfinite & ref.defined, (lr >= gr) | le.nonfinite)
+    score = np.where(defined, score, -1.0)
+    return RowVerdicts(score, nonfinite & defined, (lr >= gr) | le.nonfinite)
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """The rows of an extended-precision truth that float64 pieces hold exactly (`pieces`)
+    and the others (`rest`), each with its (loss, gradient) truth terms for the score."""
+
+    pieces: np.ndarray
+    pieces_terms: tuple
+    rest: np.ndarray
+    rest_terms: tuple
+
+
+def split_rows(ref: reference.Reference, dtype: str) -> SplitRows:
+    """`SplitRows` of a batch's reference, made once and kept on it for every adapter."""
+    key = ("split rows", dtype)
+    if key not in ref.memo:
+        exact = metrics.exactly_split(ref.grad).all(axis=1) & metrics.exactly_split(ref.loss)
+        parts = []
+        for ids in (np.flatnonzero(exact), np.flatnonzero(~exact)):
+            parts += [ids, tuple(metrics.truth_terms(getattr(ref, name)[ids], getattr(ref, name + "_scale")[ids], dtype)
+                                 for name in ("loss", "grad"))]
+        ref.memo[key] = SplitRows(*parts)
+    return ref.memo[key]
 
 
 def kind_of(verdicts: RowVerdicts, i: int, rows: Rows, fmt) -> str:
@@ -694,8 +742,9 @@ class RowSearch:
         with self._beside(), self._timed("reference"):
             ref = reference.loss_and_grad(case)
         with self._beside(), self._timed("metrics"):
-            for name in ("loss", "grad"):
-                metrics.terms_for(ref, name, case.dtype, textbook=True)
+            terms = [metrics.terms_for(ref, name, case.dtype, textbook=True) for name in ("loss", "grad")]
+            if fused.kernels() is not None and any(t.hi is None for t in terms):
+                split_rows(ref, case.dtype)
         return ref
 
     # -- the loop

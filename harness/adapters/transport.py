@@ -29,6 +29,7 @@ import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 
@@ -128,7 +129,10 @@ class Channel:
         self.folder = folder
 
     def send(self, obj) -> None:
-        if self.folder is not None:
+        """Pickled once, as `Connection.send` pickles, and sent as those bytes; only a
+        message that large is pickled again with its arrays out of band for the file."""
+        data = ForkingPickler.dumps(obj)
+        if self.folder is not None and len(data) >= SHARED_MIN_BYTES:
             buffers: list[pickle.PickleBuffer] = []
             head = _dumps(obj, buffers)
             raw = [b.raw() for b in buffers]
@@ -137,7 +141,7 @@ class Channel:
                 if shared is not None:
                     self.conn.send(shared)
                     return
-        self.conn.send(obj)
+        self.conn.send_bytes(data)
 
     def _write(self, head: bytes, raw: list[memoryview]) -> _Shared | None:
         path = os.path.join(self.folder, f"{os.getpid()}-{next(_names)}")

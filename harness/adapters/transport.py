@@ -1,11 +1,11 @@
 """Moving messages between the parent and a worker: small ones through the pipe, the
 arrays of large ones through a shared-memory file.
 
-A default run moves gigabytes between processes: every adapter's gradient comes back to
-the parent, every case's logits go out to each worker. Through the pipe each byte is
-copied four times (pickled, written into the socket, read out of it, unpickled), and
-the parent paid ~1.7 CPU ns per byte for it. Here a message's arrays (pickle protocol 5's
-out-of-band buffers) are written once into a file in a private tmpfs folder; the
+Every adapter's gradient comes back to the parent and every case's logits go out to each
+worker. Through the pipe each byte is copied four times (pickled, written into the socket,
+read out of it, unpickled). For a large message (`SHARED_MIN_BYTES`: a user's big batch,
+not a default run's cases, which the pipe moves more cheaply) the arrays (pickle protocol
+5's out-of-band buffers) are written once into a file in a private tmpfs folder; the
 receiver maps that file copy-on-write and unlinks it, so its arrays are views of pages
 the sender wrote, with no copy on the receiving side (a third of the parent's CPU per
 byte, a half of the sender's, measured with 16 MB answers).

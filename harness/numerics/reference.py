@@ -120,10 +120,10 @@ def expl(d_hi: np.ndarray, d_lo: np.ndarray) -> np.ndarray:
     glibc's expl takes ~200 ns on an argument that underflows (~37 ns otherwise), and a
     search's row pushed to the dtype's limits has almost every class there (d = -131008
     in float16)."""
-    out = np.zeros(d_hi.shape, EXTENDED)
     live = d_hi >= EXP_UNDERFLOW
     if live.all():
         return np.exp(d_hi.astype(EXTENDED)) * (1 + d_lo.astype(EXTENDED))
+    out = np.zeros(d_hi.shape, EXTENDED)
     out[live] = np.exp(d_hi[live].astype(EXTENDED)) * (1 + d_lo[live].astype(EXTENDED))
     return out
 

@@ -460,6 +460,10 @@ class RowVerdicts:
     nonfinite: np.ndarray  # (N,) bool
     loss_worse: np.ndarray  # (N,) bool: the loss is the worse quantity
 
+    @classmethod
+    def empty(cls, n: int) -> "RowVerdicts":
+        return cls(np.empty(n), np.empty(n, bool), np.empty(n, bool))
+
 
 def judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts | None:
     """Every row's score against the batch's reference; None when the output shapes are wrong.
@@ -481,7 +485,7 @@ def _judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts
     # pieces (a loss past float64's range, a rest below its smallest subnormal): those rows
     # in numpy at the truth's precision, the others as a splittable batch's rows are.
     split = split_rows(ref, dtype)
-    out = RowVerdicts(np.empty(len(ref.defined)), np.empty(len(ref.defined), bool), np.empty(len(ref.defined), bool))
+    out = RowVerdicts.empty(len(ref.defined))
     loss, grad = np.asarray(loss), np.asarray(grad)
     for ids, (lt_part, gt_part), judge in ((split.pieces, split.pieces_terms, functools.partial(_scores_fused, kernels)),
                                            (split.rest, split.rest_terms, _scores_numpy)):
@@ -493,8 +497,7 @@ def _judge_rows(ref: reference.Reference, loss, grad, dtype: str) -> RowVerdicts
 
 def _scores_fused(kernels, lt, gt, loss, grad, defined, dtype: str) -> RowVerdicts:
     """Every row's verdict in one compiled pass (`fused_kernels.row_scores`), for float64 terms."""
-    n = len(defined)
-    out = RowVerdicts(np.empty(n), np.empty(n, bool), np.empty(n, bool))
+    out = RowVerdicts.empty(len(defined))
     kernels.row_scores(fused.flat(loss), *fused.terms_args(lt, attainable=False), fused.flat(grad),
                        *fused.terms_args(gt, attainable=False), fused.special_rows(gt),
                        tolerances.get(dtype).allow_flush_to_zero, np.ascontiguousarray(defined), BROKEN, out.score,

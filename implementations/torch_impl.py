@@ -336,7 +336,7 @@ def compiled_cross_entropy(dtype: str, target_form: str, smoothing: float, devic
     would first compile each signature for one static shape and recompile at the second.
     One-hot and soft labels share `target_form` "probabilities": they trace the same graph.
     """
-    compilecache.use_fresh_inductor_headers()
+    compilecache.use_private_inductor_toolchain()
     fn = _cross_entropy_sum(smoothing)
     name = f"cross_entropy_sum_{dtype}_{target_form}_{device}"
     code = fn.__code__.replace(co_name=name, co_qualname=name)

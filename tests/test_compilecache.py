@@ -1,7 +1,8 @@
-"""torch.compile's inductor compiles into a fresh private folder per process (never a shared
-/tmp one, never what an earlier process left), headers included; JAX compiles into a
-persistent folder private to the user and the CPU, and a hit gives the numbers a compile
-gives (`harness/adapters/compilecache.py`)."""
+"""torch.compile's inductor compiles its graphs into a fresh private folder per process (never
+a shared /tmp one, never what an earlier process left); its ISA probes and precompiled
+headers, and JAX's compilations, go into persistent folders private to the user and the CPU,
+and a process that finds them there gives the numbers a fresh one gives
+(`harness/adapters/compilecache.py`)."""
 
 import os
 import stat
@@ -9,15 +10,24 @@ import subprocess
 import sys
 
 CODE = (
-    "import os, stat\n"
+    "import glob, hashlib, os, stat\n"
+    "import numpy as np\n"
     "from implementations import torch_impl, jax_impl\n"
-    "torch_impl._torch(); jax = jax_impl._jax()\n"
-    "from harness.adapters import compilecache\n"
-    "compilecache.use_fresh_inductor_headers()\n"
+    "torch = torch_impl._torch(); jax = jax_impl._jax()\n"
+    "from harness.adapters import registry\n"
+    "from harness.adapters.workers import call_adapter\n"
+    "from harness.inputs import regimes\n"
+    "case = regimes.make_case('near_ties', 'float16', (8, 100), 'smoothing', 0)\n"
+    "out = call_adapter(registry.get('torch.compile.cross_entropy'), case, 'cpu').output\n"
+    "digest = hashlib.sha256(np.asarray(out.loss).tobytes() + np.asarray(out.grad).tobytes()).hexdigest()\n"
     "from torch._inductor.runtime.cache_dir_utils import cache_dir\n"
-    "from torch._inductor import codecache\n"
+    "from torch._inductor import codecache, cpu_vec_isa\n"
+    "probes = glob.glob(os.path.join(os.environ['CESTAB_CACHE_DIR'], 'inductor-isa-*', '*', '*.so'))\n"
     "print(cache_dir()); print(oct(stat.S_IMODE(os.stat(cache_dir()).st_mode))); print(codecache._HEADER_DIR)\n"
     "print(jax.config.jax_compilation_cache_dir)\n"
+    "print(str(cpu_vec_isa.pick_vec_isa()).replace(' ', '+')); print(digest)\n"
+    "print(os.listdir(codecache._HEADER_DIR) != ['locks']); print(min(os.stat(p).st_mtime_ns for p in probes))\n"
+    "print(glob.glob(os.path.join(cache_dir(), '*', '*.main.cpp')) != [])\n"
 )
 
 
@@ -27,17 +37,23 @@ def _folders(env):
     return p.stdout.split()
 
 
-def test_each_torch_process_compiles_into_its_own_fresh_private_folder_and_jax_into_the_users(tmp_path):
+def test_torch_graphs_compile_fresh_per_process_and_its_toolchain_and_jax_persist_privately(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-    env["CESTAB_CACHE_DIR"] = str(tmp_path / "cache")
+    cache = str(tmp_path / "cache")
+    env["CESTAB_CACHE_DIR"] = cache
     env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "shared")  # a folder the user set is overridden too
     first, second = _folders(env), _folders(env)
-    for inductor, mode, headers, jax_dir in (first, second):
+    for inductor, mode, headers, jax_dir, isa, digest, built, probed, kernels in (first, second):
         assert os.path.basename(inductor).startswith("cestab-inductor-") and mode == "0o700"
-        assert headers.startswith(inductor)  # inductor's precompiled headers too, not /tmp/torchinductor_<user>
-        assert os.path.dirname(jax_dir) == str(tmp_path / "cache") and os.path.basename(jax_dir).startswith("jax-")
+        assert kernels == "True"  # the graph's kernels were built in the fresh folder
         assert not os.path.exists(inductor)  # removed when the process ended
+        # the headers: in the user's own folder (not /tmp/torchinductor_<user>), and built there
+        assert os.path.dirname(headers) == cache and os.path.basename(headers).startswith("inductor-headers-")
+        assert stat.S_IMODE(os.stat(headers).st_mode) == 0o700 and built == "True"
+        assert os.path.dirname(jax_dir) == cache and os.path.basename(jax_dir).startswith("jax-")
     assert first[0] != second[0] and not (tmp_path / "shared").exists()
+    assert second[4:6] == first[4:6]  # the same ISA and the same numbers, bit for bit
+    assert second[7] == first[7]  # the second process loaded the first one's ISA probes, built none
 
 
 JAX_CODE = (

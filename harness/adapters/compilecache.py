@@ -1,5 +1,7 @@
-"""Compilers' on-disk caches: a fresh private folder per process for torch.compile's inductor,
-a persistent private one per user and CPU for JAX (`use_persistent_jax_cache`, at the end).
+"""Compilers' on-disk caches: a fresh private folder per process for torch.compile's graphs
+and kernels; persistent folders private to the user and the CPU for what does not depend on
+the program (inductor's ISA probes and precompiled headers, `use_private_inductor_toolchain`)
+and for JAX (`use_persistent_jax_cache`, at the end).
 
 Why fresh, not shared and not persistent: a verdict must be a function of the adapter and the
 input, never of what compiled on the machine before. Measured (torch 2.13, CPU): the same
@@ -14,6 +16,16 @@ folder, which another user can write.
 So each worker process (and the pytest process) gets `<tmp>/cestab-<name>-XXXX` (mode 0700,
 from `tempfile.mkdtemp`), removed when the process exits normally (a killed worker leaves it
 in the temp folder). The cost is compiling once per process, as on a fresh machine.
+
+Two things inductor builds are not the program's and are kept per user and CPU: the probes
+that decide which vector ISA the kernels use (a few test programs built with each ISA's flags
+and loaded in a child process: 10-11 CPU seconds per process here, before the first graph)
+and the precompiled header every kernel includes. Both are keyed by what decides their bits:
+the probes by the compiler's version, the ISA flags and torch's version (inductor's own
+fingerprint, made for this reuse), the header by the preprocessed header text, the full
+command line (ISA flags and `CPU_CAPABILITY_*` macros included) and the compiler's version.
+The probes still load their programs in a child on every start (an ISA the CPU or the loader
+refuses is still refused). A torch worker's first graph went from 14-25 s to 6.6 s.
 """
 
 from __future__ import annotations
@@ -40,19 +52,39 @@ def use_fresh_inductor_cache() -> None:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh_dir("inductor")
 
 
-def use_fresh_inductor_headers() -> None:
-    """Inductor builds the precompiled C++ headers every kernel includes in
+def use_private_inductor_toolchain() -> None:
+    """Point inductor's precompiled headers and its ISA probes at folders private to this user
+    and this CPU (`private_dir`), kept between processes (see the module docstring); call after
+    torch is imported, before compiling. Inductor otherwise builds the headers in
     `<tmp>/torchinductor_<user>` whatever TORCHINDUCTOR_CACHE_DIR says (torch 2.13:
-    `codecache._HEADER_DIR`, fixed at import). Point it into the fresh folder; call after
-    torch is imported, before compiling. A torch without that attribute is left alone."""
-    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    `codecache._HEADER_DIR`, fixed at import), a folder another user can write. Without a
+    private folder (none can be made) both go into this process's fresh one. A torch without
+    these attributes is left alone. Once per process."""
+    _inductor_toolchain()
+
+
+@functools.cache
+def _inductor_toolchain() -> None:
     try:
-        from torch._inductor import codecache
+        from torch._inductor import codecache, cpu_vec_isa
     except ImportError:
         return
-    if folder and hasattr(codecache, "_HEADER_DIR"):
-        codecache._HEADER_DIR = os.path.join(folder, "precompiled_headers")
-        codecache._HEADER_LOCK_DIR = os.path.join(codecache._HEADER_DIR, "locks")
+    fresh = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or fresh_dir("inductor")
+    if hasattr(codecache, "_HEADER_DIR"):
+        headers = private_dir("inductor-headers") or os.path.join(fresh, "precompiled_headers")
+        codecache._HEADER_DIR = headers
+        codecache._HEADER_LOCK_DIR = os.path.join(headers, "locks")
+    probes = private_dir("inductor-isa")
+    if probes is None or not hasattr(cpu_vec_isa, "valid_vec_isa_list"):
+        return
+    # The probes write into inductor's cache folder (read from the environment at each
+    # write); the answers stay in this process (functools caches), the kernels go to `fresh`.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = probes
+    try:
+        cpu_vec_isa.valid_vec_isa_list()
+        cpu_vec_isa.pick_vec_isa()
+    finally:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh
 
 
 #: Where persistent caches live: $CESTAB_CACHE_DIR, else ~/.cache/cestab.

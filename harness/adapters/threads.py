@@ -8,6 +8,10 @@ its framework is imported (most read it only then):
 
 - OpenMP / MKL / OpenBLAS pools (numpy's BLAS, PyTorch's intra-op pool): `*_NUM_THREADS`;
 - TensorFlow: `TF_NUM_INTRAOP_THREADS` / `TF_NUM_INTEROP_THREADS`;
+- torch.compile's C++ builds: `TORCHINDUCTOR_COMPILE_THREADS` (left alone, inductor starts a
+  pool of compile processes as wide as the machine in each torch worker: a Python with torch
+  imported, 2-3 CPU seconds, and builds that fight the other workers for the cores; with 1
+  it runs the compiler itself, the same command lines, one at a time);
 - XLA on CPU (JAX, TF's XLA): Eigen's thread pool off for a budget of 1;
 - after the import, `Framework.set_threads` (torch.set_num_threads, tf.config.threading)
   for the frameworks that take it at run time.
@@ -49,6 +53,7 @@ def apply_environment(threads: int) -> None:
         os.environ[name] = n
     os.environ["TF_NUM_INTRAOP_THREADS"] = n
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = n
     if threads == 1:
         flags = os.environ.get("XLA_FLAGS", "")
         if "xla_cpu_multi_thread_eigen" not in flags:

@@ -194,56 +194,6 @@ def test_frameworks_running_ahead_in_lanes_give_the_rows_of_one_case_at_a_time()
     pd.testing.assert_frame_equal(columns.frame(ahead)[stable], columns.frame(in_turn)[stable])
 
 
-def test_the_search_starts_while_the_last_cases_are_computed_and_its_rows_come_after_theirs():
-    """`_pipelined(after=...)`: the search starts in the main thread once every case is with
-    the workers' lanes, not once every answer is back (a framework done with the cases
-    starts on the search instead of idling); `drained()` waits for the cases' rows, and the
-    rows are the cases' in order, then the search's."""
-    import slow_adapters  # noqa: F401  (registers slowtest.numpy_stable: 0.3 s a case)
-
-    from harness.adapters import registry
-    from harness.adapters.parallel import ParallelPool
-    from harness.inputs import regimes
-    from harness.run import runner
-    from harness.run.phases import Phases
-    from harness.run.progress import Progress
-
-    cases = regimes.build_cases(regimes=["typical", "near_ties"], dtype_names=["float32", "float16"], shapes=[(4, 10)])
-    adapters = registry.resolve(["numpy.stable", "slowtest.numpy_stable"], ())
-    seen = {}
-
-    def after(drained):
-        seen["answered_at_start"] = len(journal)  # cases judged when the search started
-        drained()
-        seen["answered_after_drained"] = len(journal)
-        return [{"case_id": "search-row"}]
-
-    journal = []
-    lanes = ParallelPool(60.0, jobs=2, threads=1, phases=Phases())
-    try:
-        rows = runner._pipelined(cases, adapters, set(), lanes, "cpu", {}, journal.append, Phases(),
-                                 Progress(len(cases), False), {}, after=after)
-    finally:
-        lanes.close()
-    n = len(cases) * len(adapters)
-    assert seen["answered_at_start"] < n  # 16 cases x 0.3 s in the slow lane: most still out
-    assert seen["answered_after_drained"] == n
-    assert rows[:n] == journal and [r["case_id"] for r in rows[:n:2]] == [c.case_id for c in cases]
-    assert rows[n:] == [{"case_id": "search-row"}]
-
-
-def test_a_run_with_cases_and_a_search_in_lanes_gives_the_rows_of_a_serial_run():
-    """Cases, then the search overlapping their last answers, on two workers at once: the
-    rows of the same run in process, where every call waits for its answer."""
-    kwargs = dict(adapters=["numpy.naive", "scipy.log_softmax"], dtypes=["float16"], regimes_=["typical", "near_ties"],
-                  shapes=[(8, 100)], label_kinds=["index"], corpus=False, budget="quick")
-    serial = harness.run(**kwargs, isolate=False)
-    lanes = harness.run(**kwargs, isolate=True, jobs=2)
-    stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
-    assert set(serial["source"]) == {"regime", "search"} and (serial["source"] == "search").sum() >= 2
-    pd.testing.assert_frame_equal(serial[stable], lanes[stable])
-
-
 def test_worker_seconds_reported_from_a_beside_thread_do_not_count_as_the_parents():
     """The search's findings threads are `beside`; the attempts they report carry adapter and
     compile seconds, which are the workers', not the parent's: `other` (wall minus the main

@@ -240,12 +240,10 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
             _ray_phases(phases, new, executor)
             rows.extend(new)
         else:
-            search = None
-            if options.get("budget"):
-                def search(drained):
-                    return _search(adapter_list, options, executor, base, folder, done_rows, journal, phases, drained)
             rows.extend(_pipelined(case_list, adapter_list, done, executor, options["device"], base,
-                                   journal.append if journal else None, phases, bar, case_order, after=search))
+                                   journal.append if journal else None, phases, bar, case_order))
+            if options.get("budget"):
+                rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal, phases))
     finally:
         bar.close()
         executor.close()
@@ -284,26 +282,18 @@ JUDGE_AHEAD = 2
 AHEAD_CASES = 1024
 
 
-def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, phases, bar, case_order,
-               after=None) -> list[dict]:
+def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, phases, bar, case_order) -> list[dict]:
     """Every case's rows, with nobody waiting on anybody more than they must:
 
     - each framework's worker takes the cases in order from a lane of its own
       (`ParallelPool.submit`), so a framework that is done with a case goes on to the next
       while another compiles (up to AHEAD_CASES cases ahead of the oldest unanswered one);
     - one thread of this process computes a case's reference and judges its attempts
-      (`rows.judge_case`) while the workers compute the next cases;
-    - `after(drained)`, the search, starts in this thread as soon as every case is with the
-      workers, while a thread of its own collects the last answers: a framework done with
-      the cases starts on the search's batches (its lane's next items) instead of idling
-      while the slowest one finishes its cases (16 s of a first run's wall, a core idle for
-      33 s). `drained()` waits for the cases' rows; the search calls it before its findings,
-      which talk to the workers outside the lanes. Its rows come after the cases'.
+      (`rows.judge_case`) while the workers compute the next cases.
 
     The rows, and the journal's order, are a serial run's: every worker sees the same cases
-    in the same order (the search's batches after them), answers are joined per case in the
-    serial order, and one thread judges the cases in order. Only where the time goes
-    changes (`run.phases`)."""
+    in the same order, answers are joined per case in the serial order, and one thread
+    judges the cases in order. Only where the time goes changes (`run.phases`)."""
     rows: list[dict] = []
     asked: collections.deque = collections.deque()  # (case, declined, answers) with the workers
     judged: collections.deque = collections.deque()  # futures of judged rows, in case order
@@ -346,28 +336,10 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
             elements += case.logits.size
             while len(asked) > 1 and (len(asked) > AHEAD_CASES or elements > ahead_elements):
                 answered(judging)
-
-        def drain():
-            while asked:
-                answered(judging)
-            collect(0)
-
-        if after is None:
-            drain()
-            return rows
-
-        def drain_beside():
-            with phases.beside():  # this thread's waits are not the main thread's
-                drain()
-
-        draining = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cestab-drain")
-        drained = draining.submit(drain_beside)
-        try:
-            later = after(drained.result)
-            drained.result()
-        finally:
-            draining.shutdown(wait=False)
-    return rows + later
+        while asked:
+            answered(judging)
+        collect(0)
+    return rows
 
 
 def _ask(executor, case, runnable, device):
@@ -400,10 +372,9 @@ def _ray_phases(phases: Phases, rows: list[dict], sweep) -> None:
         phases.extra["search_rows_per_pair"] = dict(sorted(sweep.search_rows_per_pair.items()))
 
 
-def _search(adapter_list, options, executor, base, folder, done_rows, journal, phases, drained=None) -> list[dict]:
+def _search(adapter_list, options, executor, base, folder, done_rows, journal, phases) -> list[dict]:
     """The row-batched worst-case search over every adapter x dtype (`rowsearch`); each
-    pair's shrunk worst rows (one per failure kind, worst first) become results rows.
-    `drained()`: waits until the cases before the search are answered (`_pipelined`)."""
+    pair's shrunk worst rows (one per failure kind, worst first) become results rows."""
     budget = rowsearch.BUDGETS[options["budget"]]
     searched = {(r["adapter"], r["dtype"]) for r in done_rows if r.get("source") == "search"}
     dtype_names = options["dtypes"] or list(dtypes.DTYPE_NAMES)
@@ -423,9 +394,6 @@ def _search(adapter_list, options, executor, base, folder, done_rows, journal, p
                                  submit=submit if hasattr(executor, "submit") else None,
                                  group=registry.worker_of)
     search.run()
-    if drained is not None:
-        with phases.timed("waiting"):
-            drained()  # the findings call workers directly: their lanes must be idle
     rows = []
     rank: dict[tuple[str, str], int] = {}
     apart = isinstance(executor, ParallelPool) and executor.jobs > 1  # workers shrink their pairs at once

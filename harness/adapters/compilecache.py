@@ -52,6 +52,7 @@ def use_fresh_inductor_cache() -> None:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh_dir("inductor")
 
 
+@functools.cache
 def use_private_inductor_toolchain() -> None:
     """Point inductor's precompiled headers and its ISA probes at folders private to this user
     and this CPU (`private_dir`), kept between processes (see the module docstring); call after
@@ -59,12 +60,7 @@ def use_private_inductor_toolchain() -> None:
     `<tmp>/torchinductor_<user>` whatever TORCHINDUCTOR_CACHE_DIR says (torch 2.13:
     `codecache._HEADER_DIR`, fixed at import), a folder another user can write. Without a
     private folder (none can be made) both go into this process's fresh one. A torch without
-    these attributes is left alone. Once per process."""
-    _inductor_toolchain()
-
-
-@functools.cache
-def _inductor_toolchain() -> None:
+    these attributes is left alone. Once per process (cached)."""
     try:
         from torch._inductor import codecache, cpu_vec_isa
     except ImportError:

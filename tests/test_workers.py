@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -139,3 +140,55 @@ def test_torch_and_jax_in_two_workers_by_dtype_give_the_rows_of_one_worker():
     compiled = [r for r in split if r["adapter"] == "torch.compile.cross_entropy"]
     assert sum(r["status"] in ("ok", "lossy", "inaccurate") for r in compiled) > len(cases) // 2  # it compiled and ran
     pd.testing.assert_frame_equal(columns.frame(split)[stable], columns.frame(one)[stable])
+
+
+def test_an_answer_repeating_an_earlier_adapters_bits_comes_back_the_same_without_crossing_the_pipe_again():
+    """A worker sends an answer of the very same bits as an earlier adapter's on the same
+    case as that adapter's id (`SentAnswers`); the parent gets the earlier arrays back. Every
+    answer must equal, bit for bit, the adapter's own in this process, and one differing in
+    a single bit (same loss) must come with its own arrays."""
+    import repeat_adapters
+    from harness.adapters import registry
+    from harness.adapters.workers import WorkerPool, call_adapter
+    from harness.inputs import regimes
+    from harness.numerics.dtypes import same_bits
+
+    cases = regimes.build_cases(regimes=["typical", "near_ties"], dtype_names=["bfloat16", "float64"],
+                                shapes=[(8, 100)], label_kinds=["index", "soft"])
+    adapters = registry.resolve(list(repeat_adapters.REPEATS), ())
+    pool = WorkerPool(60.0, threads=1)
+    try:
+        for case in cases:
+            got = {a.id: att for a, att in pool.run_source(registry.source_of(adapters[0].id), adapters, case, "cpu")}
+            for adapter in adapters:
+                want = call_adapter(adapter, case, "cpu").output
+                out = got[adapter.id].output
+                assert got[adapter.id].status == "ran" and got[adapter.id].seconds is not None
+                assert same_bits(out.loss, want.loss) and same_bits(out.grad, want.grad), (adapter.id, case.case_id)
+            first, same, nudged = (got[i].output for i in repeat_adapters.REPEATS)
+            assert same.grad is first.grad and same.loss is first.loss  # the earlier arrays: not sent again
+            assert nudged.grad is not first.grad and same_bits(nudged.loss, first.loss)
+    finally:
+        pool.close()
+
+
+def test_sent_answers_treats_only_identical_bits_as_a_repeat_and_keeps_no_more_than_its_limit():
+    from harness.adapters.contract import Output
+    from harness.adapters.workers import Attempt, SentAnswers
+
+    grad = np.array([[0.25, -0.25], [0.0, np.nan]], np.float32)
+    loss = np.array([1.0, 2.0], np.float32)
+    ran = lambda g: Attempt("ran", Output(loss.copy(), g), seconds=0.1)  # noqa: E731
+    sent = SentAnswers()
+    assert sent.strip("a", ran(grad.copy()))[1] is None
+    stripped, same_as = sent.strip("b", ran(grad.copy()))
+    assert same_as == "a" and stripped.output.grad is None and stripped.seconds == 0.1
+    negative_zero = grad.copy()
+    negative_zero[1, 0] = -0.0  # equal as numbers, not as bits
+    other_nan = grad.copy()
+    other_nan.view(np.uint32)[1, 1] ^= 1  # another NaN payload
+    for g in (negative_zero, other_nan, grad.astype(np.float64)):
+        assert sent.strip("c", ran(g))[1] is None
+    tight = SentAnswers(limit=grad.nbytes + loss.nbytes - 1)  # nothing fits: nothing is a repeat
+    assert tight.strip("a", ran(grad.copy()))[1] is None and tight.strip("b", ran(grad.copy()))[1] is None
+    assert sent.strip("d", Attempt("error", message="x")) == (Attempt("error", message="x"), None)

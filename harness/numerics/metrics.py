@@ -411,7 +411,7 @@ def once_per_answer(ref: Reference, key, loss, grad, compute):
     loss_key = (loss.dtype.str, loss.shape, loss.tobytes())
     same_loss = judged.by_loss.get(loss_key, ())
     for old_grad, result in same_loss:
-        if _same_bits(old_grad, grad):
+        if dtypes.same_bits(old_grad, grad):
             return _fresh(result)
     result = compute(loss, grad)
     if judged.nbytes + loss.nbytes + grad.nbytes <= ANSWERS_KEPT_BYTES:
@@ -450,16 +450,6 @@ def measure(ref: Reference, loss, grad, dtype: str) -> dict:
     reference's (the judge, `run.judge`, checks both first); it decides no status.
     """
     return once_per_answer(ref, ("measure", dtype), loss, grad, lambda lo, gr: _measure(ref, lo, gr, dtype))
-
-
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Same dtype, shape and bytes (so -0.0 is not 0.0, and NaNs compare by payload)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.dtype.itemsize not in (1, 2, 4, 8):
-        return a.tobytes() == b.tobytes()
-    as_int = np.dtype(f"u{a.dtype.itemsize}")
-    return bool(np.array_equal(a.view(as_int), b.view(as_int)))
 
 
 def _measure(ref: Reference, loss, grad, dtype: str) -> dict:

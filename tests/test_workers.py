@@ -151,7 +151,7 @@ def test_an_answer_repeating_an_earlier_adapters_bits_comes_back_the_same_withou
     from harness.adapters import registry
     from harness.adapters.workers import WorkerPool, call_adapter
     from harness.inputs import regimes
-    from harness.numerics.dtypes import same_bits
+    from harness.numerics.samebits import same_bits
 
     cases = regimes.build_cases(regimes=["typical", "near_ties"], dtype_names=["bfloat16", "float64"],
                                 shapes=[(8, 100)], label_kinds=["index", "soft"])

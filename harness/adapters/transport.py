@@ -3,8 +3,9 @@ arrays of large ones through a shared-memory file.
 
 Every adapter's gradient comes back to the parent (but one of the very same bits as an
 earlier adapter's on the same case, which comes back as that adapter's id:
-`workers.SentAnswers`) and every case's logits go out to each worker. Through the pipe each byte is copied four times (pickled, written into the socket,
-read out of it, unpickled). For a large message (`SHARED_MIN_BYTES`: a user's big batch,
+`workers.SentAnswers`) and every case's logits go out to each worker. Through the pipe
+each byte is copied four times (pickled, written into the socket, read out of it,
+unpickled). For a large message (`SHARED_MIN_BYTES`: a user's big batch,
 not a default run's cases, which the pipe moves more cheaply) the arrays (pickle protocol
 5's out-of-band buffers) are written once into a file in a private tmpfs folder; the
 receiver maps that file copy-on-write and unlinks it, so its arrays are views of pages

@@ -35,7 +35,7 @@ from harness.adapters import threads as thread_budget
 from harness.adapters import transport
 from harness.adapters.contract import Adapter, Output, Unsupported
 from harness.errors import first_line
-from harness.numerics import dtypes
+from harness.numerics import samebits
 from harness.numerics.cases import Case
 from harness.store import memory
 
@@ -197,18 +197,13 @@ SENT_KEPT_BYTES = 64 << 20
 
 class SentAnswers:
     """The answers a worker has sent for the case in hand, so that an answer of the very
-    same bits (`dtypes.same_bits`) as an earlier adapter's goes back as that adapter's id
-    instead of its arrays (`Worker.run` puts them back).
-
-    Implementations of one framework often agree to the bit (jax.jit and eager JAX, optax's
-    two label forms, torch's log-softmax paths): 41 % of a default run's answers. Each
-    answer's bytes cost the pipe four copies and the parent's CPU (`transport`); comparing
-    costs one read of each, and only where the losses already agree."""
+    same bits as an earlier adapter's goes back as that adapter's id instead of its arrays
+    (`Worker.run` puts them back; `numerics.samebits`). Each answer's bytes cost the pipe
+    four copies and the parent's CPU (`transport`); comparing costs one read of each, and
+    only where the losses already agree."""
 
     def __init__(self, limit: int = SENT_KEPT_BYTES):
-        self.limit = limit
-        self.nbytes = 0
-        self.by_loss: dict = {}  # (dtype, shape, loss bytes) -> [(adapter id, gradient)]
+        self.sent = samebits.AnswerIndex(limit)  # -> the adapter id that sent it
 
     def strip(self, adapter_id: str, attempt: Attempt) -> tuple[Attempt, str | None]:
         """(`attempt`, None), or, for a repeat of adapter X's answer, (`attempt` without its
@@ -216,14 +211,10 @@ class SentAnswers:
         out = attempt.output
         if attempt.status != "ran" or not (isinstance(out.loss, np.ndarray) and isinstance(out.grad, np.ndarray)):
             return attempt, None
-        key = (out.loss.dtype.str, out.loss.shape, out.loss.tobytes())
-        for earlier, grad in self.by_loss.get(key, ()):
-            if dtypes.same_bits(grad, out.grad):
-                return dataclasses.replace(attempt, output=dataclasses.replace(out, loss=None, grad=None)), earlier
-        size = out.loss.nbytes + out.grad.nbytes
-        if self.nbytes + size <= self.limit:
-            self.by_loss.setdefault(key, []).append((adapter_id, out.grad))
-            self.nbytes += size
+        earlier = self.sent.find(out.loss, out.grad)
+        if earlier is not None:
+            return dataclasses.replace(attempt, output=dataclasses.replace(out, loss=None, grad=None)), earlier
+        self.sent.add(out.loss, out.grad, adapter_id)  # sent already: nothing changes it
         return attempt, None
 
 

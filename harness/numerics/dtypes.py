@@ -80,13 +80,3 @@ def widen(values: np.ndarray) -> np.ndarray:
     """float64 copy of exact values in a narrower dtype (exact: every such value is a float64)."""
     return np.asarray(values).astype(np.float64)
 
-
-def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Same dtype, shape and bytes (so -0.0 is not 0.0, and NaNs compare by payload): two
-    answers that are one answer, whatever their values mean."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.dtype.itemsize not in (1, 2, 4, 8):
-        return a.tobytes() == b.tobytes()
-    as_int = np.dtype(f"u{a.dtype.itemsize}")
-    return bool(np.array_equal(a.view(as_int), b.view(as_int)))

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from harness.numerics import bounds, dtypes, fused, tolerances
+from harness.numerics import bounds, dtypes, fused, samebits, tolerances
 from harness.numerics.reference import Reference
 
 
@@ -401,35 +401,15 @@ def once_per_answer(ref: Reference, key, loss, grad, compute):
     alone, and different implementations often return the same bits (jax.jit and eager JAX,
     optax and its integer-label form, torch's two log-softmax paths): 41 % of a default
     run's rows, and many of the search's batches. Those are judged once. `compute` must
-    return a fresh object the caller may change; a repeat gets a copy (`_fresh`).
-
-    Answers are looked up by their loss's bits (a dict key: the losses are N numbers), so a
-    new answer is compared with the gradients of earlier answers of the same loss only, not
-    with every earlier answer (~10 us each, for the ~24 answers of each case and batch)."""
-    judged = ref.memo.setdefault(("answers", key), _Judged())
+    return a fresh object the caller may change; a repeat gets a copy (`_fresh`)."""
+    judged = ref.memo.setdefault(("answers", key), samebits.AnswerIndex(ANSWERS_KEPT_BYTES))
     loss, grad = np.asarray(loss), np.asarray(grad)
-    loss_key = (loss.dtype.str, loss.shape, loss.tobytes())
-    same_loss = judged.by_loss.get(loss_key, ())
-    for old_grad, result in same_loss:
-        if dtypes.same_bits(old_grad, grad):
-            return _fresh(result)
+    result = judged.find(loss, grad)
+    if result is not None:
+        return _fresh(result)
     result = compute(loss, grad)
-    if judged.nbytes + loss.nbytes + grad.nbytes <= ANSWERS_KEPT_BYTES:
-        judged.by_loss.setdefault(loss_key, []).append((grad.copy(), _fresh(result)))  # a caller may change its arrays
-        judged.nbytes += loss.nbytes + grad.nbytes
+    judged.add(loss, grad.copy(), _fresh(result))  # a caller may change its arrays
     return result
-
-
-@dataclass
-class _Judged:
-    """The answers judged against one reference under one key (`once_per_answer`)."""
-
-    by_loss: dict = field(default_factory=dict)  # (dtype, shape, loss bytes) -> [(gradient, result)]
-    nbytes: int = 0  # of the answers kept
-
-    def __len__(self) -> int:
-        """How many answers are kept."""
-        return sum(len(kept) for kept in self.by_loss.values())
 
 
 def _fresh(result):

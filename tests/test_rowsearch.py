@@ -136,6 +136,50 @@ def test_search_in_lanes_with_findings_in_threads_gives_the_rows_of_a_serial_sea
     assert serial.attrs["timing"]["counts"] == parallel.attrs["timing"]["counts"]
 
 
+def test_search_starting_while_the_lanes_finish_the_cases_gives_the_rows_and_journal_of_a_serial_run(tmp_path,
+                                                                                                      monkeypatch):
+    """With lanes the search starts as soon as the last case is with them (its batches queue
+    behind each framework's last cases) and shrinks once every case is judged; in process
+    everything runs in turn. The rows, and the journal's order (cases first), must agree."""
+    from harness.store import runfolder
+
+    journal = []
+    append = runfolder.RowJournal.append
+
+    def recording(self, row):
+        journal.append((row["case_id"], row["adapter"]))
+        return append(self, row)
+
+    monkeypatch.setattr(runfolder.RowJournal, "append", recording)
+    kwargs = dict(adapters=["numpy.naive", "numpy.stable", "scipy.log_softmax"], dtypes=["float16", "float32"],
+                  regimes_=["typical", "near_ties", "large_offset"], shapes=[(64, 10), (16, 1000)], corpus=False,
+                  budget="quick", label_kinds=["index", "soft"])
+    serial = harness.run(**kwargs, isolate=False, out_dir=tmp_path / "serial")
+    journal.clear()
+    parallel = harness.run(**kwargs, isolate=True, jobs=2, out_dir=tmp_path / "lanes")
+    stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
+    sources = list(parallel["source"])
+    first = sources.index("search")
+    assert first > 0 and set(sources[:first]) == {"regime"} and set(sources[first:]) == {"search"}
+    pd.testing.assert_frame_equal(serial[stable], parallel[stable])
+    assert journal == list(zip(parallel["case_id"], parallel["adapter"]))
+
+
+def test_a_dtypes_search_is_the_same_alone_or_taking_turns_with_other_dtypes():
+    """The search's dtypes take turns batch by batch (`RowSearch._run`); each dtype's batches
+    are made from its own pairs' state, so searching it alone finds the same rows."""
+    kwargs = dict(adapters=["numpy.naive", "numpy.stable"], regimes_=[], corpus=False, budget="quick",
+                  label_kinds=["index", "smoothing"], isolate=False)
+    together = harness.run(**kwargs, dtypes=["float16", "bfloat16", "float32"])
+    alone = pd.concat([harness.run(**kwargs, dtypes=[d]) for d in ("float16", "bfloat16", "float32")])
+    stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
+    order = ["adapter", "dtype"]
+    together = together.sort_values(order, kind="stable").reset_index(drop=True)[stable]
+    alone = alone.sort_values(order, kind="stable").reset_index(drop=True)[stable]
+    assert len(together) >= 6 and set(together["dtype"]) == {"float16", "bfloat16", "float32"}
+    pd.testing.assert_frame_equal(together, alone)
+
+
 @pytest.mark.parametrize("jobs", [1, 2, 64, None])
 def test_every_worker_has_one_thread_whatever_jobs_is(jobs):
     """torch.compile's CPU kernels round differently with another thread count (see

@@ -154,8 +154,8 @@ def test_judging_beside_the_workers_gives_the_rows_of_judging_each_case_in_turn(
     adapters = registry.resolve(["numpy.stable", "numpy.naive", "scipy.log_softmax"], ())
     in_turn = [r for c in cases for r in rows_for_case(c, adapters, InProcess(), "cpu", base={})]
     phases, journal = Phases(), []
-    beside = runner._pipelined(cases, adapters, set(), InProcess(), "cpu", {}, journal.append, phases,
-                               Progress(len(cases), False), {})
+    beside, _ = runner._pipelined(cases, adapters, set(), InProcess(), "cpu", {}, journal.append, phases,
+                                  Progress(len(cases), False), {})
     stable = [c for c in columns.NAMES if c not in columns.VOLATILE]
     assert len(beside) == len(cases) * len(adapters) and beside == journal
     pd.testing.assert_frame_equal(columns.frame(beside)[stable], columns.frame(in_turn)[stable])
@@ -185,7 +185,7 @@ def test_frameworks_running_ahead_in_lanes_give_the_rows_of_one_case_at_a_time()
         serial.close()
     lanes = ParallelPool(60.0, jobs=2, threads=1, phases=Phases())
     try:
-        ahead = runner._pipelined(cases, adapters, set(), lanes, "cpu", {}, None, Phases(), Progress(len(cases), False), {})
+        ahead, _ = runner._pipelined(cases, adapters, set(), lanes, "cpu", {}, None, Phases(), Progress(len(cases), False), {})
         assert set(lanes._lanes) == {"implementations.numpy_impl", "implementations.scipy_impl", "implementations.torch_impl#1"}  # float32 and bfloat16: torch's second worker
     finally:
         lanes.close()

@@ -142,6 +142,29 @@ def test_torch_and_jax_in_two_workers_by_dtype_give_the_rows_of_one_worker():
     pd.testing.assert_frame_equal(columns.frame(split)[stable], columns.frame(one)[stable])
 
 
+def test_a_stopped_worker_leaves_at_once_and_takes_its_fresh_compiler_folder_with_it(tmp_path, monkeypatch):
+    """A worker told to stop skips the interpreter's teardown (`workers._leave`), so it must
+    remove its fresh inductor folder itself: after a torch.compile run the folder holds
+    kernels; once the pool has closed, nothing of it is left, and the worker exited with 0."""
+    from harness.adapters import registry
+    from harness.adapters.workers import WorkerPool
+    from harness.inputs import regimes
+    from harness.run.rows import rows_for_case
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the worker's fresh folders go here
+    case = regimes.make_case("typical", "float32", (8, 10), "index", 0)
+    pool = WorkerPool(120.0, threads=1)
+    try:
+        [row] = rows_for_case(case, registry.resolve(["torch.compile.cross_entropy"], ()), pool, "cpu", base={})
+        [worker] = pool.workers.values()
+        [fresh] = list(tmp_path.glob("cestab-inductor-*"))
+        assert row["status"] in ("ok", "lossy") and any(fresh.rglob("*.so"))  # it compiled there
+    finally:
+        pool.close()
+    assert worker.process.exitcode == 0
+    assert not fresh.exists() and list(tmp_path.glob("cestab-*")) == []
+
+
 def test_an_answer_repeating_an_earlier_adapters_bits_comes_back_the_same_without_crossing_the_pipe_again():
     """A worker sends an answer of the very same bits as an earlier adapter's on the same
     case as that adapter's id (`SentAnswers`); the parent gets the earlier arrays back. Every

@@ -39,10 +39,22 @@ import tempfile
 
 @functools.cache
 def fresh_dir(name: str) -> str:
-    """This process's private folder for `name`'s cache (made once per process)."""
+    """This process's private folder for `name`'s cache (made once per process), removed
+    at exit (`remove_fresh_dirs`)."""
     path = tempfile.mkdtemp(prefix=f"cestab-{name}-")
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    _FRESH.append(path)
     return path
+
+
+_FRESH: list[str] = []  # the folders `fresh_dir` made in this process
+
+
+@atexit.register
+def remove_fresh_dirs() -> None:
+    """Remove this process's fresh folders: at exit, and before a worker leaves without the
+    interpreter's teardown (`workers._leave`)."""
+    while _FRESH:
+        shutil.rmtree(_FRESH.pop(), ignore_errors=True)
 
 
 def use_fresh_inductor_cache() -> None:

@@ -32,10 +32,11 @@ results rows with source "search" and a case file under RUN_DIR/worst/ that `ces
 repro` replays. A whole batch that raises, crashes or hangs is bisected with pad rows to
 the row that does it.
 
-The workers compute ahead: the search hands LAG batches to the executor's lanes before it
-judges the oldest, and batch i of a dtype is bred from what the search knew after judging
-its batches up to i - LAG - 1, whether the answers come at once (in process, Ray) or later
-(lanes). The winners of different workers are shrunk at the same time (`findings`).
+The workers compute ahead: the dtypes take turns, batch by batch, and the search hands LAG
+batches of each dtype to the executor's lanes before it judges that dtype's oldest; batch i
+of a dtype is bred from what the search knew after judging its batches up to i - LAG - 1,
+whether the answers come at once (in process, Ray) or later (lanes). The winners of
+different workers are shrunk at the same time (`findings`).
 
 Everything is seeded (numpy's PCG64 from the run's seed, hypothesis's seed, and hypothesis
 kept from the constants of whatever modules are loaded: `strategies.without_local_constants`),
@@ -753,9 +754,10 @@ class RowSearch:
     # -- the loop
 
     def run(self) -> None:
-        """Every generation's batches, dtype by dtype, LAG of them with the workers at once;
-        JUDGES threads compute their references and judge them while this one makes the
-        next batches and folds in the verdicts (in batch order: the search is a serial one's)."""
+        """Every generation's batches, LAG of each dtype's with the workers at once; JUDGES
+        threads compute their references and judge them while this one makes the next
+        batches and folds in the verdicts (each dtype's in its batch order: the search is a
+        serial one's)."""
         with ThreadPoolExecutor(max_workers=JUDGES, thread_name_prefix="cestab-search-judge") as helpers:
             self._helpers = helpers
             try:
@@ -764,24 +766,31 @@ class RowSearch:
                 self._helpers = None
 
     def _run(self) -> None:
-        for dtype in self.dtypes:
-            fmt = dtypes.get(dtype)
-            asked: collections.deque = collections.deque()  # (batch, its reference's future, answers)
-            for g in range(self.budget.generations):
-                eps = self.budget.smoothings[g % len(self.budget.smoothings)]
-                for v in self.budget.classes:
-                    pool = self._pool(fmt, v)
-                    for kind in self.kinds:
-                        for fam in ("ignore", "plain"):
+        # A dtype's batches are made from its own pairs' state only, so the dtypes take
+        # turns, batch by batch, each with LAG batches of its own with the workers: a
+        # framework whose dtypes have workers of their own (`Framework.worker_shards`)
+        # computes two dtypes' batches at once. Dtype after dtype, one torch worker at a
+        # time compiled the search's shapes while the other frameworks waited for it (68 of
+        # a search's 96 s). Each dtype's batches, and what they are made from, are the same
+        # in either order.
+        asked = {dtype: collections.deque() for dtype in self.dtypes}  # (batch, its reference's future, answers)
+        fmts = {dtype: dtypes.get(dtype) for dtype in self.dtypes}
+        for g in range(self.budget.generations):
+            eps = self.budget.smoothings[g % len(self.budget.smoothings)]
+            for v in self.budget.classes:
+                for kind in self.kinds:
+                    for fam in ("ignore", "plain"):
+                        for dtype in self.dtypes:
                             adapters = [a for a in self.adapters if self.family(a, dtype, kind) == fam]
                             if adapters:
-                                batch = self._batch(g, fmt, v, kind, eps, fam, adapters, pool)
+                                batch = self._batch(g, fmts[dtype], v, kind, eps, fam, adapters, self._pool(fmts[dtype], v))
                                 ref = self._helpers.submit(self._reference, batch.case)
-                                asked.append((batch, ref, self.submit(batch.case, adapters)))
-                            while len(asked) > LAG:
-                                self._absorb_batch(*asked.popleft())
-            while asked:  # the next dtype's batches are made from its own pairs' state only
-                self._absorb_batch(*asked.popleft())
+                                asked[dtype].append((batch, ref, self.submit(batch.case, adapters)))
+                            while len(asked[dtype]) > LAG:
+                                self._absorb_batch(*asked[dtype].popleft())
+        for dtype in self.dtypes:
+            while asked[dtype]:
+                self._absorb_batch(*asked[dtype].popleft())
 
     def _pool(self, fmt, v: int) -> Rows:
         """The hypothesis rows of one dtype x V, drawn once (the first batch that needs them)."""

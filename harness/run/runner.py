@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import math
 import socket
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -240,10 +241,16 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
             _ray_phases(phases, new, executor)
             rows.extend(new)
         else:
-            rows.extend(_pipelined(case_list, adapter_list, done, executor, options["device"], base,
-                                   journal.append if journal else None, phases, bar, case_order))
+            search = None
             if options.get("budget"):
-                rows.extend(_search(adapter_list, options, executor, base, folder, done_rows, journal, phases))
+                def search(regimes_done):
+                    return _search(adapter_list, options, executor, base, folder, done_rows, journal, phases,
+                                   before_findings=regimes_done)
+            regime_rows, search_rows = _pipelined(case_list, adapter_list, done, executor, options["device"], base,
+                                                  journal.append if journal else None, phases, bar, case_order,
+                                                  then=search)
+            rows.extend(regime_rows)
+            rows.extend(search_rows or [])
     finally:
         bar.close()
         executor.close()
@@ -282,18 +289,26 @@ JUDGE_AHEAD = 2
 AHEAD_CASES = 1024
 
 
-def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, phases, bar, case_order) -> list[dict]:
+def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, phases, bar, case_order,
+               then=None) -> tuple[list[dict], object]:
     """Every case's rows, with nobody waiting on anybody more than they must:
 
     - each framework's worker takes the cases in order from a lane of its own
       (`ParallelPool.submit`), so a framework that is done with a case goes on to the next
       while another compiles (up to AHEAD_CASES cases ahead of the oldest unanswered one);
     - one thread of this process computes a case's reference and judges its attempts
-      (`rows.judge_case`) while the workers compute the next cases.
+      (`rows.judge_case`) while the workers compute the next cases;
+    - `then(regimes_done)`, the search, starts in this thread as soon as the last case is
+      with the lanes, while another thread collects the last answers: its batches queue in
+      each lane behind that framework's last cases, so a framework that is done with the
+      cases goes on to the search while another still computes them (a core idled through
+      that tail: 5-15 s of a default run). It calls `regimes_done()` (which waits for every
+      case's rows) before it runs anything outside the lanes or writes to the journal.
 
-    The rows, and the journal's order, are a serial run's: every worker sees the same cases
-    in the same order, answers are joined per case in the serial order, and one thread
-    judges the cases in order. Only where the time goes changes (`run.phases`)."""
+    Returns (the cases' rows, what `then` returned). The rows, and the journal's order, are
+    a serial run's: every worker sees the same cases, then the same batches, in the same
+    order; answers are joined per case in the serial order, and one thread judges the cases
+    in order. Only where the time goes changes (`run.phases`)."""
     rows: list[dict] = []
     asked: collections.deque = collections.deque()  # (case, declined, answers) with the workers
     judged: collections.deque = collections.deque()  # futures of judged rows, in case order
@@ -336,10 +351,33 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
             elements += case.logits.size
             while len(asked) > 1 and (len(asked) > AHEAD_CASES or elements > ahead_elements):
                 answered(judging)
-        while asked:
-            answered(judging)
-        collect(0)
-    return rows
+        if then is None:
+            while asked:
+                answered(judging)
+            collect(0)
+            return rows, None
+        stop = threading.Event()  # `then` failed: stop collecting after the case in hand
+
+        def the_rest():
+            with phases.beside():
+                while asked and not stop.is_set():
+                    answered(judging)
+                collect(0)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cestab-collect") as collector:
+            rest = collector.submit(the_rest)
+
+            def regimes_done():
+                with phases.timed("waiting"):
+                    rest.result()
+
+            try:
+                later = then(regimes_done)
+                regimes_done()
+            except BaseException:
+                stop.set()
+                raise
+    return rows, later
 
 
 def _ask(executor, case, runnable, device):
@@ -372,9 +410,12 @@ def _ray_phases(phases: Phases, rows: list[dict], sweep) -> None:
         phases.extra["search_rows_per_pair"] = dict(sorted(sweep.search_rows_per_pair.items()))
 
 
-def _search(adapter_list, options, executor, base, folder, done_rows, journal, phases) -> list[dict]:
+def _search(adapter_list, options, executor, base, folder, done_rows, journal, phases,
+            before_findings=lambda: None) -> list[dict]:
     """The row-batched worst-case search over every adapter x dtype (`rowsearch`); each
-    pair's shrunk worst rows (one per failure kind, worst first) become results rows."""
+    pair's shrunk worst rows (one per failure kind, worst first) become results rows.
+    `before_findings()` runs between the batches (which go through the executor's lanes)
+    and the shrinking (which calls the workers directly and writes to the journal)."""
     budget = rowsearch.BUDGETS[options["budget"]]
     searched = {(r["adapter"], r["dtype"]) for r in done_rows if r.get("source") == "search"}
     dtype_names = options["dtypes"] or list(dtypes.DTYPE_NAMES)
@@ -394,6 +435,7 @@ def _search(adapter_list, options, executor, base, folder, done_rows, journal, p
                                  submit=submit if hasattr(executor, "submit") else None,
                                  group=registry.worker_of)
     search.run()
+    before_findings()
     rows = []
     rank: dict[tuple[str, str], int] = {}
     apart = isinstance(executor, ParallelPool) and executor.jobs > 1  # workers shrink their pairs at once

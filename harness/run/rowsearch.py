@@ -780,10 +780,10 @@ class RowSearch:
             for v in self.budget.classes:
                 for kind in self.kinds:
                     for fam in ("ignore", "plain"):
-                        for dtype in self.dtypes:
+                        for dtype, fmt in fmts.items():
                             adapters = [a for a in self.adapters if self.family(a, dtype, kind) == fam]
                             if adapters:
-                                batch = self._batch(g, fmts[dtype], v, kind, eps, fam, adapters, self._pool(fmts[dtype], v))
+                                batch = self._batch(g, fmt, v, kind, eps, fam, adapters, self._pool(fmt, v))
                                 ref = self._helpers.submit(self._reference, batch.case)
                                 asked[dtype].append((batch, ref, self.submit(batch.case, adapters)))
                             while len(asked[dtype]) > LAG:

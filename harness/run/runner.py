@@ -351,21 +351,23 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
             elements += case.logits.size
             while len(asked) > 1 and (len(asked) > AHEAD_CASES or elements > ahead_elements):
                 answered(judging)
-        if then is None:
-            while asked:
-                answered(judging)
-            collect(0)
-            return rows, None
         stop = threading.Event()  # `then` failed: stop collecting after the case in hand
 
         def the_rest():
+            while asked and not stop.is_set():
+                answered(judging)
+            collect(0)
+
+        if then is None:
+            the_rest()
+            return rows, None
+
+        def the_rest_beside():
             with phases.beside():
-                while asked and not stop.is_set():
-                    answered(judging)
-                collect(0)
+                the_rest()
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cestab-collect") as collector:
-            rest = collector.submit(the_rest)
+            rest = collector.submit(the_rest_beside)
 
             def regimes_done():
                 with phases.timed("waiting"):

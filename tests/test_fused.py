@@ -125,6 +125,62 @@ def test_fused_truth_terms_are_numpys_bit_for_bit_at_every_edge(dtype):
                 assert (got.all_finite, got.any_tiny) == (want.all_finite, want.any_tiny)
 
 
+def _extended_truths(dtype: str, rng) -> np.ndarray:
+    """Extended-precision truths (float64 cases' references) at the edges of their float64
+    pieces: the float64 edges nudged up and down by a few extended ulps, and powers of two
+    (the normal floor and 1 among them) just below, which round *up* to the power of two:
+    their ulp is the binade's below hi's."""
+    X = reference.EXTENDED
+    base = _special_truths(dtype, rng).astype(X)
+    powers = np.array([2.0 ** k for k in range(-1022, 1024, 7)] + [2.0 ** -1022, 1.0, 2.0 ** dtypes.get(dtype).min_exponent], X)
+    below = powers * (1 - X(2) ** -60)
+    with np.errstate(invalid="ignore", over="ignore"):
+        nudged = [base * (1 + X(2) ** -58), base * (1 - X(2) ** -58)]
+    values = np.concatenate([base, below, *nudged, powers * (1 + X(2) ** -60)])
+    return np.concatenate([values, -values])
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_fused_truth_terms_of_an_extended_truth_are_numpys_bit_for_bit(dtype, monkeypatch):
+    """The float64 cases' truth is extended precision: its terms are computed on its float64
+    pieces, and the elements whose ulp those pieces get wrong (just below a power of two)
+    from the definition. Bit for bit against the definition, the kernel seen doing the work."""
+    if reference.EXTENDED is np.float64:
+        pytest.skip("no extended precision here: float64 truths only")
+    real = fused.kernels()
+    assert real is not None
+    seen = []
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def truth_terms(self, t, *rest):
+            seen.append(t.size)
+            return real.truth_terms(t, *rest)
+
+    monkeypatch.setattr(fused, "kernels", lambda: Spy())
+    rng = np.random.default_rng(11)
+    truth = _extended_truths(dtype, rng)
+    finite = np.isfinite(truth) & (np.abs(truth) < 1e308)
+    pieces = metrics._pieces(truth)
+    splits = truth[pieces[2]]  # every element with float64 pieces: the fused route
+    assert splits.size > 1000 and ((pieces[0] != truth) & pieces[2] & finite).sum() > 500  # not float64 values
+    scale = np.abs(rng.normal(size=splits.size)) * 10.0 ** rng.integers(-300, 300, splits.size)
+    for t, fused_route in [(splits, True), (truth, False)]:  # the whole: past float64's range somewhere
+        s = np.resize(scale, t.size)
+        for sa in (None, s[::-1].copy()):
+            seen.clear()
+            got, want = metrics.truth_terms(t, s, dtype, sa), metrics.truth_terms_numpy(t, s, dtype, sa)
+            assert seen == ([t.size] if fused_route else [])
+            for field in ("truth", "is_inf", "finite_overflow", "u", "allowance", "allowance_att", "tiny", "hi", "lo"):
+                a, b = getattr(got, field), getattr(want, field)
+                assert (a is None) == (b is None), field
+                if a is not None:
+                    assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), field
+            assert (got.all_finite, got.any_tiny) == (want.all_finite, want.any_tiny)
+
+
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 127, 128, 129, 8193, 20000, 131072, 300001])
 def test_fused_sum_of_squares_is_numpys_pairwise_sum(n):
     x = np.random.default_rng(n).normal(size=n) * 1e3

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from harness.numerics import bounds, dtypes, fused, samebits, tolerances
-from harness.numerics.reference import Reference
+from harness.numerics.reference import EXTENDED, Reference
 
 
 def ulp(x, dtype: str) -> np.ndarray:
@@ -88,26 +88,49 @@ class TruthTerms:
 
 
 def truth_terms(truth, scale, dtype: str, scale_att=None) -> TruthTerms:
-    """The truth-only terms of `element_errors` for one block of the truth: a float64 truth
-    (with float64 scales) in one compiled pass where numba is there (`fused`, the same
-    numbers), anything else by the numpy definition (`truth_terms_numpy`)."""
-    arrays = (truth, scale) if scale_att is None else (truth, scale, scale_att)
-    kernels = fused.kernels() if all(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in arrays) else None
+    """The truth-only terms of `element_errors` for one block of the truth: with float64
+    scales, in one compiled pass where numba is there (`fused`, the same numbers), anything
+    else by the numpy definition (`truth_terms_numpy`).
+
+    An extended-precision truth (float64 cases) goes through the same pass on its float64
+    pieces: hi carries every term but one - the ulp is the truth's, and hi rounded up to a
+    power of two (|hi| > |t|, lo of the other sign) is one binade above t, so those elements
+    (and the allowances and tiny flag read from their ulp) are taken from the definition.
+    numpy does not vectorise x87 arithmetic: the definition costs ~10x more per element."""
+    scales = (scale,) if scale_att is None else (scale, scale_att)
+    kernels = None
+    if isinstance(truth, np.ndarray) and all(isinstance(a, np.ndarray) and a.dtype == np.float64 for a in scales):
+        kernels = fused.kernels() if truth.dtype in (np.float64, EXTENDED) else None
     if kernels is None:
         return truth_terms_numpy(truth, scale, dtype, scale_att)
+    hi, lo = truth, None
+    if truth.dtype != np.float64:
+        hi, lo, exact = _pieces(truth)
+        if not exact.all():  # past float64's range, or a rest below its subnormals
+            return truth_terms_numpy(truth, scale, dtype, scale_att)
     tol, att, fmt = tolerances.get(dtype), bounds.get(dtype), dtypes.get(dtype)
-    n, shape = truth.size, truth.shape
+    n, shape = hi.size, hi.shape
     u, allowance, allowance_att = np.empty(n), np.empty(n), np.empty(n if scale_att is not None else 0)
     is_inf, tiny, finite_overflow = np.empty(n, bool), np.empty(n, bool), np.empty(n, bool)
     flat_att = fused.EMPTY if scale_att is None else fused.flat(scale_att)
     all_finite, any_tiny = kernels.truth_terms(
-        fused.flat(truth), fused.flat(scale), flat_att, scale_att is not None, float(tol.ulps),
+        fused.flat(hi), fused.flat(scale), flat_att, scale_att is not None, float(tol.ulps),
         tol.cond * fmt.unit_roundoff, float(att.ulps), att.cond * att.unit_roundoff, fmt.min_exponent,
         fmt.mantissa_bits, 2.0 ** fmt.min_exponent, _overflow_limit(dtype), u, allowance, allowance_att, is_inf, tiny,
         finite_overflow)
-    return TruthTerms(truth, is_inf.reshape(shape), finite_overflow.reshape(shape), u.reshape(shape),
-                      allowance.reshape(shape), None if scale_att is None else allowance_att.reshape(shape),
-                      tiny.reshape(shape), truth, None, bool(all_finite), bool(any_tiny))
+    terms = TruthTerms(truth, is_inf.reshape(shape), finite_overflow.reshape(shape), u.reshape(shape),
+                       allowance.reshape(shape), None if scale_att is None else allowance_att.reshape(shape),
+                       tiny.reshape(shape), hi, lo, bool(all_finite), bool(any_tiny))
+    if lo is not None:
+        below = np.flatnonzero((np.abs(np.frexp(hi)[0]) == 0.5) & (lo != 0) & (np.signbit(lo) != np.signbit(hi)))
+        if below.size:
+            at = np.unravel_index(below, shape)
+            sub = truth_terms_numpy(truth[at], scale[at], dtype, None if scale_att is None else scale_att[at])
+            for name in ("u", "allowance", "allowance_att", "tiny"):
+                if getattr(sub, name) is not None:
+                    getattr(terms, name)[at] = getattr(sub, name)
+            terms.any_tiny = bool(terms.tiny.any())
+    return terms
 
 
 def truth_terms_numpy(truth, scale, dtype: str, scale_att=None) -> TruthTerms:

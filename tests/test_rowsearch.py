@@ -383,3 +383,22 @@ def test_a_float64_batch_is_judged_in_float64_pieces_where_they_hold_each_row_an
         mine = rowsearch.judge_rows(alone, loss[i : i + 1], grad[i : i + 1], "float64")
         assert (batch.score[i], batch.nonfinite[i], batch.loss_worse[i]) == (mine.score[0], mine.nonfinite[0],
                                                                              mine.loss_worse[0]), i
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_the_features_of_a_block_of_rows_are_each_rows_feature(dtype):
+    """`rowsearch.features` (every row at once, what the search reads) against `feature`
+    (one row, the definition) on the rows a search makes: hypothesis blocks and their
+    mutations at every class count, every feature among them."""
+    fmt = dtypes.get(dtype)
+    budget = rowsearch.BUDGETS["quick"]
+    rng = np.random.default_rng(3)
+    seen = set()
+    for v in (2, 32, 1000):
+        pool = rowsearch.hypothesis_pool(fmt, v, budget, seed=v)
+        rows = rowsearch.Rows.concat([pool, rowsearch.mutate(pool, rng, fmt, True, 4 * len(pool)),
+                                      rowsearch.mutate(pool, rng, fmt, False, 4 * len(pool))])
+        want = [rowsearch.feature(rows.z[i], int(rows.target[i]), bool(rows.ignored[i]), fmt) for i in range(len(rows))]
+        assert rowsearch.features(rows.z, rows.target, rows.ignored, fmt) == want
+        seen.update(want)
+    assert {"ignored", "mask.target", "near_max", "near_tie", "subnormal", "mask", "plain"} <= seen, seen

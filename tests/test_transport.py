@@ -131,3 +131,31 @@ def test_a_dead_runs_folder_is_removed_and_a_live_ones_kept(tmp_path):
     assert not stale.exists() and live.exists() and other.exists()
     transport.SharedFolder.remove(made)
     assert not os.path.exists(made)
+
+
+def _wmem_max() -> int:
+    try:
+        with open("/proc/sys/net/core/wmem_max") as f:
+            return int(f.read())
+    except OSError:
+        return 0
+
+
+@pytest.mark.skipif(_wmem_max() < 2 << 20, reason="the kernel caps socket buffers below a 1 MB message here")
+def test_a_widened_pipe_takes_a_whole_megabyte_message_before_anyone_reads_it():
+    """`transport.widen`: a default run's largest answers (1 MB) go into the pipe in one
+    write, so the worker does not wait for the parent to drain it piece by piece. A plain
+    pipe (208 KiB buffers) blocks the same write until someone reads."""
+    message = b"x" * (1 << 20)
+    for widened in (False, True):
+        a, b = mp.Pipe()
+        if widened:
+            transport.widen(a, b)
+        writer = threading.Thread(target=a.send_bytes, args=(message,), daemon=True)
+        writer.start()
+        writer.join(timeout=2)
+        assert writer.is_alive() is not widened  # without widening, still writing
+        assert b.recv_bytes() == message  # and the message intact either way
+        writer.join(timeout=5)
+        a.close()
+        b.close()

@@ -252,6 +252,7 @@ class Worker:
         ctx = mp.get_context("spawn")
         self.name, self.sources, self.log_path = name, sources, log_path
         self.conn, child = ctx.Pipe()
+        transport.widen(self.conn, child)
         self.channel = transport.Channel(self.conn, folder)
         t0 = time.perf_counter()
         in_main_thread = threading.current_thread() is threading.main_thread()

@@ -453,6 +453,42 @@ def feature(z: np.ndarray, target: int, ignored: bool, fmt) -> str:
     return "plain"
 
 
+def features(z: np.ndarray, target: np.ndarray, ignored: np.ndarray, fmt) -> list[str]:
+    """`feature` of every row of z (n, V) at once: the same tests, in the same order, as
+    array operations (`_absorb` reads the features of ~20 rows for every adapter of every
+    batch; one call a row cost 15 us each). `feature` stays the definition (tested equal)."""
+    n = len(z)
+    if n == 0:
+        return []
+    rows = np.arange(n)
+    finite = np.isfinite(z)
+    any_finite = finite.any(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = np.where(finite, z, -np.inf).max(axis=1)
+        lo = np.where(finite, z, np.inf).min(axis=1)
+        spread = m - lo
+        big = np.where(finite, np.abs(z), 0.0).max(axis=1)
+        if z.shape[1] >= 2:
+            top2 = np.partition(np.where(finite, z, -np.inf), -2, axis=1)[:, -2:]
+            near_tie = (finite.sum(axis=1) >= 2) & (top2[:, 1] - top2[:, 0] <= 2.0**-10 * np.maximum(1.0, np.abs(top2[:, 1])))
+        else:
+            near_tie = np.zeros(n, bool)
+        subnormal = (finite & (z != 0) & (np.abs(z) < 2.0**fmt.min_exponent)).any(axis=1)
+    conditions = [
+        (ignored & ~any_finite, "ignored.padding"),
+        (ignored, "ignored"),
+        (z[rows, target] == -np.inf, "mask.target"),
+        (spread > fmt.max, "spread_overflow"),
+        (big >= fmt.max / 2, "near_max"),
+        (near_tie, "near_tie"),
+        (np.abs(m) > fmt.exp_overflow, "large_offset"),
+        (subnormal, "subnormal"),
+        (~finite.all(axis=1), "mask"),
+        (spread > -fmt.exp_underflow, "exp_range"),
+    ]
+    return [str(f) for f in np.select([c for c, _ in conditions], [name for _, name in conditions], "plain")]
+
+
 @dataclass
 class RowVerdicts:
     """Per-row outcome of one adapter on one batch."""
@@ -543,12 +579,14 @@ def split_rows(ref: reference.Reference, dtype: str) -> SplitRows:
     return ref.memo[key]
 
 
-def kind_of(verdicts: RowVerdicts, i: int, rows: Rows, fmt) -> str:
-    """status/quantity/feature of row i."""
-    s = float(verdicts.score[i])
-    status = "nonfinite" if verdicts.nonfinite[i] else ("inaccurate" if s > 1 else "ok")
-    quantity = "loss" if verdicts.loss_worse[i] else "grad"
-    return f"{status}/{quantity}/{feature(rows.z[i], int(rows.target[i]), bool(rows.ignored[i]), fmt)}"
+def kinds_of(verdicts: RowVerdicts, idx: np.ndarray, rows: Rows, fmt) -> list[str]:
+    """status/quantity/feature of rows `idx`: their failure kinds."""
+    idx = np.asarray(idx, dtype=np.int64)
+    score = verdicts.score[idx]
+    status = np.where(verdicts.nonfinite[idx], "nonfinite", np.where(score > 1, "inaccurate", "ok"))
+    quantity = np.where(verdicts.loss_worse[idx], "loss", "grad")
+    feats = features(rows.z[idx], rows.target[idx], rows.ignored[idx], fmt)
+    return [f"{s}/{q}/{f}" for s, q, f in zip(status, quantity, feats)]
 
 
 # ------------------------------------------------------------------ the search
@@ -877,11 +915,10 @@ class RowSearch:
         with self._timed("metrics"):
             scores = verdicts.score[:n_real]
             order = np.argsort(-scores, kind="stable")
-            for i in order[: 4 * self.budget.findings + 8]:
+            head = order[: 4 * self.budget.findings + 8]
+            head = head[scores[head] > 0]
+            for i, key in zip(head, kinds_of(verdicts, head, rows, fmt)):
                 s = float(scores[i])
-                if s <= 0:
-                    break
-                key = kind_of(verdicts, int(i), rows, fmt)
                 if not key.startswith("ok/") or not st.winners:
                     old = st.winners.get(key)
                     if old is None or s > old.score:
@@ -916,9 +953,10 @@ class RowSearch:
         if verdicts is None:
             return None
         best = None
-        for i in range(n_real):
+        above = np.flatnonzero(verdicts.score[:n_real] >= threshold)
+        for i, kind in zip(above, kinds_of(verdicts, above, rows, fmt)):
             s = float(verdicts.score[i])
-            if s >= threshold and kind_of(verdicts, i, rows, fmt) == w.kind and (best is None or s > best[0]):
+            if kind == w.kind and (best is None or s > best[0]):
                 best = (s, rows.take([i]))
         return best
 

@@ -2,6 +2,7 @@
 only a search reaches is found by the default budget, and frameworks in parallel
 (`--jobs 2`) give the rows of a serial run."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -402,3 +403,56 @@ def test_the_features_of_a_block_of_rows_are_each_rows_feature(dtype):
         assert rowsearch.features(rows.z, rows.target, rows.ignored, fmt) == want
         seen.update(want)
     assert {"ignored", "mask.target", "near_max", "near_tie", "subnormal", "mask", "plain"} <= seen, seen
+
+
+def _same_rows(a, b) -> bool:
+    return (np.array_equal(a.z, b.z) and a.z.dtype == b.z.dtype and np.array_equal(a.target, b.target)
+            and np.array_equal(a.ignored, b.ignored) and a.pieces == b.pieces and a.soft is None and b.soft is None)
+
+
+def test_a_cached_pool_is_the_drawn_pool_and_the_next_one_is_read_without_drawing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CESTAB_CACHE_DIR", str(tmp_path))
+    fmt, budget = dtypes.get("bfloat16"), rowsearch.BUDGETS["quick"]
+    drawn = rowsearch.hypothesis_pool(fmt, 32, budget, seed=5)
+    assert _same_rows(rowsearch.cached_pool(fmt, 32, budget, seed=5), drawn)  # drawn, and written
+    [written] = list(tmp_path.glob("search-pools-*/*.npz"))
+
+    def no_drawing(*args):
+        raise AssertionError("drawn again")
+
+    monkeypatch.setattr(rowsearch, "hypothesis_pool", no_drawing)
+    assert _same_rows(rowsearch.cached_pool(fmt, 32, budget, seed=5), drawn)  # read
+    with pytest.raises(AssertionError, match="drawn again"):  # another seed: another file
+        rowsearch.cached_pool(fmt, 32, budget, seed=6)
+    assert list(tmp_path.glob("search-pools-*/*.npz")) == [written]
+
+
+@pytest.mark.parametrize("damage", ["torn", "not an npz", "other arrays", "targets out of range"])
+def test_a_damaged_pool_file_is_drawn_again_and_rewritten(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("CESTAB_CACHE_DIR", str(tmp_path))
+    fmt, budget = dtypes.get("float16"), rowsearch.BUDGETS["quick"]
+    drawn = rowsearch.cached_pool(fmt, 2, budget, seed=1)
+    [path] = list(tmp_path.glob("search-pools-*/*.npz"))
+    if damage == "torn":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "not an npz":
+        path.write_text("import os; os.system('echo pwned')")
+    else:
+        z = drawn.z[:, :1] if damage == "other arrays" else drawn.z
+        target = drawn.target + (5 if damage == "targets out of range" else 0)
+        np.savez(path, z=z, target=target, ignored=drawn.ignored, pieces=np.array(drawn.pieces, dtype=str))
+    assert _same_rows(rowsearch.cached_pool(fmt, 2, budget, seed=1), drawn)
+    with np.load(path, allow_pickle=False) as f:  # rewritten whole
+        assert np.array_equal(f["z"], drawn.z) and np.array_equal(f["target"], drawn.target)
+
+
+def test_a_run_whose_pools_are_cached_never_imports_hypothesis(tmp_path):
+    """The parent of a warm default run draws nothing: hypothesis (0.9 s to import) stays
+    out of it. The first run draws and imports it; the second finds every pool."""
+    script = ("import sys, harness; harness.run(adapters=['numpy.stable'], dtypes=['float16'], regimes_=[], corpus=False, "
+              "budget='quick', label_kinds=['index'], isolate=False, out_dir=sys.argv[1]); "
+              "print('hypothesis' in sys.modules)")
+    env = {**os.environ, "CESTAB_CACHE_DIR": str(tmp_path / "cache")}
+    seen = [subprocess.run([sys.executable, "-c", script, str(tmp_path / f"run{i}")], env=env, capture_output=True,
+                           text=True, check=True).stdout.split()[-1] for i in range(2)]
+    assert seen == ["True", "False"]

@@ -80,3 +80,34 @@ def widen(values: np.ndarray) -> np.ndarray:
     """float64 copy of exact values in a narrower dtype (exact: every such value is a float64)."""
     return np.asarray(values).astype(np.float64)
 
+
+# --- the dtype's representable numbers, in order (the search's and the strategies' steps)
+
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def ordinals(values, fmt: FloatFormat) -> np.ndarray:
+    """Signed position of each value among the dtype's finite floats (int64): neighbours
+    differ by 1, +0 and -0 are both 0. `|ordinals(a) - ordinals(b)|` counts ulps of the
+    tested dtype between a and b (ulps of the smaller binade across a power of two)."""
+    exact_values = exact(values, fmt.name)
+    a = np.ascontiguousarray(exact_values).reshape(-1)
+    bits = 8 * a.itemsize
+    u = a.view(_UINT[a.itemsize]).astype(np.uint64)
+    magnitude = (u & np.uint64((1 << (bits - 1)) - 1)).astype(np.int64)
+    return np.where((u >> np.uint64(bits - 1)) == 1, -magnitude, magnitude).reshape(exact_values.shape)
+
+
+def from_ordinals(ords, fmt: FloatFormat) -> np.ndarray:
+    """float64 values at these positions (`ordinals`' inverse), saturating at +-max."""
+    top = int(ordinals(fmt.max, fmt))
+    o = np.clip(np.asarray(ords, dtype=np.int64), -top, top)
+    size = fmt.numpy_dtype.itemsize
+    bits = np.abs(o).astype(np.uint64) | ((o < 0).astype(np.uint64) << np.uint64(8 * size - 1))
+    flat = bits.reshape(-1).astype(_UINT[size]).view(fmt.numpy_dtype)
+    return widen(flat).reshape(o.shape)
+
+
+def step(values, k, fmt: FloatFormat) -> np.ndarray:
+    """`values` moved k representable numbers of the dtype up (k < 0: down), within +-max."""
+    return from_ordinals(ordinals(values, fmt) + np.asarray(k, dtype=np.int64), fmt)

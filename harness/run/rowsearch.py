@@ -48,7 +48,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import hashlib
 import math
+import os
+import tempfile
 import threading
 import time
 import zlib
@@ -194,6 +197,64 @@ def hypothesis_pool(fmt, v: int, budget: Budget, seed: int) -> Rows:
     return Rows.concat(blocks)
 
 
+def cached_pool(fmt, v: int, budget: Budget, seed: int) -> Rows:
+    """`hypothesis_pool`, kept between runs in a private folder of this user and this CPU
+    (`compilecache.private_dir`): drawing the 12 pools of a default run took 1.7 CPU
+    seconds, as much as all its numpy adapters' compute, for the very same rows each time.
+
+    The file is named by everything the rows depend on: the arguments, the sources of this
+    module and of the strategies, and the versions of hypothesis, numpy and ml_dtypes (the
+    folder is per CPU: numpy's exp may round differently on another). It holds plain arrays
+    (`np.load` with allow_pickle=False); one that is missing, unreadable or not of the
+    expected shapes is drawn again and written anew (atomically: another run may be reading)."""
+    from harness.adapters.compilecache import private_dir
+
+    folder = private_dir("search-pools")
+    if folder is None:
+        return hypothesis_pool(fmt, v, budget, seed)
+    key = f"{_sources_digest()} {fmt.name} {v} {budget.pool_blocks} {budget.block_elements} {seed}"
+    path = os.path.join(folder, hashlib.sha256(key.encode()).hexdigest()[:24] + ".npz")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            z, target, ignored, pieces = f["z"], f["target"], f["ignored"], f["pieces"]
+        n = len(target)
+        if (z.shape == (n, v) and z.dtype == np.float64 and target.dtype == np.int64 and ignored.shape == (n,)
+                and ignored.dtype == bool and pieces.shape == (n,) and pieces.dtype.kind == "U" and n
+                and ((target >= 0) & (target < v)).all()):
+            return Rows(z, target, ignored, [str(p) for p in pieces])
+    except Exception:  # missing, torn, not an npz, other arrays: whatever it is, draw them again
+        pass
+    rows = hypothesis_pool(fmt, v, budget, seed)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
+    except OSError:
+        return rows
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, z=rows.z, target=rows.target, ignored=rows.ignored, pieces=np.array(rows.pieces, dtype=str))
+        os.replace(tmp, path)
+    except OSError:  # a full disk: the next run draws them again
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return rows
+
+
+@functools.cache
+def _sources_digest() -> str:
+    """What the pools' rows depend on beyond `hypothesis_pool`'s arguments: the code that
+    draws them and the libraries' versions."""
+    from importlib.metadata import version
+    from importlib.util import find_spec
+
+    # Named, not imported: a run whose pools are all here never imports hypothesis (0.9 s).
+    strategies = find_spec("harness.inputs.strategies").origin
+    h = hashlib.sha256()
+    for source in (strategies, dtypes.__file__, __file__):
+        h.update(Path(source).read_bytes())
+    h.update(" ".join(version(p) for p in ("hypothesis", "numpy", "ml_dtypes")).encode())
+    return h.hexdigest()
+
+
 # ------------------------------------------------------------------ mutation
 
 #: Mutations, drawn uniformly: near ties twice as often (the commonest structure that a
@@ -288,12 +349,11 @@ def _m_offset(z, target, ignored, soft, sel, rng, fmt):
 
 
 def _m_limits(z, target, ignored, soft, sel, rng, fmt):
-    from harness.inputs.strategies import step
-
     cols = _cols(rng, sel, z.shape[1], 2)
     one = rng.random(sel.size) < 0.5  # one column, or two
     cols[one, 1] = cols[one, 0]
-    values = rng.choice([-1.0, 1.0], size=cols.shape) * step(np.full(cols.shape, fmt.max), -rng.integers(0, 4, cols.shape), fmt)
+    below_max = dtypes.step(np.full(cols.shape, fmt.max), -rng.integers(0, 4, cols.shape), fmt)
+    values = rng.choice([-1.0, 1.0], size=cols.shape) * below_max
     _set(z, sel, cols, values)
     return soft
 
@@ -311,9 +371,7 @@ def _m_spread_max(z, target, ignored, soft, sel, rng, fmt):
 
 def _tied_values(m, rng, fmt):
     """Values 0-3 ulps below m, or below it by a gap from 2**-24 to 2**-4 (relative past 1)."""
-    from harness.inputs.strategies import step
-
-    ulps = step(m, -rng.integers(0, 4, m.shape), fmt)
+    ulps = dtypes.step(m, -rng.integers(0, 4, m.shape), fmt)
     gap = m - 2.0 ** rng.uniform(-24, -4, m.shape) * np.maximum(1.0, np.abs(m))
     return np.where(rng.random(m.shape) < 0.5, ulps, gap)
 
@@ -835,7 +893,7 @@ class RowSearch:
         key = (fmt.name, v)
         if key not in self._pools:
             with self._timed("generation"):
-                self._pools[key] = hypothesis_pool(fmt, v, self.budget, self.seed + zlib.crc32(f"{fmt.name}/{v}".encode()))
+                self._pools[key] = cached_pool(fmt, v, self.budget, self.seed + zlib.crc32(f"{fmt.name}/{v}".encode()))
         return self._pools[key]
 
     def _batch(self, g, fmt, v, kind, eps, fam, adapters, pool: Rows) -> "Batch":

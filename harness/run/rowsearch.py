@@ -352,8 +352,8 @@ def _m_limits(z, target, ignored, soft, sel, rng, fmt):
     cols = _cols(rng, sel, z.shape[1], 2)
     one = rng.random(sel.size) < 0.5  # one column, or two
     cols[one, 1] = cols[one, 0]
-    below_max = dtypes.step(np.full(cols.shape, fmt.max), -rng.integers(0, 4, cols.shape), fmt)
-    values = rng.choice([-1.0, 1.0], size=cols.shape) * below_max
+    signs = rng.choice([-1.0, 1.0], size=cols.shape)
+    values = signs * dtypes.step(np.full(cols.shape, fmt.max), -rng.integers(0, 4, cols.shape), fmt)
     _set(z, sel, cols, values)
     return soft
 

@@ -291,3 +291,24 @@ def test_expl_skips_only_the_terms_that_underflow_to_zero_bit_for_bit():
     assert got.dtype == X and np.array_equal(got, plain)
     assert np.signbit(got).sum() == np.signbit(plain).sum() == 0
     assert got[3] == np.finfo(X).smallest_subnormal and (got[4:204] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", dtypes.DTYPE_NAMES)
+def test_a_reference_without_the_attainable_scales_is_the_same_truth_and_textbook_scales(dtype):
+    """`loss_and_grad(case, attainable=False)` (the search's: it scores rows by the textbook
+    bound alone) gives the same bits for everything it keeps, and None for what it skips."""
+    checked = 0
+    for name in regimes.REGIMES:
+        for kind in LABEL_KINDS:
+            case = regimes.make_case(name, dtype, (16, 1000) if kind != "soft" else (64, 10), kind, 0)
+            full, lean = reference.loss_and_grad(case), reference.loss_and_grad(case, attainable=False)
+            assert lean.loss_scale_att is None and lean.grad_scale_att is None
+            if full.precision == "none":  # invalid labels: no truth either way
+                continue
+            assert full.loss_scale_att is not None
+            for field in ("loss", "grad", "defined", "loss_scale", "grad_scale"):
+                a, b = getattr(full, field), getattr(lean, field)
+                # values, not bytes: an extended-precision array's padding bytes are garbage
+                assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (case.case_id, field)
+            checked += 1
+    assert checked > 20

@@ -797,7 +797,7 @@ class RowSearch:
         real = case if n_real == len(rows) else self.make_case(rows.take(np.arange(n_real)), dtype, kind, eps,
                                                                 "search:batch")
         with self._timed("reference"):
-            ref = reference.loss_and_grad(real)
+            ref = reference.loss_and_grad(real, attainable=False)
         return self.judge_batch(case, n_real, _Computed(self.evaluate(case, adapters)), ref)
 
     def judge_batch(self, case: Case, n_real: int, answers, ref) -> list:
@@ -840,7 +840,7 @@ class RowSearch:
         """A batch's reference, with the truth-only terms its adapters' scores share (made
         here once, not by two judging threads at the same time)."""
         with self._beside(), self._timed("reference"):
-            ref = reference.loss_and_grad(case)
+            ref = reference.loss_and_grad(case, attainable=False)
         with self._beside(), self._timed("metrics"):
             terms = [metrics.terms_for(ref, name, case.dtype, textbook=True) for name in ("loss", "grad")]
             if fused.kernels() is not None and any(t.hi is None for t in terms):

@@ -17,7 +17,7 @@ rows, plain rows for the others):
 - fresh rows: drawn from a pool of row blocks that the hypothesis strategies of
   `inputs.strategies` generate once per dtype x V (their spreads, scales, offsets, near
   ties, subnormals, values near max, exp's thresholds, -inf masks, ignored and padding
-  rows), each lightly mutated;
+  rows; kept between runs, `cached_pool`), each lightly mutated;
 - children of the worst rows found so far for every adapter that sees the batch
   (hill climbing on the per-row tolerance ratio): scaled, shifted, pushed toward the
   dtype's limits, tied with the max, masked with -inf, the target swapped, ignored.
@@ -528,7 +528,8 @@ def features(z: np.ndarray, target: np.ndarray, ignored: np.ndarray, fmt) -> lis
         big = np.where(finite, np.abs(z), 0.0).max(axis=1)
         if z.shape[1] >= 2:
             top2 = np.partition(np.where(finite, z, -np.inf), -2, axis=1)[:, -2:]
-            near_tie = (finite.sum(axis=1) >= 2) & (top2[:, 1] - top2[:, 0] <= 2.0**-10 * np.maximum(1.0, np.abs(top2[:, 1])))
+            gap = top2[:, 1] - top2[:, 0]
+            near_tie = (finite.sum(axis=1) >= 2) & (gap <= 2.0**-10 * np.maximum(1.0, np.abs(top2[:, 1])))
         else:
             near_tie = np.zeros(n, bool)
         subnormal = (finite & (z != 0) & (np.abs(z) < 2.0**fmt.min_exponent)).any(axis=1)

@@ -36,27 +36,3 @@ def test_freed_megabyte_arrays_are_reused_instead_of_faulted_in_again():
     # array are faulted in again each round (~250,000 faults); kept, none are.
     assert default > 50 * 20 * 128
     assert reused < default / 100
-
-
-def test_what_a_case_waiting_with_the_workers_holds_is_at_most_its_waiting_bytes_and_float64_answers_reach_it():
-    """`memory.waiting_bytes` bounds what the lanes hold per case (`runner._pipelined`): its
-    logits and the answer (loss and gradient) of each adapter that runs it. Real numpy adapters' answers on
-    every dtype stay within it; float64 ones reach it exactly (a bound nothing reaches would
-    hold back the lanes for nothing)."""
-    from harness.adapters import registry
-    from harness.adapters.workers import call_adapter
-    from harness.inputs import regimes
-    from harness.run.rows import declined
-    from harness.store import memory
-
-    adapters = [registry.get(i) for i in ("numpy.careful", "numpy.naive", "numpy.stable", "scipy.log_softmax")]
-    reached = []
-    for dtype in ("float16", "bfloat16", "float32", "float64"):
-        case = regimes.make_case("typical", dtype, (16, 1000), "index", 0)
-        _, runnable = declined(case, adapters, "cpu")
-        answers = [call_adapter(a, case, "cpu") for a in runnable]
-        held = case.logits.nbytes + sum(x.output.grad.nbytes + x.output.loss.nbytes for x in answers if x.status == "ran")
-        bound = memory.waiting_bytes(case.logits, len(runnable))
-        assert runnable and held <= bound, dtype
-        reached.append(held == bound)
-    assert reached[-1]  # float64 answers: the bound, byte for byte

@@ -282,9 +282,8 @@ def _execute(case_list, adapter_list, options, folder, progress, command, done_r
 #: outputs wait to be judged).
 JUDGE_AHEAD = 2
 #: How far the frameworks' lanes may run ahead of the oldest unanswered case: at most this
-#: many cases, and `memory.ahead_bytes` of them and their answers (`memory.waiting_bytes`:
-#: the answers waiting for a slow framework are bounded by the memory limit), are with the
-#: workers at once (always one).
+#: many cases, and `memory.ahead_elements` logit elements (the answers waiting for a slow
+#: framework are bounded by the memory limit), are with the workers at once (always one).
 #: Far: torch.compile's first two minutes of compiling in one lane held the others 16
 #: cases (and then 4 M elements) ahead, one core idle.
 AHEAD_CASES = 1024
@@ -311,10 +310,10 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
     order; answers are joined per case in the serial order, and one thread judges the cases
     in order. Only where the time goes changes (`run.phases`)."""
     rows: list[dict] = []
-    asked: collections.deque = collections.deque()  # (case, declined, answers, bytes held) with the workers
+    asked: collections.deque = collections.deque()  # (case, declined, answers) with the workers
     judged: collections.deque = collections.deque()  # futures of judged rows, in case order
-    held = 0  # `memory.waiting_bytes` of the cases in `asked`
-    ahead_bytes = memory.ahead_bytes()
+    elements = 0
+    ahead_elements = memory.ahead_elements(len(adapter_list))
 
     def judge_one(case, attempts):
         with phases.beside():
@@ -327,9 +326,9 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
                 rows.extend(judged.popleft().result())
 
     def answered(judging):
-        nonlocal held
-        case, declined_, answers, holds = asked.popleft()
-        held -= holds
+        nonlocal elements
+        case, declined_, answers = asked.popleft()
+        elements -= case.logits.size
         with phases.timed("dispatch"):  # waiting on the workers
             attempts = declined_ + answers.result()
         judged.append(judging.submit(judge_one, case, attempts))
@@ -348,10 +347,9 @@ def _pipelined(case_list, adapter_list, done, executor, device, base, on_row, ph
                 continue
             declined_, runnable = declined(case, todo, device)
             with phases.timed("dispatch"):  # returns at once, unless the executor has no lanes
-                holds = memory.waiting_bytes(case.logits, len(runnable))
-                asked.append((case, declined_, _ask(executor, case, runnable, device), holds))
-            held += holds
-            while len(asked) > 1 and (len(asked) > AHEAD_CASES or held > ahead_bytes):
+                asked.append((case, declined_, _ask(executor, case, runnable, device)))
+            elements += case.logits.size
+            while len(asked) > 1 and (len(asked) > AHEAD_CASES or elements > ahead_elements):
                 answered(judging)
         stop = threading.Event()  # `then` failed: stop collecting after the case in hand
 

@@ -100,22 +100,12 @@ def case_bytes(elements: int) -> int:
     return int(elements) * BYTES_PER_ELEMENT
 
 
-def ahead_bytes() -> int:
-    """How many bytes the cases waiting in the frameworks' lanes (`runner._pipelined`) may
-    hold at once, counted by `waiting_bytes`: a quarter of the limit. On a 24 GiB machine
-    that is 3 GiB, and a default run's 751 cases, all with the workers at once, count 2.9:
-    its search's first batches queue right behind them (with every adapter's gradient
-    counted for every case, the lanes were held back near the end of the cases, and a core
-    idled for 10-20 s before the search began)."""
-    return max(1, limit() // 4)
-
-
-def waiting_bytes(logits, adapters: int) -> int:
-    """What a case with the workers may hold until it is judged: its logits, and the loss
-    and gradient of each of the `adapters` that run it (their dtype is the adapter's choice:
-    float64, 8 bytes an element, at most)."""
-    rows = int(logits.size) // max(1, int(logits.shape[-1])) if logits.ndim else 1
-    return int(logits.nbytes) + 8 * (int(logits.size) + rows) * int(adapters)
+def ahead_elements(adapters: int) -> int:
+    """How many logit elements of cases may wait in the frameworks' lanes at once
+    (`runner._pipelined`) for `adapters` adapters a case: a quarter of the limit, each
+    element holding its logit and every adapter's gradient element (float64 at most: 8 bytes
+    each). Half the machine's 24 GiB and 26 adapters: about 15 M elements."""
+    return max(1, limit() // 4 // (8 * (1 + max(1, int(adapters)))))
 
 
 def require_case(shape, dtype: str = "", what: str = "") -> None:

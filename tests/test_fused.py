@@ -104,6 +104,16 @@ def _special_truths(dtype: str, rng) -> np.ndarray:
     return np.concatenate([values, -values])
 
 
+def _assert_same_terms(got, want) -> None:
+    """Two `TruthTerms`, field by field, bit for bit (the truth itself is the input both got)."""
+    for field in ("truth", "is_inf", "finite_overflow", "u", "allowance", "allowance_att", "tiny", "hi", "lo"):
+        a, b = getattr(got, field), getattr(want, field)
+        assert (a is None) == (b is None), field
+        if a is not None:
+            assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), field
+    assert (got.all_finite, got.any_tiny) == (want.all_finite, want.any_tiny)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_fused_truth_terms_are_numpys_bit_for_bit_at_every_edge(dtype):
     assert fused.kernels() is not None
@@ -116,13 +126,7 @@ def test_fused_truth_terms_are_numpys_bit_for_bit_at_every_edge(dtype):
             for shape in [(truth.size,), (2, truth.size // 2)]:
                 t, s = truth.reshape(shape), scale.reshape(shape)
                 sa = None if scale_att is None else scale_att.reshape(shape)
-                got, want = metrics.truth_terms(t, s, dtype, sa), metrics.truth_terms_numpy(t, s, dtype, sa)
-                for field in ("truth", "is_inf", "finite_overflow", "u", "allowance", "allowance_att", "tiny", "hi", "lo"):
-                    a, b = getattr(got, field), getattr(want, field)
-                    assert (a is None) == (b is None), field
-                    if a is not None:
-                        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), field
-                assert (got.all_finite, got.any_tiny) == (want.all_finite, want.any_tiny)
+                _assert_same_terms(metrics.truth_terms(t, s, dtype, sa), metrics.truth_terms_numpy(t, s, dtype, sa))
 
 
 def _extended_truths(dtype: str, rng) -> np.ndarray:
@@ -173,12 +177,7 @@ def test_fused_truth_terms_of_an_extended_truth_are_numpys_bit_for_bit(dtype, mo
             seen.clear()
             got, want = metrics.truth_terms(t, s, dtype, sa), metrics.truth_terms_numpy(t, s, dtype, sa)
             assert seen == ([t.size] if fused_route else [])
-            for field in ("truth", "is_inf", "finite_overflow", "u", "allowance", "allowance_att", "tiny", "hi", "lo"):
-                a, b = getattr(got, field), getattr(want, field)
-                assert (a is None) == (b is None), field
-                if a is not None:
-                    assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), field
-            assert (got.all_finite, got.any_tiny) == (want.all_finite, want.any_tiny)
+            _assert_same_terms(got, want)
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 127, 128, 129, 8193, 20000, 131072, 300001])

@@ -386,10 +386,40 @@ def test_a_float64_batch_is_judged_in_float64_pieces_where_they_hold_each_row_an
                                                                              mine.loss_worse[0]), i
 
 
+def _feature_of_one_row(z: np.ndarray, target: int, ignored: bool, fmt) -> str:
+    """`rowsearch.features` for one row, test by test, as the search once read each row."""
+    finite = np.isfinite(z)
+    if ignored:
+        return "ignored.padding" if not finite.any() else "ignored"
+    if z[target] == -np.inf:
+        return "mask.target"
+    zf = z[finite]
+    m, lo = zf.max(), zf.min()
+    with np.errstate(over="ignore"):
+        spread = m - lo  # inf past float64's max: still past the dtype's
+    if spread > fmt.max:
+        return "spread_overflow"
+    if np.abs(zf).max() >= fmt.max / 2:
+        return "near_max"
+    if zf.size >= 2:
+        top2 = np.partition(zf, -2)[-2:]
+        if top2[1] - top2[0] <= 2.0**-10 * max(1.0, abs(float(top2[1]))):
+            return "near_tie"
+    if abs(m) > fmt.exp_overflow:
+        return "large_offset"
+    if np.any((zf != 0) & (np.abs(zf) < 2.0**fmt.min_exponent)):
+        return "subnormal"
+    if not finite.all():
+        return "mask"
+    if m - lo > -fmt.exp_underflow:
+        return "exp_range"
+    return "plain"
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_the_features_of_a_block_of_rows_are_each_rows_feature(dtype):
-    """`rowsearch.features` (every row at once, what the search reads) against `feature`
-    (one row, the definition) on the rows a search makes: hypothesis blocks and their
+    """`rowsearch.features` (every row at once, what the search reads) against the same
+    tests written for one row (`_feature_of_one_row`) on the rows a search makes: hypothesis blocks and their
     mutations at every class count, every feature among them."""
     fmt = dtypes.get(dtype)
     budget = rowsearch.BUDGETS["quick"]
@@ -399,7 +429,7 @@ def test_the_features_of_a_block_of_rows_are_each_rows_feature(dtype):
         pool = rowsearch.hypothesis_pool(fmt, v, budget, seed=v)
         rows = rowsearch.Rows.concat([pool, rowsearch.mutate(pool, rng, fmt, True, 4 * len(pool)),
                                       rowsearch.mutate(pool, rng, fmt, False, 4 * len(pool))])
-        want = [rowsearch.feature(rows.z[i], int(rows.target[i]), bool(rows.ignored[i]), fmt) for i in range(len(rows))]
+        want = [_feature_of_one_row(rows.z[i], int(rows.target[i]), bool(rows.ignored[i]), fmt) for i in range(len(rows))]
         assert rowsearch.features(rows.z, rows.target, rows.ignored, fmt) == want
         seen.update(want)
     assert {"ignored", "mask.target", "near_max", "near_tie", "subnormal", "mask", "plain"} <= seen, seen

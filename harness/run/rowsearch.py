@@ -25,7 +25,7 @@ rows, plain rows for the others):
 Every row gets a score: its largest tolerance ratio over loss and gradient (`score`);
 NaN/inf where the truth is finite ranks highest (`BROKEN`). Per adapter x dtype the worst
 row of each *failure kind* (status x quantity x feature, the feature read from the row
-itself: `feature`) is kept. After the last generation the winners, and only they, are
+itself: `features`) is kept. After the last generation the winners, and only they, are
 shrunk (delta debugging toward fewer classes and simpler values, keeping the failure
 kind), re-run on their own through the ordinary path (`runner.rows_for_case`), and become
 results rows with source "search" and a case file under RUN_DIR/worst/ that `cestab
@@ -478,43 +478,13 @@ _MUTATORS = {
 # ------------------------------------------------------------------ judging rows
 
 
-def feature(z: np.ndarray, target: int, ignored: bool, fmt) -> str:
-    """What a row is, read from its values (the third part of a failure kind): the first
-    that applies of padding, ignored, masked target, spread beyond max (z - max z
-    overflows), near +-max, a near tie at the top, an offset past exp's overflow,
-    subnormals, other -inf masks, a spread past exp's underflow, or plain."""
-    finite = np.isfinite(z)
-    if ignored:
-        return "ignored.padding" if not finite.any() else "ignored"
-    if z[target] == -np.inf:
-        return "mask.target"
-    zf = z[finite]
-    m, lo = zf.max(), zf.min()
-    with np.errstate(over="ignore"):
-        spread = m - lo  # inf past float64's max: still past the dtype's
-    if spread > fmt.max:
-        return "spread_overflow"
-    if np.abs(zf).max() >= fmt.max / 2:
-        return "near_max"
-    if zf.size >= 2:
-        top2 = np.partition(zf, -2)[-2:]
-        if top2[1] - top2[0] <= 2.0**-10 * max(1.0, abs(float(top2[1]))):
-            return "near_tie"
-    if abs(m) > fmt.exp_overflow:
-        return "large_offset"
-    if np.any((zf != 0) & (np.abs(zf) < 2.0**fmt.min_exponent)):
-        return "subnormal"
-    if not finite.all():
-        return "mask"
-    if m - lo > -fmt.exp_underflow:
-        return "exp_range"
-    return "plain"
-
-
 def features(z: np.ndarray, target: np.ndarray, ignored: np.ndarray, fmt) -> list[str]:
-    """`feature` of every row of z (n, V) at once: the same tests, in the same order, as
-    array operations (`_absorb` reads the features of ~20 rows for every adapter of every
-    batch; one call a row cost 15 us each). `feature` stays the definition (tested equal)."""
+    """What each row of z (n, V) is, read from its values (the third part of a failure kind):
+    the first that applies of padding, ignored, masked target, spread beyond max (z - max z
+    overflows), near +-max, a near tie at the top, an offset past exp's overflow,
+    subnormals, other -inf masks, a spread past exp's underflow, or plain. Every row at once
+    (`_absorb` reads ~20 rows for every adapter of every batch; one call a row cost 15 us
+    each); tests/test_rowsearch.py holds the same tests written for one row."""
     n = len(z)
     if n == 0:
         return []

@@ -1,5 +1,6 @@
-"""Deliberately slow adapters, for the Ray executor's tests only: `numpy.stable` after a
-pause, so a unit of work is still running when a test kills its node or its driver."""
+"""Deliberately slow adapters, for tests only: `numpy.stable` after a pause, so a Ray unit
+of work is still running when a test kills its node or its driver, and so a worker's
+answers to one case take longer together than one adapter's timeout."""
 
 import functools
 import time
@@ -20,3 +21,5 @@ SLOW = register(Adapter("slowtest.numpy_stable", "numpy", functools.partial(_slo
                         "test only: numpy.stable after a pause"))
 SLOWER = register(Adapter("slowtest.numpy_stable_1s", "numpy", functools.partial(_slow_stable, pause=LONG_PAUSE),
                           "test only: numpy.stable after a pause of a second"))
+SLOWER_TOO = register(Adapter("slowtest.numpy_stable_1s_too", "numpy", functools.partial(_slow_stable, pause=LONG_PAUSE),
+                              "test only: numpy.stable after a pause of a second (a second one, for the worker's timeouts)"))

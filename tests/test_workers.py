@@ -215,3 +215,87 @@ def test_sent_answers_treats_only_identical_bits_as_a_repeat_and_keeps_no_more_t
     tight = SentAnswers(limit=grad.nbytes + loss.nbytes - 1)  # nothing fits: nothing is a repeat
     assert tight.strip("a", ran(grad.copy()))[1] is None and tight.strip("b", ran(grad.copy()))[1] is None
     assert sent.strip("d", Attempt("error", message="x")) == (Attempt("error", message="x"), None)
+
+
+def _large_offset_case():
+    from harness.inputs import regimes
+
+    [case] = regimes.build_cases(regimes=["large_offset"], dtype_names=["float32"], shapes=[(4, 10)],
+                                 label_kinds=["index"])
+    return case
+
+
+def test_a_workers_answers_to_one_case_come_back_in_one_message_each_as_the_adapter_gave_it():
+    """Each message costs the parent and the worker CPU whatever its size (`GROUP_BYTES`), so
+    a case's answers travel together: one message for a default-sized case, and for a case
+    whose answers are larger than GROUP_BYTES, the messages the bound allows."""
+    from harness.adapters import registry
+    from harness.adapters.workers import GROUP_BYTES, WorkerPool, call_adapter
+    from harness.inputs import regimes
+    from harness.numerics.samebits import same_bits
+
+    adapters = registry.resolve(["numpy.naive", "numpy.stable"], ())
+    source = registry.worker_of(adapters[0].id, "float32")
+    small, large = (regimes.build_cases(regimes=["typical"], dtype_names=["float32"], shapes=[shape],
+                                        label_kinds=["index"])[0] for shape in [(16, 100), (512, 1024)])
+    pool = WorkerPool(60.0, threads=1)
+    try:
+        pool.start([source])
+        channel = pool.workers[source].channel
+        messages = []
+        receive = channel.recv
+        channel.recv = lambda: messages.append(receive()) or messages[-1]
+        for case, want_messages in [(small, 1), (large, None)]:
+            messages.clear()
+            got = list(pool.run_source(source, adapters, case, "cpu"))
+            assert [a.id for a, _ in got] == [a.id for a in adapters]
+            for adapter, attempt in got:
+                want = call_adapter(adapter, case, "cpu").output
+                assert attempt.status == "ran" and same_bits(attempt.output.grad, want.grad), (adapter.id, case.case_id)
+                assert same_bits(attempt.output.loss, want.loss)
+            if want_messages is None:  # each grad is 2 MiB: one answer per message
+                assert case.logits.nbytes >= GROUP_BYTES
+                want_messages = len(adapters)
+            assert len(messages) == want_messages, case.case_id
+    finally:
+        pool.close()
+
+
+def test_a_death_after_earlier_answers_of_the_case_is_the_running_adapters_and_the_others_run_again():
+    """The answers before the one that killed the worker had not gone back yet: the shared
+    progress says which adapter died (not the first whose answer is missing), a fresh worker
+    computes the others, and the attempts keep the request's order."""
+    from harness.adapters import registry
+    from harness.adapters.workers import WorkerPool
+
+    adapters = registry.resolve(["crashtest.memory_error", "crashtest.abort", "crashtest.oom_kill"], ())
+    pool = WorkerPool(30.0, threads=1)
+    try:
+        got = list(pool.run_source(registry.worker_of(adapters[0].id, "float32"), adapters, _large_offset_case(), "cpu"))
+    finally:
+        pool.close()
+    assert [(a.id, att.status) for a, att in got] == [("crashtest.memory_error", "error"), ("crashtest.abort", "crash"),
+                                                      ("crashtest.oom_kill", "crash")]
+    assert "MemoryError" in got[0][1].message
+    assert "SIGABRT" in got[1][1].message and "SIGKILL" in got[2][1].message
+
+
+def test_each_adapter_of_a_case_has_its_own_timeout_and_a_hang_is_the_hanging_adapters():
+    """Two adapters of 1 s each answer together after 2 s: with a timeout of 1.5 s neither is
+    late, as each has the timeout from its own start. The hang after them is blamed on
+    itself, and only it times out."""
+    import slow_adapters
+    from harness.adapters import registry
+    from harness.adapters.workers import WorkerPool
+
+    slow = registry.resolve([slow_adapters.SLOWER.id, slow_adapters.SLOWER_TOO.id], ())
+    pool = WorkerPool(1.5, threads=1)
+    try:
+        got = list(pool.run_source(registry.worker_of(slow[0].id, "float32"), slow, _large_offset_case(), "cpu"))
+        assert [(a.id, att.status) for a, att in got] == [(a.id, "ran") for a in slow]
+        hangs = registry.resolve(["crashtest.memory_error", "crashtest.hang"], ())
+        got = list(pool.run_source(registry.worker_of(hangs[0].id, "float32"), hangs, _large_offset_case(), "cpu"))
+    finally:
+        pool.close()
+    assert [(a.id, att.status) for a, att in got] == [("crashtest.memory_error", "error"), ("crashtest.hang", "timeout")]
+    assert "no answer within 1.5 s" in got[1][1].message

@@ -39,14 +39,16 @@ class ParallelPool(WorkerPool):
         self._slots = threading.Semaphore(self.jobs)  # workers computing at once
 
     def _timed(self, source, group, case, device, task):
-        """run_source, with each attempt's round trip (time since the previous answer) recorded."""
+        """run_source, with each attempt's round trip recorded: its share of its message's
+        (`Attempt.round_trip`), or, for a crash or a timeout, the time since the previous answer."""
         last = time.perf_counter()
         for adapter, attempt in self.run_source(source, group, case, device, task):
             now = time.perf_counter()
             if self.phases is not None and task is None:
                 worker = self.workers.get(source)  # a restarted worker counts its CPU from 0 again
                 process = f"{source}:{worker.process.pid}" if worker is not None else None
-                self.phases.add_attempt(attempt, now - last, adapter.framework, worker=process)
+                round_trip = attempt.round_trip if attempt.round_trip is not None else now - last
+                self.phases.add_attempt(attempt, round_trip, adapter.framework, worker=process)
             last = now
             yield adapter, attempt
 

@@ -4,16 +4,19 @@ for a framework that splits its dtypes, `Framework.worker_shards`).
 A segfault, abort, out-of-memory kill or hang inside one framework must not lose the run.
 So each framework's adapters run in a worker process of their own (spawned, never forked:
 frameworks hold threads and GPU contexts that do not survive a fork). The parent sends a
-case and the adapter ids; the worker answers once per adapter. If the worker dies, the
-adapter it was running gets a `crash` attempt with the signal; if it does not answer in
-time it is killed and the adapter gets `timeout`. Either way a fresh worker takes over the
-remaining adapters, and the run goes on.
+case and the adapter ids; the worker answers them together, in one message (`GROUP_BYTES`),
+and says in shared memory which adapter it is running, since when (`Worker.progress`). If
+the worker dies, the adapter it was running gets a `crash` attempt with the signal; if one
+adapter runs longer than the timeout the worker is killed and that adapter gets `timeout`.
+Either way a fresh worker takes over the other adapters whose answers had not come back,
+and the run goes on.
 
 Both executors return `Attempt`s, so the runner does not care where an adapter ran.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import importlib
@@ -57,6 +60,10 @@ class Attempt:
     # trips included).
     cpu_seconds: float | None = None
     process_cpu: float | None = None
+    # Wall seconds of the parent's wait that this attempt accounts for (set by `Worker.run`):
+    # its own compute and compilation, and an equal share of the rest of the round trip of the
+    # message that brought it (`run.phases` counts that rest as ipc).
+    round_trip: float | None = None
 
 
 def process_cpu(children: bool = True) -> float:
@@ -147,12 +154,30 @@ def _die_with_parent(parent_pid: int, arm_signal: bool = True) -> None:
     threading.Thread(target=watch, name="cestab-parent-watchdog", daemon=True).start()
 
 
+#: A worker's answers to one case go back together, in as few messages as hold this many
+#: bytes of arrays (a larger answer goes alone). Each message costs ~0.3 ms of CPU on each
+#: side whatever its size (waking the parent's lane and the worker, the kernel's copies'
+#: set-up: measured with a lone numpy worker, 2-core EPYC), and a default run's cases have
+#: three adapters per worker on average: one message per case instead of one per answer.
+#: The bound keeps a message in one write of the widened pipe (`transport.PIPE_BUFFER`) and
+#: the worker from holding more than one large answer at a time.
+GROUP_BYTES = 2 << 20
+
+
+def _answer_bytes(attempt) -> int:
+    output = getattr(attempt, "output", None)
+    return sum(x.nbytes for x in (getattr(output, "loss", None), getattr(output, "grad", None))
+               if isinstance(x, np.ndarray))
+
+
 def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | None = None, arm_signal: bool = True,
-           threads: int | None = None, folder: str | None = None) -> None:
+           threads: int | None = None, folder: str | None = None, progress=None) -> None:
     """Worker main loop: load the adapters' sources, then answer case requests.
 
     `threads`: the worker's thread budget (`adapters.threads`), set before any framework import.
-    `folder`: the pool's shared-memory folder for large messages (`transport`)."""
+    `folder`: the pool's shared-memory folder for large messages (`transport`).
+    `progress`: the shared words where the worker writes which adapter of the request it
+    starts, and when (`Worker.progress`)."""
     if parent_pid is not None:
         _die_with_parent(parent_pid, arm_signal)
     # Framework chatter (TF, XLA) goes to the run folder's logs, never to the terminal.
@@ -181,13 +206,21 @@ def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | Non
         _, case, ids, device, *task = message
         handle = _task(task[0]) if task else call_adapter
         sent = SentAnswers()
-        for adapter_id in ids:
+        group, size = [], 0
+        for index, adapter_id in enumerate(ids):
+            if progress is not None:
+                progress[1] = time.monotonic()  # the time first: the parent reads the index first
+                progress[0] = index
             attempt = handle(registry.get(adapter_id), case, device)
             same_as = None
             if isinstance(attempt, Attempt):
                 attempt, same_as = sent.strip(adapter_id, attempt)
                 attempt.process_cpu = process_cpu()
-            channel.send(("attempt", adapter_id, attempt, same_as))
+            group.append((adapter_id, attempt, same_as))
+            size += _answer_bytes(attempt)
+            if size >= GROUP_BYTES or index == len(ids) - 1:
+                channel.send(("attempts", group))
+                group, size = [], 0
 
 
 def _leave() -> None:
@@ -254,9 +287,15 @@ class Worker:
         self.conn, child = ctx.Pipe()
         transport.widen(self.conn, child)
         self.channel = transport.Channel(self.conn, folder)
+        # [index in the request in hand of the adapter the worker is running (-1: none yet),
+        # time.monotonic() when it started it] (CLOCK_MONOTONIC: one clock for every
+        # process): which adapter a death or a hang belongs to, and since when it has run
+        # (`_await`), while the answers to the case wait to go back together.
+        self.progress = ctx.RawArray("d", [-1.0, 0.0])
         t0 = time.perf_counter()
         in_main_thread = threading.current_thread() is threading.main_thread()
-        self.process = ctx.Process(target=_serve, args=(child, sources, log_path, os.getpid(), in_main_thread, threads, folder),
+        self.process = ctx.Process(target=_serve, args=(child, sources, log_path, os.getpid(), in_main_thread, threads, folder,
+                                                        self.progress),
                                    daemon=True,
                                    name=f"cestab-{name}")
         with _main_without_missing_file():
@@ -288,34 +327,65 @@ class Worker:
         except (EOFError, OSError):
             return None
 
+    def _await(self, sent: float, timeout: float):
+        """The next message; None if the worker died; "timeout" once one adapter has run for
+        `timeout` seconds (from its start, as the worker's `progress` says; the first, from
+        `sent`, the request's time.monotonic()): each adapter has its own `timeout`, as when
+        every answer came back on its own. The progress is looked at every PROGRESS_SECONDS."""
+        while True:
+            index, started = self.progress[0], self.progress[1]
+            remaining = (started if index >= 0 else sent) + timeout - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            reply = self._receive(min(PROGRESS_SECONDS, remaining))
+            if reply != "timeout":
+                return reply
+
     def run(self, case: Case, adapter_ids: list[str], device: str, timeout: float, task: str | None = None):
-        """Yield (adapter_id, Attempt) until all ran or the worker failed (then stop).
+        """Yield (adapter_id, Attempt) for the adapters, in order, as their answers come back,
+        until all ran or the worker failed: then the adapter it was running gets the crash or
+        timeout, and the others that had not come back are left to the caller (`run_source`
+        gives them to a fresh worker).
 
         With `task` ("module:function"), the worker answers with that function's result
         for (adapter, case, device) instead of an Attempt; crash and timeout stay Attempts."""
+        self.progress[0] = -1  # the worker is idle between requests: nothing running yet
+        sent = time.monotonic()
         try:
             self.channel.send(("case", case, adapter_ids, device, *([task] if task else [])))
         except (BrokenPipeError, OSError):
             yield adapter_ids[0], Attempt("crash", message=self.death_message())
             return
         answers: dict[str, Output] = {}  # this case's, for the repeats (`SentAnswers`)
-        for adapter_id in adapter_ids:
-            reply = self._receive(timeout)
-            if reply == "timeout":
-                self.kill()
-                yield adapter_id, Attempt("timeout", message=f"no answer within {timeout:g} s; worker killed")
+        received, last = 0, time.perf_counter()
+        while received < len(adapter_ids):
+            reply = self._await(sent, timeout)
+            if reply == "timeout" or reply is None:
+                running = adapter_ids[min(max(int(self.progress[0]), received), len(adapter_ids) - 1)]
+                if reply is None:
+                    yield running, Attempt("crash", message=self.death_message())
+                else:
+                    self.kill()
+                    yield running, Attempt("timeout", message=f"no answer within {timeout:g} s; worker killed")
                 return
-            if reply is None:
-                yield adapter_id, Attempt("crash", message=self.death_message())
-                return
-            _, answered, attempt, same_as = reply
-            if same_as is not None:  # the arrays of an earlier answer: the same bits, shared
-                earlier = answers[same_as]
-                attempt = dataclasses.replace(attempt, output=dataclasses.replace(attempt.output, loss=earlier.loss,
-                                                                                   grad=earlier.grad))
-            if isinstance(attempt, Attempt) and attempt.status == "ran":
-                answers[answered] = attempt.output
-            yield answered, attempt
+            now = time.perf_counter()
+            group = reply[1]
+            work = sum((a.seconds or 0.0) + (a.output.compile_seconds if a.output is not None else 0.0)
+                       for _, a, _ in group if isinstance(a, Attempt))
+            share = (now - last - work) / len(group)  # the message's round trip beyond the adapters' work
+            last = now
+            for answered, attempt, same_as in group:
+                if same_as is not None:  # the arrays of an earlier answer: the same bits, shared
+                    earlier = answers[same_as]
+                    attempt = dataclasses.replace(attempt, output=dataclasses.replace(attempt.output, loss=earlier.loss,
+                                                                                       grad=earlier.grad))
+                if isinstance(attempt, Attempt):
+                    attempt.round_trip = (attempt.seconds or 0.0) + share + (
+                        attempt.output.compile_seconds if attempt.output is not None else 0.0)
+                    if attempt.status == "ran":
+                        answers[answered] = attempt.output
+                received += 1
+                yield answered, attempt
 
     def death_message(self) -> str:
         self.process.join(timeout=5)
@@ -370,6 +440,10 @@ def _main_without_missing_file():
     finally:
         if hide:
             main.__file__ = path
+
+
+#: How often (seconds) the parent looks at a silent worker's progress (`Worker._await`).
+PROGRESS_SECONDS = 1.0
 
 
 class WorkerFailed(RuntimeError):
@@ -454,17 +528,28 @@ class WorkerPool:
             yield from self.run_source(source, group, case, device, task)
 
     def run_source(self, source: str, group: list[Adapter], case: Case, device: str, task: str | None = None):
-        """Yield (adapter, Attempt) for the adapters of one implementation module (one worker)."""
+        """Yield (adapter, Attempt) for the adapters of one implementation module (one worker),
+        in `group`'s order. After a death or a hang the adapter that was running has its
+        attempt, and a fresh worker runs the others whose answers had not come back (those
+        before it too: they were waiting to go back with theirs), so attempts can arrive out
+        of order; they are held until the ones before them are in."""
         pending = {a.id: a for a in group}
+        waiting, done = collections.deque(group), {}  # not yet yielded, in order; attempts in hand
         while pending:
             try:
                 worker = self._worker(source)
             except WorkerFailed as exc:
-                for adapter in pending.values():
-                    yield adapter, Attempt("crash", message=f"worker failed to start: {exc}")
-                break
-            for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout, task):
-                yield pending.pop(adapter_id), attempt
+                for adapter_id in pending:
+                    done[adapter_id] = Attempt("crash", message=f"worker failed to start: {exc}")
+                pending.clear()
+            else:
+                for adapter_id, attempt in worker.run(case, list(pending), device, self.timeout, task):
+                    done[adapter_id] = attempt
+                    del pending[adapter_id]
+                    while waiting and waiting[0].id in done:
+                        yield waiting[0], done.pop(waiting.popleft().id)
+        while waiting:
+            yield waiting[0], done.pop(waiting.popleft().id)
 
     def close(self) -> None:
         """Stop every worker at once, then wait for each: a worker's exit (its framework's

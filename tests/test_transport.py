@@ -97,7 +97,7 @@ def test_a_file_that_cannot_be_written_sends_the_message_through_the_pipe_and_le
     # A file size limit makes pwrite fail (EFBIG) as a full tmpfs would (ENOSPC): a real
     # error from the kernel, in a process of its own.
     script = textwrap.dedent(f"""
-        import multiprocessing as mp, os, resource, signal, threading
+        import multiprocessing as mp, os, resource, signal, socket, threading
         import numpy as np
         from harness.adapters import transport
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -106,14 +106,17 @@ def test_a_file_that_cannot_be_written_sends_the_message_through_the_pipe_and_le
         big = np.arange(transport.SHARED_MIN_BYTES // 8, dtype=np.float64)
         sending = threading.Thread(target=transport.Channel(a, {folder!r}).send, args=(big,))
         sending.start()
-        got = b.recv()  # the raw pipe: the array itself, not a note of a shared file
+        with socket.fromfd(b.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as peek:
+            frame = peek.recv(transport._FRAME.size, socket.MSG_PEEK | socket.MSG_WAITALL)
+        arrays = transport._FRAME.unpack(frame)[1]  # 1: the array itself, in the pipe; 0: a note of a shared file
+        got = transport.Channel(b, None).recv()
         sending.join()
-        print(type(got).__name__, bool(np.array_equal(got, big)), os.listdir({folder!r}))
+        print(type(got).__name__, bool(np.array_equal(got, big)), arrays, os.listdir({folder!r}))
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["ndarray", "True", "[]"]
+    assert out.stdout.split() == ["ndarray", "True", "1", "[]"]
 
 
 def test_a_dead_runs_folder_is_removed_and_a_live_ones_kept(tmp_path):
@@ -159,3 +162,24 @@ def test_a_widened_pipe_takes_a_whole_megabyte_message_before_anyone_reads_it():
         writer.join(timeout=5)
         a.close()
         b.close()
+
+
+def test_a_message_of_more_arrays_than_one_system_call_takes_crosses_the_pipe_bit_for_bit_and_writable():
+    """Through the pipe each array is written from its own memory and read into a new one
+    (`os.writev` / `os.readv`, at most SC_IOV_MAX pieces a call): 3000 arrays of four dtypes
+    must come back bit for bit, in order, writable; and a closed sender is an EOFError, the
+    end a worker waits for."""
+    sender, receiver = _pair(None)
+    rng = np.random.default_rng(1)
+    dtypes = [np.float16, ml_dtypes.bfloat16, np.float32, np.float64]
+    sent = [rng.standard_normal(int(rng.integers(1, 300))).astype(dtypes[k % 4]) for k in range(3000)]
+    assert len(sent) > transport._IOV_MAX
+    got = _through_pipe(sender, receiver, ("case", sent, {"n": len(sent)}))
+    assert got[0] == "case" and got[2] == {"n": 3000} and len(got[1]) == 3000
+    for a, b in zip(sent, got[1]):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    got[1][0][0] = 7
+    assert got[1][0][0] == 7 and sent[0][0] != 7
+    sender.conn.close()
+    with pytest.raises(EOFError):
+        receiver.recv()

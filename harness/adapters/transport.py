@@ -3,14 +3,20 @@ arrays of large ones through a shared-memory file.
 
 Every adapter's gradient comes back to the parent (but one of the very same bits as an
 earlier adapter's on the same case, which comes back as that adapter's id:
-`workers.SentAnswers`) and every case's logits go out to each worker. Through the pipe
-each byte is copied four times (pickled, written into the socket, read out of it,
-unpickled). For a large message (`SHARED_MIN_BYTES`: a user's big batch,
-not a default run's cases, which the pipe moves more cheaply) the arrays (pickle protocol
-5's out-of-band buffers) are written once into a file in a private tmpfs folder; the
-receiver maps that file copy-on-write and unlinks it, so its arrays are views of pages
-the sender wrote, with no copy on the receiving side (a third of the parent's CPU per
-byte, a half of the sender's, measured with 16 MB answers).
+`workers.SentAnswers`) and every case's logits go out to each worker. A message is
+pickled once (protocol 5), its arrays out of band (`_Pickler`), so each array's bytes are
+copied twice only: written from the array into the socket (`os.writev`, with the pickle and
+a frame, in one call) and read out of it straight into the receiver's new array
+(`os.readv`). (`multiprocessing.Connection.send` pickles arrays in band: the sender copied
+each byte into the pickle and the pipe, the receiver out of the pipe, into a buffer, and
+into the array.) Frame: `_FRAME` (pickle length, number of arrays), each array's length,
+the pickle, the arrays.
+
+For a large message (`SHARED_MIN_BYTES`: a user's big batch, not a default run's cases,
+which the pipe moves more cheaply) the arrays are written once into a file in a private
+tmpfs folder; the receiver maps that file copy-on-write and unlinks it, so its arrays are
+views of pages the sender wrote, with no copy on the receiving side (a third of the
+parent's CPU per byte, a half of the sender's, measured with 16 MB answers).
 
 What can go wrong, and what happens then:
 - no tmpfs, or it is full (a container's 64 MB /dev/shm): `os.pwrite` fails with an
@@ -30,9 +36,9 @@ import os
 import pickle
 import shutil
 import socket
+import struct
 import tempfile
 from dataclasses import dataclass
-from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
 
@@ -144,28 +150,56 @@ def _remove_stale(root: str) -> None:
             continue
 
 
+#: A frame's start: the pickle's length and the number of out-of-band arrays (each one's
+#: length follows, as `_LENGTH`).
+_FRAME = struct.Struct("<QQ")
+_LENGTH = "<Q"
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16  # pieces per writev / readv call
+
+
+def _write_all(fd: int, pieces: list) -> None:
+    """Write `pieces` (bytes-like) to `fd` in order, as few calls as the kernel allows."""
+    views = [memoryview(p).cast("B") for p in pieces if len(p)]
+    while views:
+        done = os.writev(fd, views[:_IOV_MAX])
+        while views and done >= views[0].nbytes:
+            done -= views.pop(0).nbytes
+        if done:
+            views[0] = views[0][done:]
+
+
+def _read_all(fd: int, pieces: list) -> None:
+    """Fill `pieces` (writable buffers) from `fd` in order; EOFError if it closes first."""
+    views = [memoryview(p).cast("B") for p in pieces if len(p)]
+    while views:
+        done = os.readv(fd, views[:_IOV_MAX])
+        if done == 0:
+            raise EOFError
+        while views and done >= views[0].nbytes:
+            done -= views.pop(0).nbytes
+        if done:
+            views[0] = views[0][done:]
+
+
 class Channel:
-    """One end of a worker's pipe: `send` and `recv` whole Python objects, as
-    `multiprocessing.Connection` does, with large arrays through `folder` (None: the pipe)."""
+    """One end of a worker's pipe (a `multiprocessing` connection, for its file descriptor
+    and its `poll`): `send` and `recv` whole Python objects, each array copied once on
+    each side, large arrays through `folder` (None: the pipe). Both ends must be Channels."""
 
     def __init__(self, conn, folder: str | None):
         self.conn = conn
         self.folder = folder
 
     def send(self, obj) -> None:
-        """Pickled once, as `Connection.send` pickles, and sent as those bytes; only a
-        message that large is pickled again with its arrays out of band for the file."""
-        data = ForkingPickler.dumps(obj)
-        if self.folder is not None and len(data) >= SHARED_MIN_BYTES:
-            buffers: list[pickle.PickleBuffer] = []
-            head = _dumps(obj, buffers)
-            raw = [b.raw() for b in buffers]
-            if sum(r.nbytes for r in raw) >= SHARED_MIN_BYTES:
-                shared = self._write(head, raw)
-                if shared is not None:
-                    self.conn.send(shared)
-                    return
-        self.conn.send_bytes(data)
+        buffers: list[pickle.PickleBuffer] = []
+        head = _dumps(obj, buffers)
+        raw = [b.raw() for b in buffers]
+        if self.folder is not None and sum(r.nbytes for r in raw) >= SHARED_MIN_BYTES:
+            shared = self._write(head, raw)
+            if shared is not None:
+                head, raw = _dumps(shared, []), []
+        lengths = struct.pack(f"<{len(raw)}Q", *(r.nbytes for r in raw))
+        _write_all(self.conn.fileno(), [_FRAME.pack(len(head), len(raw)) + lengths, head, *raw])
 
     def _write(self, head: bytes, raw: list[memoryview]) -> _Shared | None:
         path = os.path.join(self.folder, f"{os.getpid()}-{next(_names)}")
@@ -191,7 +225,15 @@ class Channel:
         return _Shared(path, head, tuple(spans))
 
     def recv(self):
-        message = self.conn.recv()
+        fd = self.conn.fileno()
+        frame = bytearray(_FRAME.size)
+        _read_all(fd, [frame])
+        head_length, n = _FRAME.unpack(frame)
+        lengths, head = bytearray(8 * n), bytearray(head_length)
+        _read_all(fd, [lengths, head])
+        arrays = [np.empty(length, np.uint8) for length in struct.unpack(f"<{n}Q", lengths)]
+        _read_all(fd, arrays)
+        message = pickle.loads(head, buffers=arrays)
         if not isinstance(message, _Shared):
             return message
         fd = os.open(message.path, os.O_RDONLY)

@@ -154,14 +154,15 @@ def _die_with_parent(parent_pid: int, arm_signal: bool = True) -> None:
     threading.Thread(target=watch, name="cestab-parent-watchdog", daemon=True).start()
 
 
-#: A worker's answers to one case go back together, in as few messages as hold this many
-#: bytes of arrays (a larger answer goes alone). Each message costs ~0.3 ms of CPU on each
-#: side whatever its size (waking the parent's lane and the worker, the kernel's copies'
-#: set-up: measured with a lone numpy worker, 2-core EPYC), and a default run's cases have
-#: three adapters per worker on average: one message per case instead of one per answer.
-#: The bound keeps a message in one write of the widened pipe (`transport.PIPE_BUFFER`) and
-#: the worker from holding more than one large answer at a time.
-GROUP_BYTES = 2 << 20
+#: A worker's answers to one case go back together, in messages of at most this many bytes
+#: of arrays (a larger answer goes alone). Each message costs CPU on each side whatever its
+#: size (waking the parent's lane and the worker, the system calls), and a default run's
+#: cases have three adapters per worker on average, most of them small (2-128 KB): their
+#: answers go in one message instead of three. A larger message would cost more per byte
+#: than its parts (it no longer fits a core's cache: a lone numpy worker spent 2.4 ms
+#: sending two 1 MB answers in one message, 1.4 ms in two, 2-core EPYC), and the worker
+#: would hold more of its answers at once.
+GROUP_BYTES = 256 << 10
 
 
 def _answer_bytes(attempt) -> int:
@@ -216,11 +217,13 @@ def _serve(conn, sources: list[str], log_path: str | None, parent_pid: int | Non
             if isinstance(attempt, Attempt):
                 attempt, same_as = sent.strip(adapter_id, attempt)
                 attempt.process_cpu = process_cpu()
-            group.append((adapter_id, attempt, same_as))
-            size += _answer_bytes(attempt)
-            if size >= GROUP_BYTES or index == len(ids) - 1:
+            nbytes = _answer_bytes(attempt)
+            if group and size + nbytes > GROUP_BYTES:
                 channel.send(("attempts", group))
                 group, size = [], 0
+            group.append((adapter_id, attempt, same_as))
+            size += nbytes
+        channel.send(("attempts", group))
 
 
 def _leave() -> None:
@@ -410,7 +413,7 @@ class Worker:
         if self.process.is_alive() and not self._stopping:
             self._stopping = True
             try:
-                self.conn.send(("stop",))
+                self.channel.send(("stop",))
             except (BrokenPipeError, OSError):
                 pass
 

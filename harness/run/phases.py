@@ -6,7 +6,8 @@ search rows (`generation`), the reference (`reference`), judging and scoring
 the workers (`dispatch`). What the workers report is added per attempt: the adapters' own
 compute (`adapter`), compilation (`compile`), and `ipc`, the rest of each round trip
 (pickling arrays, the pipe, converting to and from the framework, waiting for a busy
-worker). Worker start-up (framework imports) is counted by the executor.
+worker; a message bringing several answers shares it among them: `Attempt.round_trip`).
+Worker start-up (framework imports) is counted by the executor.
 
 Workers of different frameworks run at the same time (`--jobs`), so adapter, compile and
 ipc seconds are summed over workers and may exceed the wall time. The parent judges each

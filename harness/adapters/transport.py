@@ -151,28 +151,27 @@ def _remove_stale(root: str) -> None:
 
 
 #: A frame's start: the pickle's length and the number of out-of-band arrays (each one's
-#: length follows, as `_LENGTH`).
+#: length follows, "<Q").
 _FRAME = struct.Struct("<QQ")
-_LENGTH = "<Q"
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16  # pieces per writev / readv call
 
 
 def _write_all(fd: int, pieces: list) -> None:
-    """Write `pieces` (bytes-like) to `fd` in order, as few calls as the kernel allows."""
-    views = [memoryview(p).cast("B") for p in pieces if len(p)]
-    while views:
-        done = os.writev(fd, views[:_IOV_MAX])
-        while views and done >= views[0].nbytes:
-            done -= views.pop(0).nbytes
-        if done:
-            views[0] = views[0][done:]
+    """Write `pieces` (bytes-like) to `fd` in order, in as few calls as the kernel allows."""
+    _move(os.writev, fd, pieces)
 
 
 def _read_all(fd: int, pieces: list) -> None:
     """Fill `pieces` (writable buffers) from `fd` in order; EOFError if it closes first."""
-    views = [memoryview(p).cast("B") for p in pieces if len(p)]
+    _move(os.readv, fd, pieces)
+
+
+def _move(call, fd: int, pieces: list) -> None:
+    """`call` (os.writev or os.readv) until every byte of `pieces` has moved, each call
+    taking up to _IOV_MAX of what is left (a call may move part of it)."""
+    views = [v for v in (memoryview(p).cast("B") for p in pieces) if v.nbytes]
     while views:
-        done = os.readv(fd, views[:_IOV_MAX])
+        done = call(fd, views[:_IOV_MAX])
         if done == 0:
             raise EOFError
         while views and done >= views[0].nbytes:

@@ -372,8 +372,7 @@ class Worker:
                 return
             now = time.perf_counter()
             group = reply[1]
-            work = sum((a.seconds or 0.0) + (a.output.compile_seconds if a.output is not None else 0.0)
-                       for _, a, _ in group if isinstance(a, Attempt))
+            work = sum(_work_seconds(a) for _, a, _ in group if isinstance(a, Attempt))
             share = (now - last - work) / len(group)  # the message's round trip beyond the adapters' work
             last = now
             for answered, attempt, same_as in group:
@@ -382,8 +381,7 @@ class Worker:
                     attempt = dataclasses.replace(attempt, output=dataclasses.replace(attempt.output, loss=earlier.loss,
                                                                                        grad=earlier.grad))
                 if isinstance(attempt, Attempt):
-                    attempt.round_trip = (attempt.seconds or 0.0) + share + (
-                        attempt.output.compile_seconds if attempt.output is not None else 0.0)
+                    attempt.round_trip = _work_seconds(attempt) + share
                     if attempt.status == "ran":
                         answers[answered] = attempt.output
                 received += 1
@@ -442,6 +440,11 @@ def _main_without_missing_file():
     finally:
         if hide:
             main.__file__ = path
+
+
+def _work_seconds(attempt: Attempt) -> float:
+    """An attempt's adapter compute and compilation seconds (what is not its round trip's ipc)."""
+    return (attempt.seconds or 0.0) + (attempt.output.compile_seconds if attempt.output is not None else 0.0)
 
 
 #: How often (seconds) the parent looks at a silent worker's progress (`Worker._await`).

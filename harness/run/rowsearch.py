@@ -116,20 +116,29 @@ def score_row_dict(row: dict) -> float:
 class Rows:
     """Candidate rows of one V, struct of arrays: float64 logits exact in the dtype (-inf
     masks allowed), targets, soft labels (for the "soft" kind; None otherwise), ignored
-    flags, and the pieces each row was made from (strategies' names, then mutations)."""
+    flags, and the pieces each row was made from (strategies' names, then mutations).
+
+    The names are an array of str objects, not a list: a batch's rows are taken, joined
+    and renamed by the thousand (`mutate`), in numpy's loops rather than Python's."""
 
     z: np.ndarray  # (n, V)
     target: np.ndarray  # (n,) int64
     ignored: np.ndarray  # (n,) bool
-    pieces: list[str]
+    pieces: np.ndarray  # (n,) object: str (a list of str is converted)
     soft: np.ndarray | None = None  # (n, V)
+
+    def __post_init__(self):
+        if not (isinstance(self.pieces, np.ndarray) and self.pieces.dtype == object):
+            pieces = np.empty(len(self.pieces), dtype=object)
+            pieces[:] = [str(p) for p in self.pieces]
+            self.pieces = pieces
 
     def __len__(self) -> int:
         return len(self.target)
 
     def take(self, idx) -> "Rows":
         idx = np.asarray(idx, dtype=np.int64)
-        return Rows(self.z[idx], self.target[idx], self.ignored[idx], [self.pieces[i] for i in idx],
+        return Rows(self.z[idx], self.target[idx], self.ignored[idx], self.pieces[idx],
                     None if self.soft is None else self.soft[idx])
 
     @staticmethod
@@ -137,7 +146,7 @@ class Rows:
         parts = [p for p in parts if len(p)] or parts[:1]
         soft = None if parts[0].soft is None else np.concatenate([p.soft for p in parts])
         return Rows(np.concatenate([p.z for p in parts]), np.concatenate([p.target for p in parts]),
-                    np.concatenate([p.ignored for p in parts]), [s for p in parts for s in p.pieces], soft)
+                    np.concatenate([p.ignored for p in parts]), np.concatenate([p.pieces for p in parts]), soft)
 
 
 def pad_rows(n: int, v: int, soft: bool) -> Rows:
@@ -148,7 +157,7 @@ def pad_rows(n: int, v: int, soft: bool) -> Rows:
     if soft:
         s = np.zeros((n, v))
         s[:, 0] = 1.0
-    return Rows(z, target, np.zeros(n, dtype=bool), ["pad"] * n, s)
+    return Rows(z, target, np.zeros(n, dtype=bool), np.full(n, "pad", dtype=object), s)
 
 
 # ------------------------------------------------------------------ fresh rows from hypothesis
@@ -221,7 +230,7 @@ def cached_pool(fmt, v: int, budget: Budget, seed: int) -> Rows:
         if (z.shape == (n, v) and z.dtype == np.float64 and target.dtype == np.int64 and ignored.shape == (n,)
                 and ignored.dtype == bool and pieces.shape == (n,) and pieces.dtype.kind == "U" and n
                 and ((target >= 0) & (target < v)).all()):
-            return Rows(z, target, ignored, [str(p) for p in pieces])
+            return Rows(z, target, ignored, pieces.astype(object))
     except Exception:  # missing, torn, not an npz, other arrays: whatever it is, draw them again
         pass
     rows = hypothesis_pool(fmt, v, budget, seed)
@@ -231,7 +240,7 @@ def cached_pool(fmt, v: int, budget: Budget, seed: int) -> Rows:
         return rows
     try:
         with os.fdopen(fd, "wb") as out:
-            np.savez(out, z=rows.z, target=rows.target, ignored=rows.ignored, pieces=np.array(rows.pieces, dtype=str))
+            np.savez(out, z=rows.z, target=rows.target, ignored=rows.ignored, pieces=rows.pieces.astype(str))
         os.replace(tmp, path)
     except OSError:  # a full disk: the next run draws them again
         with contextlib.suppress(OSError):
@@ -283,7 +292,7 @@ def mutate(rows: Rows, rng: np.random.Generator, fmt, allow_ignore: bool, n_chil
     kids = rows.take(np.arange(n_children) % len(rows))
     z, target, ignored = kids.z.copy(), kids.target.copy(), kids.ignored.copy()
     soft = None if kids.soft is None else kids.soft.copy()
-    done = [[] for _ in range(n_children)]
+    done = np.full((2, n_children), -1)  # each round's mutation (its index in MUTATIONS), -1: none
     for round_ in range(2):
         chosen = rng.integers(len(MUTATIONS), size=n_children)
         active = np.ones(n_children, bool) if round_ == 0 else rng.random(n_children) < 0.4
@@ -292,14 +301,25 @@ def mutate(rows: Rows, rng: np.random.Generator, fmt, allow_ignore: bool, n_chil
             if sel.size and (name != "ignore" or allow_ignore):
                 with np.errstate(over="ignore", invalid="ignore"):  # float64 rows near max: clamped below
                     soft = _MUTATORS[name](z, target, ignored, soft, sel, rng, fmt)
-                for i in sel:
-                    done[i].append(name)
+                done[round_, sel] = k
         _clamp(z, fmt)
-    names = [p + "+" + ".".join(["mut", *d]) if d else p for p, d in zip(kids.pieces, done)]
+    names = kids.pieces + _MUTATION_SUFFIXES[done[0] + 1, done[1] + 1]  # "<pieces>+mut.<first>[.<second>]"
     z = _finish(z, fmt)  # rounded to the dtype once, every row at a time
     dead = ~ignored & ~np.isfinite(z).any(axis=1)
     z[dead, target[dead]] = 0.0  # a valid row keeps a live class
     return Rows(z, target, ignored, names, soft)
+
+
+def _mutation_suffixes() -> np.ndarray:
+    """[first + 1, second + 1] -> what `mutate` appends to a row's pieces for the mutations
+    it got (indices into MUTATIONS, -1 for none): "+mut.<first>[.<second>]", or ""."""
+    names = [None, *MUTATIONS]
+    out = np.empty((len(names), len(names)), dtype=object)
+    for i, first in enumerate(names):
+        for j, second in enumerate(names):
+            done = [n for n in (first, second) if n is not None]
+            out[i, j] = "+" + ".".join(["mut", *done]) if done else ""
+    return out
 
 
 def _clamp(z: np.ndarray, fmt) -> None:
@@ -473,6 +493,7 @@ _MUTATORS = {
     "lead_pair": _m_lead_pair, "mask": _m_mask, "mask_target": _m_mask_target, "swap_target": _m_swap_target,
     "subnormal": _m_subnormal, "ignore": _m_ignore, "spread_max": _m_spread_max,
 }
+_MUTATION_SUFFIXES = _mutation_suffixes()
 
 
 # ------------------------------------------------------------------ judging rows
@@ -608,13 +629,21 @@ def split_rows(ref: reference.Reference, dtype: str) -> SplitRows:
     return ref.memo[key]
 
 
-def kinds_of(verdicts: RowVerdicts, idx: np.ndarray, rows: Rows, fmt) -> list[str]:
-    """status/quantity/feature of rows `idx`: their failure kinds."""
+def kinds_of(verdicts: RowVerdicts, idx: np.ndarray, rows: Rows, fmt, known: np.ndarray | None = None) -> list[str]:
+    """status/quantity/feature of rows `idx`: their failure kinds. `known` (optional, one
+    per row of `rows`, None where not yet read) keeps the features read so far: a batch's
+    worst rows are mostly the same rows for each of its adapters."""
     idx = np.asarray(idx, dtype=np.int64)
     score = verdicts.score[idx]
     status = np.where(verdicts.nonfinite[idx], "nonfinite", np.where(score > 1, "inaccurate", "ok"))
     quantity = np.where(verdicts.loss_worse[idx], "loss", "grad")
-    feats = features(rows.z[idx], rows.target[idx], rows.ignored[idx], fmt)
+    if known is None:
+        feats = features(rows.z[idx], rows.target[idx], rows.ignored[idx], fmt)
+    else:
+        new = idx[np.equal(known[idx], None)]
+        if new.size:
+            known[new] = features(rows.z[new], rows.target[new], rows.ignored[new], fmt)
+        feats = known[idx]
     return [f"{s}/{q}/{f}" for s, q, f in zip(status, quantity, feats)]
 
 
@@ -647,6 +676,11 @@ class Batch:
     eps: float
     fam: str  # "ignore" or "plain"
     case: Case
+    features: np.ndarray = None  # (n,) object: each row's `features`, None until read (`kinds_of`)
+
+    def __post_init__(self):
+        if self.features is None:
+            self.features = np.full(len(self.rows), None, dtype=object)
 
 
 @dataclass
@@ -914,8 +948,7 @@ class RowSearch:
         for adapter, attempt, verdicts in self.judge_batch(batch.case, batch.n_real, answers, ref):
             st = self.pair(adapter.id, batch.fmt.name)
             st.calls += 1
-            self._absorb(adapter, st, attempt, verdicts, batch.rows, batch.n_real, batch.fmt, batch.v, batch.kind,
-                         batch.eps, batch.fam)
+            self._absorb(adapter, st, attempt, verdicts, batch)
 
     def _valid(self, rows: Rows, allow_ignore: bool) -> Rows:
         """No row without a finite logit unless ignored; no ignored rows in a plain batch."""
@@ -925,7 +958,8 @@ class RowSearch:
         rows.z[dead, rows.target[dead]] = 0.0
         return rows
 
-    def _absorb(self, adapter, st: PairState, attempt, verdicts, rows, n_real, fmt, v, kind, eps, fam) -> None:
+    def _absorb(self, adapter, st: PairState, attempt, verdicts, batch: Batch) -> None:
+        rows, n_real, fmt, v, kind, eps, fam = batch.rows, batch.n_real, batch.fmt, batch.v, batch.kind, batch.eps, batch.fam
         dtype = fmt.name
         if attempt.status == "unsupported":
             if fam == "ignore":
@@ -946,7 +980,7 @@ class RowSearch:
             order = np.argsort(-scores, kind="stable")
             head = order[: 4 * self.budget.findings + 8]
             head = head[scores[head] > 0]
-            for i, key in zip(head, kinds_of(verdicts, head, rows, fmt)):
+            for i, key in zip(head, kinds_of(verdicts, head, rows, fmt, batch.features)):
                 s = float(scores[i])
                 if not key.startswith("ok/") or not st.winners:
                     old = st.winners.get(key)

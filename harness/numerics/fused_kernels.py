@@ -258,21 +258,32 @@ def row_scores(loss, lhi, llo, has_llo, lu, lallow, ltiny, linf, lfov, grad, ghi
         loss_worse[i] = lr >= gr or lnf
 
 
+#: 2**k for every float64 power of two, at k + 1074: an ulp in one load (`truth_terms`).
+_EXP2 = np.ldexp(1.0, np.arange(-1074, 1024))
+
+
 @jit
 def truth_terms(t, scale, scale_att, has_att, tol_ulps, tol_cr, att_ulps, att_cr, min_exponent, mantissa_bits,
                 tiny_below, overflow_at, u, allowance, allowance_att, is_inf, tiny, finite_overflow):
     """`metrics.truth_terms` of a float64 truth (flat arrays; the outputs filled in):
-    the ulp, both allowances and the masks in one pass. Returns (all finite, any tiny)."""
+    the ulp, both allowances and the masks in one pass. Returns (all finite, any tiny).
+
+    `metrics.ulp` is 2**(e - p + 1) at |x| in [2**e, 2**(e+1)), floored: e is read from
+    the exponent bits and the power of two from a table (math.frexp and math.ldexp, calls
+    into libm, were two-thirds of the pass)."""
     floor = min_exponent - mantissa_bits
     all_finite = True
     any_tiny = False
+    bits = t.view(np.int64)
     for k in range(t.size):
         x = t[k]
-        inf = np.isinf(x)
-        a = 0.0 if inf else abs(x)
-        if np.isfinite(a):  # `metrics.ulp`: 2**(e - p + 1) at |x| in [2**e, 2**(e+1)), floored
-            e = min_exponent if a == 0 else math.frexp(a)[1] - 1
-            uk = math.ldexp(1.0, max(e - mantissa_bits, floor))
+        biased = (bits[k] >> 52) & 0x7FF
+        finite = biased != 0x7FF
+        inf = not finite and (bits[k] & 0xFFFFFFFFFFFFF) == 0
+        if finite or inf:  # an infinite truth's ulp is zero's
+            # zero, float64 subnormals (e < -1022 <= min_exponent) and inf: the floor
+            e = biased - 1023 if 0 < biased < 0x7FF else min_exponent
+            uk = _EXP2[max(e - mantissa_bits, floor) + 1074]
         else:
             uk = np.nan
         u[k] = uk
@@ -283,7 +294,6 @@ def truth_terms(t, scale, scale_att, has_att, tol_ulps, tol_cr, att_ulps, att_cr
         small = x != 0 and abs(x) < tiny_below
         tiny[k] = small
         any_tiny |= small
-        finite = np.isfinite(x)
         all_finite &= finite
         finite_overflow[k] = finite and abs(x) >= overflow_at
     return all_finite, any_tiny

@@ -250,10 +250,19 @@ def terms_for(ref: Reference, name: str, dtype: str, ids=None, textbook: bool = 
         if textbook:
             scale_att = None
         if ids is not None:
-            truth, scale = truth[ids], scale[ids]
-            scale_att = None if scale_att is None else scale_att[ids]
+            at = _rows_at(ids)
+            truth, scale = truth[at], scale[at]
+            scale_att = None if scale_att is None else scale_att[at]
         memo[key] = truth_terms(truth, scale, dtype, scale_att)
     return memo[key]
+
+
+def _rows_at(ids: np.ndarray):
+    """Rows `ids` (increasing) as an index: a slice where they are a run (every row defined,
+    the common case), so that taking them is a view, not a copy of the block."""
+    if len(ids) and int(ids[-1]) - int(ids[0]) + 1 == len(ids):
+        return slice(int(ids[0]), int(ids[-1]) + 1)
+    return ids
 
 
 def grades(e: ElementErrors) -> tuple[np.ndarray, np.ndarray]:
@@ -390,11 +399,12 @@ def reduce_errors(ref: Reference, computed, name: str, dtype: str, top: int = 0)
             index_of = lambda k, ids=ids: (int(ids[k]),)  # noqa: E731
         else:
             index_of = lambda k, ids=ids: (int(ids[k // width]), k % width)  # noqa: E731
+        block = computed[_rows_at(ids)]
         if kernels is not None and terms.hi is not None and ids.size:
-            out.fold(_fused_block(kernels, computed[ids], terms, dtype), index_of)
+            out.fold(_fused_block(kernels, block, terms, dtype), index_of)
             continue
-        e = element_errors(computed[ids], None, None, dtype, terms=terms)
-        out.add(e, computed[ids], terms.truth if terms.hi is None else terms.hi, index_of)  # add() reads the truth as float64
+        e = element_errors(block, None, None, dtype, terms=terms)
+        out.add(e, block, terms.truth if terms.hi is None else terms.hi, index_of)  # add() reads the truth as float64
     return out
 
 

@@ -504,8 +504,9 @@ def features(z: np.ndarray, target: np.ndarray, ignored: np.ndarray, fmt) -> lis
     the first that applies of padding, ignored, masked target, spread beyond max (z - max z
     overflows), near +-max, a near tie at the top, an offset past exp's overflow,
     subnormals, other -inf masks, a spread past exp's underflow, or plain. Every row at once
-    (`_absorb` reads ~20 rows for every adapter of every batch; one call a row cost 15 us
-    each); tests/test_rowsearch.py holds the same tests written for one row."""
+    (`_absorb` reads the ~20 worst rows of every adapter of every batch, those not read for
+    an earlier adapter of the batch: `kinds_of`; one call a row cost 15 us each);
+    tests/test_rowsearch.py holds the same tests written for one row."""
     n = len(z)
     if n == 0:
         return []

@@ -65,6 +65,16 @@ class Attempt:
     # message that brought it (`run.phases` counts that rest as ipc).
     round_trip: float | None = None
 
+    @property
+    def compile_seconds(self) -> float:
+        """The compilation seconds its output reports (0 without one)."""
+        return self.output.compile_seconds if self.output is not None else 0.0
+
+    @property
+    def work_seconds(self) -> float:
+        """Its adapter compute and compilation seconds: what of its round trip is not ipc."""
+        return (self.seconds or 0.0) + self.compile_seconds
+
 
 def process_cpu(children: bool = True) -> float:
     """This process's CPU seconds so far (user + system, every thread), plus (`children`) those
@@ -372,7 +382,7 @@ class Worker:
                 return
             now = time.perf_counter()
             group = reply[1]
-            work = sum(_work_seconds(a) for _, a, _ in group if isinstance(a, Attempt))
+            work = sum(a.work_seconds for _, a, _ in group if isinstance(a, Attempt))
             share = (now - last - work) / len(group)  # the message's round trip beyond the adapters' work
             last = now
             for answered, attempt, same_as in group:
@@ -381,7 +391,7 @@ class Worker:
                     attempt = dataclasses.replace(attempt, output=dataclasses.replace(attempt.output, loss=earlier.loss,
                                                                                        grad=earlier.grad))
                 if isinstance(attempt, Attempt):
-                    attempt.round_trip = _work_seconds(attempt) + share
+                    attempt.round_trip = attempt.work_seconds + share
                     if attempt.status == "ran":
                         answers[answered] = attempt.output
                 received += 1
@@ -440,11 +450,6 @@ def _main_without_missing_file():
     finally:
         if hide:
             main.__file__ = path
-
-
-def _work_seconds(attempt: Attempt) -> float:
-    """An attempt's adapter compute and compilation seconds (what is not its round trip's ipc)."""
-    return (attempt.seconds or 0.0) + (attempt.output.compile_seconds if attempt.output is not None else 0.0)
 
 
 #: How often (seconds) the parent looks at a silent worker's progress (`Worker._await`).

@@ -99,12 +99,10 @@ class Phases:
             self.adapter_cpu += attempt.cpu_seconds or 0.0
             if worker is not None and attempt.process_cpu is not None:
                 self.worker_cpu[worker] = max(self.worker_cpu.get(worker, 0.0), attempt.process_cpu)
-        adapter = attempt.seconds or 0.0
-        compiling = attempt.output.compile_seconds if attempt.output is not None else 0.0
-        self.add("adapter", adapter)
-        self.add("compile", compiling)
+        self.add("adapter", attempt.seconds or 0.0)
+        self.add("compile", attempt.compile_seconds)
         if round_trip is not None:
-            self.add("ipc", max(0.0, round_trip - adapter - compiling))
+            self.add("ipc", max(0.0, round_trip - attempt.work_seconds))
 
     def summary(self, wall: float, startup: dict[str, float], cpu: dict | None = None) -> dict:
         """The run.json `timing` record: wall, every phase, `other`, and the harness share;

@@ -677,11 +677,10 @@ class Batch:
     eps: float
     fam: str  # "ignore" or "plain"
     case: Case
-    features: np.ndarray = None  # (n,) object: each row's `features`, None until read (`kinds_of`)
+    features: np.ndarray = field(init=False, repr=False)  # (n,) object: each row's `features`, None until read (`kinds_of`)
 
     def __post_init__(self):
-        if self.features is None:
-            self.features = np.full(len(self.rows), None, dtype=object)
+        self.features = np.full(len(self.rows), None, dtype=object)
 
 
 @dataclass

@@ -219,7 +219,7 @@ def test_harness_on_the_wall_leaves_out_the_findings_threads_waits_on_workers():
                               waiting=5.0),
                   beside_seconds=dict(reference=10.0, metrics=20.0, dispatch=50.0))
     line = format_timing(timing)
-    assert "30.0 s of it ran beside the workers, so on the wall 15.0 s = 0.15" in line, line
+    assert "30.0 s of it ran beside the workers, so on the wall 15.0 s\n" in line, line
 
 
 @pytest.mark.parametrize("where, isolate", [("BURN", True), ("BURN_CHILD", True), ("BURN_CHILD", False)])
@@ -249,12 +249,28 @@ def test_cpu_record_gives_the_adapters_the_cpu_they_burn_in_their_worker_or_its_
     assert cpu["parent"] > 0
 
 
-def test_summary_prints_the_cpu_share_from_the_cpu_record():
+def test_summary_prints_one_harness_share_from_the_cpu_record():
+    """The summary's harness share is the CPU record's (harness / adapters), printed once, with
+    what it is made of; the phases' wall seconds stay on the time line."""
     from harness.run.summary import format_timing
 
     timing = dict(adapter_seconds=100.0, compile_seconds=0.0, wall_seconds=200.0, harness_seconds=40.0,
                   phases=dict(generation=0.0, reference=10.0, ipc=0.0, metrics=30.0, writing=0.0, other=0.0),
                   cpu_seconds=dict(parent=30.0, workers=90.0, startup=10.0, adapters=70.0, harness=40.0))
-    line = format_timing(timing)
-    assert ("cpu: adapters 70.0 s (compute and compilation, their compilers' processes too), harness 40.0 s (this process"
-            " 30.0 s, the workers' round trips 10.0 s), worker start-up 10.0 s; harness / adapters = 0.57") in line, line
+    text = format_timing(timing)
+    assert text.splitlines()[1] == (
+        "harness share: 0.571 = harness 40.0 CPU s (this process 30.0 s, the workers' round trips 10.0 s) / adapters"
+        " 70.0 CPU s (compute and compilation, their compilers' processes too); worker start-up 10.0 CPU s apart"), text
+    assert text.count("harness share") == 1 and "harness 40.0 s (generation 0.0 s, reference 10.0 s" in text, text
+
+
+def test_summary_without_a_cpu_record_shares_the_phases_seconds_against_adapters_and_compilation():
+    """A Ray run (its workers are other machines' processes) or an old run folder has no CPU
+    record: the share is the harness's phase seconds over the adapters' and compilation's."""
+    from harness.run.summary import format_timing
+
+    timing = dict(adapter_seconds=60.0, compile_seconds=40.0, wall_seconds=200.0, harness_seconds=25.0,
+                  phases=dict(generation=5.0, reference=5.0, ipc=5.0, metrics=10.0, writing=0.0, other=0.0))
+    assert format_timing(timing).splitlines()[1] == (
+        "harness share: 0.250 = harness 25.0 s / adapters and compilation 100.0 s (the phases' seconds: this run"
+        " has no CPU record)")

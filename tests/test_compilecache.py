@@ -104,3 +104,33 @@ def test_a_cache_folder_another_user_could_write_is_not_used(tmp_path, monkeypat
     (tmp_path / "x").write_text("")
     monkeypatch.setenv("CESTAB_CACHE_DIR", str(tmp_path / "x"))  # not a folder
     assert compilecache.private_dir("jax") is None
+
+
+def test_an_adapters_error_quoting_its_fresh_inductor_folder_reads_the_same_in_every_run():
+    """torch.compile's kernels raise errors that name their .cpp file, inside this process's
+    fresh folder (`fresh_dir`, a random name): the message names the folder by what it is, so
+    two runs' tables differ only where the results do."""
+    import dataclasses
+
+    from harness.adapters import compilecache, registry
+    from harness.adapters.contract import Unsupported
+    from harness.adapters.workers import call_adapter
+    from harness.inputs import regimes
+
+    folder = compilecache.fresh_dir("inductor")
+    case = regimes.make_case("typical", "float32", (4, 10), "index", 0)
+
+    def kernel_error(case, device):
+        raise RuntimeError(f"kernel, {folder}/ao/cao.main.cpp:118, index out of bounds: 0 <= tmp10 < ks1")
+
+    def refused(case, device):
+        raise Unsupported(f"no compiler in {folder}/x")
+
+    adapter = registry.get("numpy.stable")
+    error = call_adapter(dataclasses.replace(adapter, compute=kernel_error), case, "cpu")
+    assert error.status == "error"
+    assert error.message == ("RuntimeError: kernel, <cestab-inductor folder>/ao/cao.main.cpp:118, index out of bounds:"
+                             " 0 <= tmp10 < ks1"), error.message
+    unsupported = call_adapter(dataclasses.replace(adapter, compute=refused), case, "cpu")
+    assert unsupported.message == "no compiler in <cestab-inductor folder>/x", unsupported.message
+    assert compilecache.without_fresh_dirs("/tmp/elsewhere/cestab-inductor-x/y") == "/tmp/elsewhere/cestab-inductor-x/y"

@@ -57,6 +57,18 @@ def remove_fresh_dirs() -> None:
         shutil.rmtree(_FRESH.pop(), ignore_errors=True)
 
 
+def without_fresh_dirs(text: str) -> str:
+    """`text` with this process's fresh folders named by what they are (`<cestab-inductor
+    folder>`), not by their random paths: an error message that quotes a kernel's file (a
+    torch.compile kernel's "index out of bounds" names its .cpp) is then the same in every
+    run, so two runs' tables differ only where the results do."""
+    for path in _FRESH:
+        if path in text:
+            name = os.path.basename(path).rsplit("-", 1)[0]
+            text = text.replace(path, f"<{name} folder>")
+    return text
+
+
 def use_fresh_inductor_cache() -> None:
     """Point inductor (its FX graph, AOT-autograd and profile-guided caches) at this process's
     fresh folder; call before torch is imported. Overrides a TORCHINDUCTOR_CACHE_DIR the user

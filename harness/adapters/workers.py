@@ -95,9 +95,9 @@ def call_adapter(adapter: Adapter, case: Case, device: str) -> Attempt:
     try:
         out = adapter.compute(case, device)
     except Unsupported as exc:
-        return Attempt("unsupported", message=first_line(exc))
+        return Attempt("unsupported", message=compilecache.without_fresh_dirs(first_line(exc)))
     except Exception as exc:  # the adapter's failure is a result, not the run's
-        return Attempt("error", message=first_line(f"{type(exc).__name__}: {exc}"),
+        return Attempt("error", message=compilecache.without_fresh_dirs(first_line(f"{type(exc).__name__}: {exc}")),
                        cpu_seconds=process_cpu() - c0)
     seconds = time.perf_counter() - t0 - out.compile_seconds
     cpu = process_cpu() - c0

@@ -49,6 +49,37 @@ def test_search_evaluates_thousands_of_rows_per_adapter_and_dtype():
     assert counts["search_pairs"] == 1 and counts["search_rows"] >= 100 * 23
 
 
+def test_search_rows_per_second_per_framework_are_its_rows_over_its_workers_round_trips_on_search_cases():
+    """Two frameworks' workers, regimes and search in one run: each framework's search rows
+    are the sum of its pairs' rows, its seconds are round trips on the search's cases only
+    (fewer than all its round trips, which hold the regime cases too), and the summary ranks
+    the rates."""
+    from harness.run.summary import format_timing
+
+    df = harness.run(adapters=["numpy.stable", "scipy.log_softmax"], dtypes=["float16"], regimes_=["typical"],
+                     shapes=[(4, 10)], corpus=False, budget="quick", label_kinds=["index"], isolate=True, jobs=2)
+    timing = df.attrs["timing"]
+    rates, per_pair = timing["search_frameworks"], timing["search_rows_per_pair"]
+    assert set(rates) == {"numpy", "scipy"}
+    for framework, adapter_id in (("numpy", "numpy.stable"), ("scipy", "scipy.log_softmax")):
+        r = rates[framework]
+        assert r["rows"] == per_pair[f"{adapter_id}|float16"] > 0
+        assert 0 < r["seconds"] < timing["framework_seconds"][framework]
+        assert r["rows_per_second"] == pytest.approx(r["rows"] / r["seconds"], rel=1e-3)
+    fastest, slowest = sorted(rates, key=lambda f: -rates[f]["rows_per_second"])
+    line = format_timing(timing).splitlines()[-1]
+    assert line.index(f" {fastest} ") < line.index(f" {slowest} "), line
+
+
+def test_search_rates_leave_out_frameworks_with_no_timed_round_trips():
+    from harness.run.runner import search_rates
+
+    stats = {"a.x|float16": {"rows": 100, "calls": 2}, "a.y|float32": {"rows": 50, "calls": 1},
+             "b.z|float16": {"rows": 30, "calls": 1}}
+    rates = search_rates(stats, {"a.x": "a", "a.y": "a", "b.z": "b"}, {"a": 3.0})
+    assert rates == {"a": {"rows": 150, "seconds": 3.0, "rows_per_second": 50.0}}
+
+
 @pytest.fixture(scope="module")
 def pool_rows():
     """Rows the search would draw (hypothesis pool, mutated), per dtype, V = 32."""

@@ -48,7 +48,8 @@ class ParallelPool(WorkerPool):
                 worker = self.workers.get(source)  # a restarted worker counts its CPU from 0 again
                 process = f"{source}:{worker.process.pid}" if worker is not None else None
                 round_trip = attempt.round_trip if attempt.round_trip is not None else now - last
-                self.phases.add_attempt(attempt, round_trip, adapter.framework, worker=process)
+                self.phases.add_attempt(attempt, round_trip, adapter.framework, worker=process,
+                                        search=getattr(case, "source", None) == "search")
             last = now
             yield adapter, attempt
 

@@ -45,6 +45,7 @@ class Phases:
         self.seconds: dict[str, float] = {name: 0.0 for name in PARENT + WORKER}
         self.counts: dict[str, int] = {}
         self.by_framework: dict[str, float] = {}  # seconds of round trips per framework's worker
+        self.search_by_framework: dict[str, float] = {}  # of those, the search's cases' (batches, shrinking, findings)
         self.extra: dict = {}  # more facts for run.json's timing record (the search's rows per pair)
         self.beside_seconds: dict[str, float] = {}  # of the parent's phases, what ran beside the workers
         self.adapter_cpu = 0.0  # CPU seconds of the processes running adapters, during the calls
@@ -90,12 +91,16 @@ class Phases:
             self.add(name, time.perf_counter() - t0)
 
     def add_attempt(self, attempt, round_trip: float | None, framework: str | None = None,
-                    worker: str | None = None) -> None:
+                    worker: str | None = None, search: bool = False) -> None:
         """An attempt's adapter and compile seconds, and the rest of its round trip as ipc;
-        its CPU seconds, and (`worker`: which worker answered) that worker's CPU so far."""
+        its CPU seconds, and (`worker`: which worker answered) that worker's CPU so far.
+        `search`: the attempt was on one of the search's cases (its round trip is also
+        counted per framework for the search's rows per second)."""
         with self._lock:
             if framework is not None and round_trip is not None:
                 self.by_framework[framework] = self.by_framework.get(framework, 0.0) + round_trip
+                if search:
+                    self.search_by_framework[framework] = self.search_by_framework.get(framework, 0.0) + round_trip
             self.adapter_cpu += attempt.cpu_seconds or 0.0
             if worker is not None and attempt.process_cpu is not None:
                 self.worker_cpu[worker] = max(self.worker_cpu.get(worker, 0.0), attempt.process_cpu)

@@ -458,4 +458,20 @@ def _search(adapter_list, options, executor, base, folder, done_rows, journal, p
     phases.count("search_batches", search.batches)
     phases.count("search_rows", sum(s["rows"] for s in stats.values()))
     phases.count("search_pairs", len(stats))
+    rates = search_rates(stats, {a.id: a.framework for a in adapter_list}, phases.search_by_framework)
+    if rates:
+        phases.extra["search_frameworks"] = rates
     return rows
+
+
+def search_rates(stats: dict, framework_of: dict, seconds: dict) -> dict:
+    """Per framework: the search's candidate rows (`RowSearch.stats`, keyed "adapter|dtype"),
+    the seconds of its workers' round trips on the search's cases (compilation included:
+    `Phases.search_by_framework`) and rows per second of them. Frameworks whose round trips
+    were not timed (adapters run in this process) are left out."""
+    rows: dict[str, int] = {}
+    for key, s in stats.items():
+        framework = framework_of[key.split("|")[0]]
+        rows[framework] = rows.get(framework, 0) + s["rows"]
+    return {f: {"rows": n, "seconds": round(seconds[f], 6), "rows_per_second": round(n / seconds[f], 1)}
+            for f, n in sorted(rows.items()) if seconds.get(f, 0.0) > 0}

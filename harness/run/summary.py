@@ -86,6 +86,11 @@ def format_timing(timing: dict) -> str:
         pairs = max(1, counts.get("search_pairs", 1))
         search = (f"\nsearch: {counts['search_rows']} candidate rows in {counts.get('search_batches', 0)} batches,"
                   f" {counts['search_rows'] / pairs:.0f} rows per adapter x dtype")
+        rates = timing.get("search_frameworks") or {}
+        if rates:
+            ranked = sorted(rates.items(), key=lambda item: -item[1]["rows_per_second"])
+            search += ("; rows per second of each framework's round trips (compilation included): "
+                       + ", ".join(f"{f} {r['rows_per_second']:,.0f}" for f, r in ranked))
     return (
         f"time: {timing['wall_seconds']:.1f} s wall; per phase, summed over workers and threads: adapters"
         f" {adapters:.1f} s, compilation {compiling:.1f} s, worker start-up {startup:.1f} s, harness {harness:.1f} s"

@@ -46,7 +46,7 @@ class Phases:
         self.counts: dict[str, int] = {}
         self.by_framework: dict[str, float] = {}  # seconds of round trips per framework's worker
         self.search_by_framework: dict[str, float] = {}  # of those, the search's cases' (batches, shrinking, findings)
-        self.extra: dict = {}  # more facts for run.json's timing record (the search's rows per pair)
+        self.extra: dict = {}  # more facts for run.json's timing record (the search's rows per pair, per framework)
         self.beside_seconds: dict[str, float] = {}  # of the parent's phases, what ran beside the workers
         self.adapter_cpu = 0.0  # CPU seconds of the processes running adapters, during the calls
         self.worker_cpu: dict[str, float] = {}  # per worker process: its CPU seconds so far (last answer)

@@ -131,7 +131,12 @@ def softmax_condition(p: np.ndarray, d: np.ndarray, live: np.ndarray, a: np.ndar
     finite d, `a` the argmax per row, `floor` = `subnormal_floor(dtype)`."""
     n, v = p.shape
     c = E + depth(v)
-    terms = np.where(live, p * (np.abs(np.where(live, d, 0.0)) + c), 0.0)
+    all_live = live.all()  # no -inf mask: the same numbers with half the passes
+    terms = np.abs(d if all_live else np.where(live, d, 0.0))
+    terms += c
+    terms *= p
+    if not all_live:
+        terms[~live] = 0.0
     terms[np.arange(n), a] = 0.0
     return terms.sum(axis=1) + (v - 1) * floor
 
@@ -144,10 +149,15 @@ def grad_scale(p, d, live, a, target, w, kind: str, y=None) -> np.ndarray:
     """
     n, v = p.shape
     rows = np.arange(n)
-    abs_d = np.abs(np.where(live, d, 0.0))
-    scale = p * (abs_d + E + w[:, None] + 2.0)
+    all_live = live.all()  # no -inf mask: the same numbers with fewer passes
+    abs_d = np.abs(d if all_live else np.where(live, d, 0.0))
+    scale = abs_d + E
+    scale += w[:, None]
+    scale += 2.0
+    scale *= p
     scale[rows, a] = p[rows, a] * (w + 2.0)  # e_a = 1 exactly
-    scale = np.where(live, scale, 0.0)
+    if not all_live:
+        scale[~live] = 0.0
     # The target in the careful form -S_{-t} / S (a label weight of exactly 1; smoothing's
     # target too, before its label is added back).
     if kind == "soft":

@@ -396,31 +396,302 @@ def exp_pair(d_hi, d_lo, out_hi, out_lo, inv_step, l1, l2, l3, t_hi, t_lo, pow2,
             out_lo[i] = np.nan
             left += 1
             continue
-        kf = math.floor(x * inv_step + 0.5)
-        s, e = _two_sum(x - kf * l1, -(kf * l2))
-        rh, rl = _two_sum(s, e + (d_lo[i] - kf * l3))
-        r2 = rh * rh
-        q = r2 * rh * ((1 / 6 + rh * (1 / 24)) + r2 * (1 / 120 + rh * (1 / 720)))  # Estrin: a short chain
-        sh, sl = _two_prod(rh, rh)
-        u, ue = _two_sum(rh, 0.5 * sh)
-        w = ue + (0.5 * sl + q)
-        u2 = u + w  # |w| <= |u| / 100: FastTwoSum
-        ue2 = w - (u2 - u)
-        h, hl = _two_sum(1.0, u2)
-        hl += ue2
-        hl += h * rl  # exp(rh + rl) = exp(rh) (1 + rl), rl <= 2**-60
-        k = int(kf)
-        j = k & 255
-        ph, pl = _two_prod(h, t_hi[j])
-        pl += h * t_lo[j] + hl * t_hi[j]
-        hi = ph + pl
-        lo = pl - (hi - ph)
-        scale = pow2[(j - k) >> 8]  # 2**((k - j)/256), k <= j
-        out_hi[i] = hi * scale
-        out_lo[i] = lo * scale
+        out_hi[i], out_lo[i] = _exp_one(x, d_lo[i], inv_step, l1, l2, l3, t_hi, t_lo, pow2)
     return left
+
+
+@jit(inline="always")
+def _exp_one(x, x_lo, inv_step, l1, l2, l3, t_hi, t_lo, pow2):
+    """One element of `exp_pair` (floor <= x <= 0): exp(x + x_lo) as (hi, lo)."""
+    hi, lo, s = _exp_parts(x, x_lo, inv_step, l1, l2, l3, t_hi, t_lo)
+    scale = pow2[s]
+    return hi * scale, lo * scale
+
+
+@jit(inline="always")
+def _exp_parts(x, x_lo, inv_step, l1, l2, l3, t_hi, t_lo):
+    """exp(x + x_lo) = (hi + lo) * 2**-s, hi near [1, 2): `exp_pair`'s steps but
+    its last (the scaling). Also below its floor, down to x = -745.2 (where exp is half
+    float64's smallest subnormal): there k * L2 may round (|k| < 2**19), 2**-74 of r at most."""
+    kf = math.floor(x * inv_step + 0.5)
+    s, e = _two_sum(x - kf * l1, -(kf * l2))
+    rh, rl = _two_sum(s, e + (x_lo - kf * l3))
+    r2 = rh * rh
+    q = r2 * rh * ((1 / 6 + rh * (1 / 24)) + r2 * (1 / 120 + rh * (1 / 720)))  # Estrin: a short chain
+    sh, sl = _two_prod(rh, rh)
+    u, ue = _two_sum(rh, 0.5 * sh)
+    w = ue + (0.5 * sl + q)
+    u2 = u + w  # |w| <= |u| / 100: FastTwoSum
+    ue2 = w - (u2 - u)
+    h, hl = _two_sum(1.0, u2)
+    hl += ue2
+    hl += h * rl  # exp(rh + rl) = exp(rh) (1 + rl), rl <= 2**-60
+    k = int(kf)
+    j = k & 255
+    ph, pl = _two_prod(h, t_hi[j])
+    pl += h * t_lo[j] + hl * t_hi[j]
+    hi = ph + pl
+    lo = pl - (hi - ph)
+    return hi, lo, (j - k) >> 8  # 2**((k - j)/256) = 2**-s, k <= j
 
 
 def exp_pair_into(d_hi, d_lo, out_hi, out_lo) -> int:
     """`exp_pair` with this module's tables and floor (flat float64 arrays)."""
     return exp_pair(d_hi, d_lo, out_hi, out_lo, INV_STEP, L1, L2, L3, T_HI, T_LO, POW2, EXP_PAIR_FLOOR)
+
+
+# ------------------------------------------------------------------ the reference's rows
+#
+# `reference` for float16/bfloat16/float32 cases: the same cancellation-free forms as its
+# numpy code (`reference._rows`, the definition), every step after exp in double-double
+# arithmetic (pairs hi + lo of float64) and each result rounded once to float64. numpy runs those
+# steps in x87 extended precision, which it does not vectorise (~80 ns an element for
+# integer labels, ~270 for soft ones); this loop reads each element three times.
+# The derivation of its error is `reference_rows`'.
+
+INDEX, SMOOTHING, SOFT = 0, 1, 2  # `reference_rows`' label kinds (one-hot is INDEX)
+#: Below this T (the sum of the non-max terms) log1p(T) is its series, above it a Newton step.
+SERIES_BELOW = 2.0**-20
+#: A row whose sum of the terms above the floor is at least this leaves the terms below it
+#: out of T (V of them add less than 2**31 exp(-680) < 2**-950: 2**-100 of T).
+DEEP_NEGLIGIBLE = 2.0**-850
+#: exp(d) below half float64's smallest subnormal (2**-1075.1): p rounds to 0.
+EXP_ZERO = -745.2
+
+
+@jit(inline="always")
+def _fast_two_sum(a, b):
+    """s + e == a + b exactly, for |a| >= |b| (or a == 0)."""
+    s = a + b
+    return s, b - (s - a)
+
+
+@jit(inline="always")
+def _dd_add(ah, al, bh, bl):
+    """(ah + al) + (bh + bl) as a normalised pair (relative error below 2**-104 for terms of
+    one sign)."""
+    s, e = _two_sum(ah, bh)
+    return _fast_two_sum(s, e + (al + bl))
+
+
+@jit(inline="always")
+def _dd_mul(ah, al, bh, bl):
+    """(ah + al) * (bh + bl) as a normalised pair (relative error below 2**-102)."""
+    p, e = _two_prod(ah, bh)
+    return _fast_two_sum(p, e + (ah * bl + al * bh))
+
+
+@jit(inline="always")
+def _dd_div(ah, al, bh, bl):
+    """(ah + al) / (bh + bl) as a normalised pair, bh > 0 (relative error below 2**-100):
+    one correction of the float64 quotient by its exact remainder."""
+    q = ah / bh
+    p, e = _two_prod(q, bh)
+    r = ((ah - p) - e + al - q * bl) / bh
+    return _fast_two_sum(q, r)
+
+
+@jit(inline="always")
+def _log1p_dd(th, tl, inv_step, l1, l2, l3, t_hi, t_lo, pow2):
+    """log1p(th + tl) for 0 <= th + tl <= 2**60 as a pair, within 2**-78 of it absolutely
+    and 2**-57 relatively (`reference_rows`)."""
+    if th == 0.0:
+        return 0.0, 0.0
+    if th < SERIES_BELOW:  # T - T**2/2 + T**3/3: the next term is below 2**-60 T
+        sh, sl = _two_prod(th, th)
+        sl += 2.0 * th * tl
+        cube = sh * th / 3.0
+        h, l = _dd_add(th, tl, -0.5 * sh, -0.5 * sl)
+        return _dd_add(h, l, cube, 0.0)
+    y = math.log1p(th)
+    eh, el = _exp_one(-y, 0.0, inv_step, l1, l2, l3, t_hi, t_lo, pow2)  # exp(-y), -y >= -42
+    sh, sl = _two_sum(1.0, th)
+    sl += tl
+    ph, pl = _dd_mul(sh, sl, eh, el)  # S exp(-y) = 1 + delta, |delta| ~ 2**-52
+    delta = (ph - 1.0) + pl  # ph - 1 exact (Sterbenz)
+    return _fast_two_sum(y, delta - 0.5 * delta * delta)
+
+
+@jit
+def reference_rows(z, target, kind, soft, eps, depth, keep, loss, log_s, grad, grad_scale, p_out, d_out, argmax,
+                   fallback, inv_step, l1, l2, l3, t_hi, t_lo, pow2, floor):
+    """`reference._rows` for float16/bfloat16/float32 rows z (N, V) float64, finite or -inf
+    (undefined rows zeroed by the caller), labels `target` (N,), `kind` INDEX, SMOOTHING
+    (`eps`) or SOFT (`soft` (N, V)). Writes loss, log S (rounded to float64), the gradient
+    and its textbook scale, and where `keep`: p (N, V, before p_t - 1) and d = z - max
+    (hi parts) for the attainable scales. Rows it cannot do are flagged in `fallback`
+    (a live class more than -`floor` below the max, where the float64 exp, or the
+    double-double exp's low part, would be subnormal; or logits past 2**1000):
+    the caller computes those with numpy.
+
+    Error, per row, with u = 2**-53 and the pair operations' own errors (below 2**-100
+    relatively, negligible against those below):
+    - d_j = z_j - m exactly as a TwoSum pair (|z| < 2**1000: nothing overflows);
+    - e_j = exp(d_j) within 2**-78.5 relatively (`exp_pair`) for SMOOTHING and SOFT; e_a = 1
+      exactly. INDEX takes the C library's float64 exp (glibc's: within 0.51 ulp, ~3x faster)
+      times 1 + d_lo: its error, up to 2**-52.9 relatively, passes through every step
+      below to the results, which are then within 1.02 + 0.5 ulps (an error of 0.51 ulp of
+      e_j is up to 1.02 ulps of p_j, in a binade of its own), as numpy's code's 2;
+    - T = sum_{j != a} e_j, accumulated in double-double: within 2**-78.5 T plus V rounding
+      errors of the low parts (V 2**-106 T): within 2**-78 T for V < 2**27;
+    - log S = log1p(T): for T < 2**-20 the series T - T**2/2 + T**3/3 (left out: T**4/4 <
+      2**-60 T), else y = log1p(T_hi) (float64, any error below 2**-40 relatively), then one
+      Newton step y + log(S e^-y) with S e^-y = 1 + delta formed in double-double:
+      log(1 + delta) = delta - delta**2/2 (left out: delta**3/3 < 2**-119), with e^-y's
+      2**-78.5 and S's 2**-78 -> within 2**-77 absolutely, 2**-57 relatively (log S >= 2**-21);
+    - the loss is a sum of non-negative pairs (log S, -d_t, y_j (-d_j)): within 2**-57
+      relatively before its one rounding;
+    - p_j = e_j / S and p_t - 1 = -S_-t / S, S_-t = T or 1 + (T - e_t) (T >= e_t, every
+      value >= 0; the subtraction's error 2**-104 T <= 2**-104 V S_-t): within 2**-76
+      relatively; the soft and smoothing labels' p_j - y_j, a pair minus a float64 (or a
+      pair), carry that error times max(p_j, y_j) (the cancellation no algorithm escapes).
+    So for SMOOTHING and SOFT each value is within 2**-56 of its float64 rounding's argument:
+    the rounding, half an ulp, dominates, and every value is within 0.51 float64 ulps of the
+    exact one (but where the label cancellation above makes the exact value small).
+    tests/test_reference.py holds both to these bounds against mpmath."""
+    n, v = z.shape
+    e_hi = np.empty(v)
+    e_lo = np.empty(v)
+    dh = np.empty(v)
+    dl = np.empty(v)
+    deep = np.empty(v, np.bool_)
+    shift = np.empty(v, np.int64)
+    for i in range(n):
+        fallback[i] = False
+        m = -np.inf
+        a = 0
+        big = 0.0
+        for j in range(v):
+            x = z[i, j]
+            if x > m:
+                m, a = x, j
+            if x != -np.inf and abs(x) > big:
+                big = abs(x)
+        argmax[i] = a
+        if big >= 2.0**1000 or m == -np.inf:
+            fallback[i] = True
+            continue
+        # d, e and T = the sum of e over j != a, in double-double
+        th = tl = 0.0
+        any_deep = False
+        for j in range(v):
+            x = z[i, j]
+            deep[j] = False
+            if x == -np.inf:
+                dh[j], dl[j], e_hi[j], e_lo[j] = -np.inf, 0.0, 0.0, 0.0
+                continue
+            d, dlo = _two_sum(x, -m)
+            dh[j], dl[j] = d, dlo
+            if j == a:
+                e_hi[j], e_lo[j] = 1.0, 0.0
+                continue
+            if d < floor:  # out of T if the rest is large enough; its p scaled by 2**-shift
+                deep[j] = any_deep = True
+                if d < EXP_ZERO:
+                    e_hi[j], e_lo[j], shift[j] = 0.0, 0.0, 0
+                else:
+                    e_hi[j], e_lo[j], shift[j] = _exp_parts(d, dlo, inv_step, l1, l2, l3, t_hi, t_lo)
+                continue
+            if kind == INDEX:  # the C library's exp, within an ulp, times 1 + d_lo
+                eh = math.exp(d)
+                eh, el = _fast_two_sum(eh, eh * dlo)
+            else:
+                eh, el = _exp_one(d, dlo, inv_step, l1, l2, l3, t_hi, t_lo, pow2)
+            e_hi[j], e_lo[j] = eh, el
+            th, s_err = _two_sum(th, eh)
+            tl += s_err + el
+        if any_deep and th < DEEP_NEGLIGIBLE:
+            fallback[i] = True
+            continue
+        th, tl = _fast_two_sum(th, tl)
+        sh, sl = _dd_add(1.0, 0.0, th, tl)
+        lh, ll = _log1p_dd(th, tl, inv_step, l1, l2, l3, t_hi, t_lo, pow2)
+        log_s[i] = lh + ll
+        t = target[i]
+        # p_t - 1 = -S_-t / S
+        if t == a:
+            mh, ml = th, tl
+        elif deep[t]:
+            mh, ml = _dd_add(1.0, 0.0, th, tl)
+        else:
+            mh, ml = _dd_add(th, tl, -e_hi[t], -e_lo[t])
+            mh, ml = _dd_add(1.0, 0.0, mh, ml)
+        qh, ql = _dd_div(mh, ml, sh, sl)
+        pt1h, pt1l = -qh, -ql
+        # the loss
+        if kind == SOFT:
+            ah, al = lh, ll
+            for j in range(v):
+                y = soft[i, j]
+                if y != 0.0:
+                    if dh[j] == -np.inf:
+                        ah = np.inf
+                        break
+                    ph, pl = _two_prod(y, -dh[j])
+                    ah, al = _dd_add(ah, al, ph, pl - y * dl[j])
+            loss[i] = ah + al if ah != np.inf else np.inf
+        else:
+            if dh[t] == -np.inf:
+                loss[i] = np.inf
+            else:
+                ah, al = _dd_add(lh, ll, -dh[t], -dl[t])  # l_t = log S - d_t
+                if kind == SMOOTHING and eps != 0.0:
+                    ch, cl = _two_sum(1.0, -eps)
+                    ah, al = _dd_mul(ah, al, ch, cl)  # (1 - eps) l_t
+                    bh, bl = _two_prod(lh, float(v))  # sum_j l_j = V log S - sum_j d_j
+                    bl += ll * v
+                    for j in range(v):
+                        if dh[j] == -np.inf:
+                            bh = np.inf
+                            break
+                        bh, bl = _dd_add(bh, bl, -dh[j], -dl[j])
+                    if bh == np.inf:
+                        ah = np.inf
+                    else:
+                        bh, bl = _dd_div(bh, bl, float(v), 0.0)
+                        bh, bl = _dd_mul(bh, bl, eps, 0.0)  # eps / V sum_j l_j
+                        ah, al = _dd_add(ah, al, bh, bl)
+                loss[i] = ah + al if ah != np.inf else np.inf
+        # p, the gradient and its textbook scale
+        if kind == SMOOTHING:
+            yh, yl = _dd_div(eps, 0.0, float(v), 0.0)  # eps / V
+            ch, cl = _two_prod(eps, float(v - 1))
+            ch, cl = _dd_div(ch, cl, float(v), 0.0)  # eps (V - 1) / V
+        for j in range(v):
+            if dh[j] == -np.inf:
+                ph = pl = 0.0
+            elif deep[j]:  # (e / S) 2**-shift: one rounding, into the subnormals below 2**-1022
+                qh, ql = _dd_div(e_hi[j], e_lo[j], sh, sl)
+                ph, pl = math.ldexp(qh, -shift[j]), 0.0
+            else:
+                ph, pl = _dd_div(e_hi[j], e_lo[j], sh, sl)
+            if kind == INDEX:
+                g = ph
+            elif kind == SMOOTHING:
+                gh, gl = _dd_add(ph, pl, -yh, -yl)
+                g = gh + gl
+            else:
+                gh, gl = _two_sum(ph, -soft[i, j])
+                g = gh + (gl + pl)
+            if j == t:
+                if kind == INDEX:
+                    g = pt1h + pt1l
+                elif kind == SMOOTHING:
+                    gh, gl = _dd_add(pt1h, pt1l, ch, cl)
+                    g = gh + gl
+                elif soft[i, j] == 1.0:
+                    g = pt1h + pt1l
+            grad[i, j] = g
+            scale = 0.0 if dh[j] == -np.inf else (depth - dh[j]) * ph
+            grad_scale[i, j] = scale + abs(g)
+            if keep:
+                p_out[i, j] = ph
+                d_out[i, j] = dh[j]
+    return 0
+
+
+def reference_rows_into(z, target, kind, soft, eps, depth, keep, loss, log_s, grad, grad_scale, p_out, d_out, argmax,
+                        fallback, floor) -> None:
+    """`reference_rows` with this module's exp tables."""
+    reference_rows(z, target, kind, soft, eps, depth, keep, loss, log_s, grad, grad_scale, p_out, d_out, argmax,
+                   fallback, INV_STEP, L1, L2, L3, T_HI, T_LO, POW2, floor)

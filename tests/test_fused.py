@@ -203,6 +203,30 @@ def test_fused_block_keeps_numpys_nan_rules_for_max_and_argmax():
     assert all(_same(getattr(want, f), getattr(got, f)) for f in vars(want)), (vars(want), vars(got))
 
 
+def test_fused_block_takes_the_first_largest_ratio_across_its_tiles_and_leaves_negative_ones_to_the_full_loop():
+    """`reduce_block` takes maxima tile by tile (`fused_kernels.TILE`) over the ratios' bits:
+    the argmax is still numpy's (the first of equal largest ratios, in an earlier tile
+    than a later equal one). Negative allowances (no case makes one; the bits of negative
+    floats order backwards) go to the loop that compares floats: numpy's max is then the
+    least negative ratio."""
+    tile = fused.kernels().TILE
+    n = 3 * tile + 5
+    truth = np.linspace(1.0, 2.0, n)
+    tied = truth.copy()
+    for k in (tile + 7, 2 * tile + 3, 3 * tile + 1):  # the same largest error in three tiles
+        tied[k] = truth[k] + 2.0**-20
+    tied[5] = truth[5] + 2.0**-22  # a smaller one in the first tile
+    off = truth + np.linspace(2.0**-30, 2.0**-20, n)  # every element off, by different amounts
+    for computed, scale, largest in ((tied, 3.0, (tile + 7,)), (off, -1e9, (0,))):
+        terms = metrics.truth_terms(truth, np.full(n, scale), "float32", scale_att=np.full(n, scale / 2))
+        want = metrics.Reduction("grad")
+        want.add(metrics.element_errors(computed, None, None, "float32", terms=terms), computed, truth, lambda k: (k,))
+        got = metrics.Reduction("grad")
+        got.fold(metrics._fused_block(fused.kernels(), computed, terms, "float32"), lambda k: (k,))
+        assert want.argmax == largest and (want.ratio_max > 0) == (scale > 0), vars(want)
+        assert all(_same(getattr(want, f), getattr(got, f)) for f in vars(want)), (vars(want), vars(got))
+
+
 def test_a_second_process_loads_the_kernels_from_numbas_cache_without_compiling():
     """numba keys a cached function by the pickle of its closure: kernels defined in a
     function, calling one another through it, missed the cache and compiled again in every

@@ -171,48 +171,83 @@ def reduce_full(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, fi
     return arg, rmax, n_bad, n_lossy, att_max, n_nonfinite, n_flushed, abs_max, rel_max, ulps_max, err_sq
 
 
+#: `reduce_block` works in tiles of this many elements (its ratio buffers stay in L1).
+TILE = 512
+
+
+@jit(inline="always")
+def _max_bits(a, m, top):
+    for i in range(m):
+        top = max(top, a[i])
+    return top
+
+
 @jit
 def reduce_block(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, finite_overflow, ftz, scratch,
                  plain):
     """`reduce_full`, first tried on the assumption that holds for most blocks (`plain`: no
     inf, NaN or tiny truth): then an element is special only if its difference is not
     finite, and the masks and flushes of `element` are no-ops; any special element sends
-    the block to `reduce_full`."""
+    the block to `reduce_full`.
+
+    Vectorised (3-4x faster than one loop doing it all): each tile's ratios go to buffers
+    in a loop with no branch, and their maxima are taken over their bits as integers,
+    which order non-negative floats as the floats do (a NaN or a negative value sends the
+    block to `reduce_full`); the argmax is the first element holding the largest ratio,
+    as numpy's."""
     if not plain:
         return reduce_full(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, finite_overflow, ftz,
                            scratch)
     n = c.size
-    arg, rmax = 0, -np.inf
+    rs, ras, rels, ulpss = np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE)  # one tile's
+    bits = (rs.view(np.int64), ras.view(np.int64), rels.view(np.int64), ulpss.view(np.int64))
+    best = np.zeros(5, np.int64)  # the largest ratio, ratio_att, rel, ulps, abs (their bits)
+    arg = 0
     n_bad = n_lossy = 0
-    att_max = abs_max = rel_max = ulps_max = -np.inf
-    special = False
-    nan = False  # a NaN allowance (a NaN scale) makes NaN ratios: numpy's rules, in reduce_full
-    for k in range(n):
-        t = hi[k]
-        d = abs((np.float64(c[k]) - t) - (lo[k] if has_lo else 0.0))
-        special |= not d < np.inf
-        scratch[k] = d
-        ulps = d / u[k]
-        r = 0.0 if d == 0 else d / allowance[k]
-        ra = 0.0 if d == 0 else d / allowance_att[k]
-        rel = 0.0 if d == 0 else d / abs(t)
-        nan |= (r != r) | (ra != ra) | (ulps != ulps)
-        if r > rmax:
-            arg, rmax = k, r
-        if ra > 1:
-            if r > 1:
-                n_bad += 1
-            else:
-                n_lossy += 1
-        att_max = ra if ra > att_max else att_max
-        abs_max = d if d > abs_max else abs_max
-        rel_max = rel if rel > rel_max else rel_max
-        ulps_max = ulps if ulps > ulps_max else ulps_max
-    if special or nan:
+    odd = False  # a difference not finite, a ratio NaN or negative
+    for start in range(0, n, TILE):
+        m = min(TILE, n - start)
+        end = start + m  # the tile's views: indices the compiler knows are in bounds
+        cc, tt, ll, uu, aa, bb, dd = (c[start:end], hi[start:end], lo[start:end] if has_lo else lo, u[start:end],
+                                      allowance[start:end], allowance_att[start:end], scratch[start:end])
+        for i in range(m):
+            t = tt[i]
+            d = abs((np.float64(cc[i]) - t) - (ll[i] if has_lo else 0.0))
+            dd[i] = d
+            zero = d == 0
+            r = 0.0 if zero else d / aa[i]
+            ra = 0.0 if zero else d / bb[i]
+            ulps = d / uu[i]
+            odd |= (not d < np.inf) | (not r >= 0) | (not ra >= 0) | (not ulps >= 0)
+            rs[i] = r
+            ras[i] = ra
+            rels[i] = 0.0 if zero else d / abs(t)
+            ulpss[i] = ulps
+            outside = ra > 1
+            n_bad += outside & (r > 1)
+            n_lossy += outside & (r <= 1)
+        if odd:
+            break
+        r_bits = bits[0]
+        top = r_bits[0]
+        for i in range(1, m):
+            top = max(top, r_bits[i])
+        if top > best[0] or start == 0:  # the first largest: only a larger tile's moves it
+            best[0] = top
+            for i in range(m):
+                if r_bits[i] == top:
+                    arg = start + i
+                    break
+        best[1] = _max_bits(bits[1], m, best[1])
+        best[2] = _max_bits(bits[2], m, best[2])
+        best[3] = _max_bits(bits[3], m, best[3])
+        best[4] = _max_bits(scratch[start : start + m].view(np.int64), m, best[4])
+    if odd:
         return reduce_full(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, finite_overflow, ftz,
                            scratch)
+    value = best.view(np.float64)
     err_sq = sum_squares(scratch[:n])
-    return arg, rmax, n_bad, n_lossy, att_max, 0, 0, abs_max, rel_max, ulps_max, err_sq
+    return arg, value[0], n_bad, n_lossy, value[1], 0, 0, value[4], value[2], value[3], err_sq
 
 
 @jit
@@ -224,6 +259,10 @@ def row_scores(loss, lhi, llo, has_llo, lu, lallow, ltiny, linf, lfov, grad, ghi
     the rows whose truth has an inf or a tiny element (`special_rows`)."""
     n = loss.size
     v = grad.size // n if n else 0
+    rs = np.empty(v)  # one row's gradient ratios; their largest is taken over their bits
+    r_bits = rs.view(np.int64)
+    box = np.zeros(1, np.int64)
+    box_value = box.view(np.float64)
     for i in range(n):
         _, _, lr, _, lnf, _ = element(np.float64(loss[i]), lhi[i], llo[i] if has_llo else 0.0, lu[i], lallow[i],
                                       lallow[i], ltiny[i], linf[i], lfov[i], ftz)
@@ -232,12 +271,22 @@ def row_scores(loss, lhi, llo, has_llo, lu, lallow, ltiny, linf, lfov, grad, ghi
         gnf = False
         special = gspecial[i]  # an inf or tiny truth in the row: every element's masks matter
         if not special:  # else: a finite difference everywhere makes `element` plain division
-            for j in range(i * v, i * v + v):
-                d = abs((np.float64(grad[j]) - ghi[j]) - (glo[j] if has_glo else 0.0))
-                special |= not d < np.inf
-                r = 0.0 if d == 0 else d / gallow[j]
-                special |= not r < np.inf  # NaN or inf: nan_to_num's rules, below
-                gr = r if r > gr else gr
+            # The row's views (indices the compiler knows are in bounds: the loop is
+            # vectorised), and the largest ratio over the ratios' bits as integers, which
+            # order non-negative floats as the floats do and put negative ones below 0.0
+            # (where gr starts); NaN and inf are `special`.
+            lo_, hi_ = i * v, i * v + v
+            gg, tt, ll, aa = grad[lo_:hi_], ghi[lo_:hi_], glo[lo_:hi_] if has_glo else glo, gallow[lo_:hi_]
+            odd = False
+            for j in range(v):
+                d = abs((np.float64(gg[j]) - tt[j]) - (ll[j] if has_glo else 0.0))
+                r = 0.0 if d == 0 else d / aa[j]
+                odd |= (not d < np.inf) | (not r < np.inf)  # NaN or inf: nan_to_num's rules, below
+                rs[j] = r
+            special = odd
+            if not special:
+                box[0] = _max_bits(r_bits, v, 0)
+                gr = box_value[0]
         if special:
             gr = 0.0
             for j in range(i * v, i * v + v):
@@ -519,10 +568,12 @@ def reference_rows(z, target, kind, soft, eps, depth, keep, loss, log_s, grad, g
     (undefined rows zeroed by the caller), labels `target` (N,), `kind` INDEX, SMOOTHING
     (`eps`) or SOFT (`soft` (N, V)). Writes loss, log S (rounded to float64), the gradient
     and its textbook scale, and where `keep`: p (N, V, before p_t - 1) and d = z - max
-    (hi parts) for the attainable scales. Rows it cannot do are flagged in `fallback`
-    (a live class more than -`floor` below the max, where the float64 exp, or the
-    double-double exp's low part, would be subnormal; or logits past 2**1000):
-    the caller computes those with numpy.
+    (hi parts) for the attainable scales. Classes more than -`floor` below the max (where
+    the float64 exp, or the double-double exp's low part, would be subnormal) stay out of
+    T where the rest of it is DEEP_NEGLIGIBLE or more; their p is (e 2**s / S) 2**-s,
+    rounded once. Rows it leaves are flagged in `fallback` (T below that with such classes:
+    every class but the max that far below; or logits past 2**1000): the caller computes
+    those with numpy.
 
     Error, per row, with u = 2**-53 and the pair operations' own errors (below 2**-100
     relatively, negligible against those below):

@@ -33,8 +33,10 @@ labels, ~270 with soft ones, most of a default run's reference time), and a doub
 exp for soft labels and smoothing. Integer and one-hot labels keep a float64 exp (the C
 library's, within 0.51 ulp): within 2 float64 ulps as above (measured: 1.1). Soft labels
 and smoothing: within 0.51 ulps, and the cancellation below shrinks to 2**-76 max(p_j, y_j).
-The loop leaves rows with a live class more than 708 (680 for the double-double exp)
-below the max to the numpy code.
+Classes more than 708 (680 for the double-double exp) below the max stay out of the
+loop's T where the others add up to 2**-850 or more (2**-100 of T), and their own p is
+scaled into float64's subnormals; a row of only such classes (issue 12's) is the numpy
+code's.
 
 Where p_j is close to a fractional y_j (soft labels, smoothing) the subtraction p_j - y_j
 is ill-conditioned for *every* algorithm: there the reference's error is bounded by about
@@ -329,10 +331,10 @@ def _rows_compiled(kernels, z, target, kind, soft, eps, defined, extended_exp, f
     """`_rows` for float16/bfloat16/float32 rows in one compiled loop (`fused_kernels.
     reference_rows`: the same forms, in double-double after exp, each value rounded once
     to float64; its error is derived there): 1.4x (integer labels) to 3x (soft labels)
-    faster than numpy's x87 passes, the textbook scales included. Rows the loop cannot do
-    (a live class more than 708, or 680 for the double-double exp, below the max) are
-    numpy's (`_rows`), row by row. The attainable scales are `bounds`' numpy code on the
-    loop's p and d."""
+    faster than numpy's x87 passes, the textbook scales included. Rows the loop leaves
+    (every class but the max more than 708, or 680 for the double-double exp, below it)
+    are numpy's (`_rows`), row by row. The attainable scales are `bounds`' numpy code on
+    the loop's p and d."""
     n, v = z.shape
     all_defined = defined.all()
     zc = np.ascontiguousarray(z if all_defined else np.where(defined[:, None], z, 0.0), dtype=np.float64)

@@ -20,6 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m harness.run.warmup  # the numba kernels into the checkout's cache (~10 s, once)
 	touch $(STAMP)
 
 run: $(STAMP)

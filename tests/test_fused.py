@@ -253,3 +253,28 @@ def test_a_second_process_loads_the_kernels_from_numbas_cache_without_compiling(
     saved = [line for line in runs[1].stdout.splitlines() if "saved" in line]
     assert saved == [], runs[1].stdout
     assert all(any(name in line for line in loaded) for name in ("reduce_block", "row_scores", "sum_squares")), runs[1].stdout
+
+
+def test_a_run_after_the_warm_up_compiles_no_kernel(tmp_path):
+    """`make setup` compiles the kernels (`python -m harness.run.warmup`) so that a first
+    run loads them instead of compiling them on the parent's threads. That holds only if
+    the warm-up calls the very signatures a run calls: in a numba cache of their own, a
+    run (regimes of a narrow dtype and float64, every label kind, the search) after the
+    warm-up must save nothing new, and load the reference's and the judge's kernels."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), NUMBA_DEBUG_CACHE="1",
+               CESTAB_CACHE_DIR=str(tmp_path / "cestab"))
+    warm = subprocess.run([sys.executable, "-m", "harness.run.warmup"], capture_output=True, text=True, env=env)
+    assert warm.returncode == 0, warm.stderr
+    assert any("reference_rows" in line and "saved" in line for line in warm.stdout.splitlines()), warm.stdout
+    run = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--adapters", "numpy.naive,numpy.stable",
+                          "--dtypes", "bfloat16,float64", "--regimes", "typical,neg_inf_mask", "--no-corpus",
+                          "--out", str(tmp_path / "runs")], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    saved = [line for line in run.stdout.splitlines() if "saved" in line]
+    loaded = [line for line in run.stdout.splitlines() if "data loaded" in line]
+    assert saved == [], saved
+    assert all(any(name in line for line in loaded) for name in ("reference_rows", "reduce_block", "row_scores",
+                                                                    "truth_terms", "exp_pair")), loaded

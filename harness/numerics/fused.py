@@ -15,8 +15,9 @@ that they give the same numbers bit for bit on normal, non-finite, overflowing,
 subnormal and flushed elements. Where numba is not installed, or the truth has no float64
 pieces (`TruthTerms.hi` None), the callers use the numpy code.
 
-Compiled once per machine (numba's cache, keyed by the CPU), on first use; the loops are in
-`fused_kernels`, which only `kernels()` imports (numba is not imported before it is used).
+Compiled once per checkout and machine (numba's cache, keyed by the CPU): by `make setup`
+(`run.warmup`), else on first use; the loops are in `fused_kernels`, which only `kernels()`
+imports (numba is not imported before it is used).
 """
 
 from __future__ import annotations

@@ -190,7 +190,7 @@ def reduce_block(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, f
     finite, and the masks and flushes of `element` are no-ops; any special element sends
     the block to `reduce_full`.
 
-    Vectorised (3-4x faster than one loop doing it all): each tile's ratios go to buffers
+    Vectorised (~3x faster than one loop doing it all): each tile's ratios go to buffers
     in a loop with no branch, and their maxima are taken over their bits as integers,
     which order non-negative floats as the floats do (a NaN or a negative value sends the
     block to `reduce_full`); the argmax is the first element holding the largest ratio,
@@ -241,7 +241,7 @@ def reduce_block(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, f
         best[1] = _max_bits(bits[1], m, best[1])
         best[2] = _max_bits(bits[2], m, best[2])
         best[3] = _max_bits(bits[3], m, best[3])
-        best[4] = _max_bits(scratch[start : start + m].view(np.int64), m, best[4])
+        best[4] = _max_bits(dd.view(np.int64), m, best[4])
     if odd:
         return reduce_full(c, hi, lo, has_lo, u, allowance, allowance_att, tiny, is_inf, finite_overflow, ftz,
                            scratch)

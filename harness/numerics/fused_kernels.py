@@ -680,7 +680,7 @@ def reference_rows(z, target, kind, soft, eps, depth, keep, loss, log_s, grad, g
                         break
                     ph, pl = _two_prod(y, -dh[j])
                     ah, al = _dd_add(ah, al, ph, pl - y * dl[j])
-            loss[i] = ah + al if ah != np.inf else np.inf
+            loss[i] = ah + al  # an inf loss: ah inf, al finite
         else:
             if dh[t] == -np.inf:
                 loss[i] = np.inf
@@ -702,7 +702,7 @@ def reference_rows(z, target, kind, soft, eps, depth, keep, loss, log_s, grad, g
                         bh, bl = _dd_div(bh, bl, float(v), 0.0)
                         bh, bl = _dd_mul(bh, bl, eps, 0.0)  # eps / V sum_j l_j
                         ah, al = _dd_add(ah, al, bh, bl)
-                loss[i] = ah + al if ah != np.inf else np.inf
+                loss[i] = ah + al
         # p, the gradient and its textbook scale
         if kind == SMOOTHING:
             yh, yl = _dd_div(eps, 0.0, float(v), 0.0)  # eps / V
